@@ -1,0 +1,527 @@
+//! The wire contract between reclaim-trace's eBPF programs and its userspace.
+//!
+//! Everything that crosses the kernel/user boundary is defined here, once: map and global names,
+//! the `#[repr(C)]` records in the ring buffer, the per-CPU counter and histogram layouts, and the
+//! configuration block userspace fills in before loading (tracepoint field offsets from tracefs,
+//! struct offsets from BTF, symbol addresses from kallsyms). Only integers, fixed arrays and
+//! structs of them cross the wire: no enums, `bool`, `Option` or `usize`.
+//!
+//! The layout is pinned by compile-time size/offset asserts at the bottom of this file; the eBPF
+//! side and userspace both compile them.
+#![no_std]
+
+#[cfg(feature = "user")]
+pub mod decode;
+
+// ---------------------------------------------------------------------------------------------
+// Names (the same strings appear as symbol names in the eBPF object)
+// ---------------------------------------------------------------------------------------------
+
+/// Ring buffer carrying one [`PassRecord`] per reclaim pass (and [`FlushRecord`]s on request).
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-task reclaim pass state (LRU hash keyed by tid). Internal to the kernel side.
+pub const MAP_PASSES: &str = "PASSES";
+/// Per-task reclaim context windows and out-of-pass flush state (LRU hash keyed by tid).
+pub const MAP_TASKS: &str = "TASKS";
+/// Per-CPU `u64` counters indexed by the `CNT_*` constants.
+pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Per-CPU [`PassCounts`] per reclaim context (`CTX_*`): totals that survive ring-buffer drops.
+pub const MAP_TOTALS: &str = "TOTALS";
+/// Per-CPU histograms: `[u64; HIST_BUCKETS]` at [`hist_index`]`(metric, ctx)`.
+pub const MAP_HISTS: &str = "HISTS";
+/// Remote TLB flushes received per target CPU (`csd_queue_cpu` with `flush_tlb_func`): an
+/// `Array<u64>` indexed by CPU id, updated atomically by the initiators.
+pub const MAP_VICTIMS: &str = "VICTIMS";
+/// Entries of [`MAP_VICTIMS`] (CPU ids up to NR_CPUS with MAXSMP).
+pub const MAX_VICTIM_CPUS: u32 = 8192;
+/// The [`Config`] global, set with `EbpfLoader::override_global` before load.
+pub const GLOBAL_CONFIG: &str = "CONFIG";
+
+/// Default ring-buffer size in bytes (power of two, multiple of the page size). At the
+/// ~10,000 passes/s that memcg reclaim of two threads produces on this class of machine, 1 MiB
+/// holds ~4,500 records, i.e. ~0.4 s of backlog if userspace stalls.
+pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Maximum number of tasks with reclaim state at once.
+pub const MAX_TASKS: u32 = 16384;
+
+// ---------------------------------------------------------------------------------------------
+// Reclaim contexts
+// ---------------------------------------------------------------------------------------------
+
+pub const CTX_KSWAPD: u32 = 0;
+pub const CTX_DIRECT: u32 = 1;
+pub const CTX_MEMCG: u32 = 2;
+pub const CTX_PROACTIVE: u32 = 3;
+/// A pass whose context could not be determined (e.g. MADV_PAGEOUT/DAMON `reclaim_pages`).
+pub const CTX_OTHER: u32 = 4;
+/// Number of reclaim contexts (rows in [`MAP_TOTALS`]).
+pub const N_CTX: u32 = 5;
+/// Histogram column for flushes outside any reclaim pass (migration, compaction, NUMA).
+pub const CTX_OUTSIDE: u32 = 5;
+/// Number of histogram context columns.
+pub const N_HIST_CTX: u32 = 6;
+
+// ---------------------------------------------------------------------------------------------
+// Histograms: exact buckets 0..=64, then log2 buckets (<=128, <=256, ... <=16384)
+// ---------------------------------------------------------------------------------------------
+
+pub const HIST_BATCH_FILL: u32 = 0;
+pub const HIST_FANOUT_CANDIDATES: u32 = 1;
+pub const HIST_FANOUT_TARGETS: u32 = 2;
+pub const HIST_IPIS: u32 = 3;
+pub const N_HIST_METRICS: u32 = 4;
+/// Largest value with a bucket of its own.
+pub const HIST_EXACT_MAX: u64 = 64;
+/// 65 exact buckets, log2 buckets up to 2^13 (NR_CPUS is at most 8192 with MAXSMP), and one
+/// open-ended bucket above.
+pub const HIST_BUCKETS: usize = 65 + 8;
+pub const N_HISTS: u32 = N_HIST_METRICS * N_HIST_CTX;
+
+pub type HistBuckets = [u64; HIST_BUCKETS];
+
+/// Index of the histogram for `metric` (`HIST_*`) in context `ctx` (`CTX_*`).
+#[inline(always)]
+pub const fn hist_index(metric: u32, ctx: u32) -> u32 {
+    metric * N_HIST_CTX + ctx
+}
+
+/// The bucket a value falls in. Never returns an index `>= HIST_BUCKETS`.
+#[inline(always)]
+pub const fn bucket_of(value: u64) -> usize {
+    if value <= HIST_EXACT_MAX {
+        return value as usize;
+    }
+    // ceil(log2(value)) for value > 64 is >= 7; bucket 65 holds 65..=128.
+    let log2_ceil = 64 - (value - 1).leading_zeros() as usize;
+    let idx = 65 + (log2_ceil - 7);
+    if idx >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        idx
+    }
+}
+
+/// Inclusive upper bound (`le`) of bucket `idx`; the last bucket is open-ended (`u64::MAX`).
+pub const fn bucket_upper_bound(idx: usize) -> u64 {
+    if idx as u64 <= HIST_EXACT_MAX {
+        idx as u64
+    } else if idx + 1 >= HIST_BUCKETS {
+        u64::MAX
+    } else {
+        1u64 << (idx - 65 + 7)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-CPU counters (MAP_COUNTERS)
+// ---------------------------------------------------------------------------------------------
+
+/// Ring-buffer reservations that failed: records lost (their totals are still in TOTALS).
+pub const CNT_RINGBUF_DROPS: u32 = 0;
+/// Pass state could not be stored (map full).
+pub const CNT_PASS_MAP_FULL: u32 = 1;
+/// A pass end (shrink_inactive / reclaim_pages) without a pass start on that task.
+pub const CNT_PASS_END_WITHOUT_START: u32 = 2;
+/// Batched TLB flushes outside any reclaim pass (migration, compaction, NUMA balancing).
+pub const CNT_OTHER_FLUSHES: u32 = 3;
+/// `csd_queue_cpu(func == flush_tlb_func)` anywhere: every remote TLB flush target.
+pub const CNT_TLB_TARGETS_ALL: u32 = 4;
+/// `tlb_flush` reason 1 (REMOTE_SHOOTDOWN) received, read per CPU. These hardirq events are
+/// dropped when the IPI interrupts another BPF program on that CPU (`bpf_prog_active`), so they
+/// undercount (by ~10% under heavy reclaim on 6.18.44); MAP_VICTIMS is exact where csd exists.
+pub const CNT_REMOTE_SHOOTDOWNS: u32 = 5;
+/// `tlb_flush` reason 5 (REMOTE_WRONG_CPU, 6.18+).
+pub const CNT_REMOTE_WRONG_CPU: u32 = 6;
+/// Pageouts seen outside a reclaim pass.
+pub const CNT_PAGEOUTS_OUTSIDE: u32 = 7;
+/// Flush IPIs (`ipi_send_*` during a flush) anywhere.
+pub const CNT_TLB_IPIS_ALL: u32 = 8;
+/// Candidate CPUs of batched flushes outside reclaim (precise tier).
+pub const CNT_OTHER_FLUSH_CANDIDATES: u32 = 9;
+/// Events handled by the hot programs (tlb_flush not filtered out, csd, ipi).
+pub const CNT_HOT_EVENTS: u32 = 10;
+/// Flush records lost to a full ring buffer (only with CFG_EMIT_FLUSHES).
+pub const CNT_FLUSH_RECORD_DROPS: u32 = 11;
+/// Folio lists longer than the in-kernel walk limit (folios_in is then a lower bound).
+pub const CNT_FOLIO_WALK_TRUNCATED: u32 = 12;
+/// First program-error counter: `CNT_ERR_BASE + PROG_*`.
+pub const CNT_ERR_BASE: u32 = 32;
+pub const N_COUNTERS: u32 = 64;
+
+// Program ids for the per-program error counters.
+pub const PROG_LRU_ISOLATE: u32 = 0;
+pub const PROG_SHRINK_INACTIVE: u32 = 1;
+pub const PROG_WRITE_FOLIO: u32 = 2;
+pub const PROG_RECLAIM_WINDOW: u32 = 3;
+pub const PROG_TLB_FLUSH: u32 = 4;
+pub const PROG_IPI: u32 = 5;
+pub const PROG_CSD: u32 = 6;
+pub const PROG_RECLAIM_PAGES: u32 = 7;
+pub const PROG_SHRINK_FOLIO_LIST: u32 = 8;
+pub const PROG_TRY_TO_UNMAP: u32 = 9;
+pub const PROG_FLUSH_DIRTY: u32 = 10;
+pub const PROG_ARCH_TLBBATCH_FLUSH: u32 = 11;
+pub const PROG_PAGEOUT: u32 = 12;
+pub const N_PROGS: u32 = 13;
+
+// ---------------------------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------------------------
+
+pub const RECORD_PASS: u32 = 1;
+pub const RECORD_FLUSH: u32 = 2;
+
+/// The pass began at a pass-start probe (not reconstructed from its end alone).
+pub const PASS_F_HAS_START: u32 = 1 << 0;
+/// Counted by `shrink_folio_list` entry/exit probes (precise tier).
+pub const PASS_F_PRECISE: u32 = 1 << 1;
+/// `batched_unmaps`/batch fill were observed (`try_to_unmap`), not estimated.
+pub const PASS_F_FILL_EXACT: u32 = 1 << 2;
+/// Flushes were delimited by `arch_tlbbatch_flush` (dirty/batch split exact).
+pub const PASS_F_FLUSH_EXACT: u32 = 1 << 3;
+/// `folios_in` is a lower bound (list longer than the walk limit).
+pub const PASS_F_FOLIOS_IN_TRUNCATED: u32 = 1 << 4;
+
+/// Counts of one reclaim pass; also the per-context running totals in [`MAP_TOTALS`].
+/// Every field is a count (base pages where the name says pages, nanoseconds for `duration_ns`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct PassCounts {
+    pub passes: u64,
+    /// Folios handed to shrink_folio_list (tracepoint tier: pages isolated, `nr_taken`).
+    pub folios_in: u64,
+    /// Folios reclaimed. The kernel reports base pages in both tiers (shrink_folio_list's return
+    /// value, `nr_reclaimed` of the tracepoints), so this equals `pages_reclaimed` unless a
+    /// precise probe counted folios.
+    pub folios_reclaimed: u64,
+    pub pages_reclaimed: u64,
+    pub pages_scanned: u64,
+    /// Folios written out by pageout() (`mm_vmscan_write_folio` or a `pageout` probe).
+    pub pageouts: u64,
+    /// Flushes forced before pageout() (`try_to_unmap_flush_dirty` with `tlb_ubc.writable`).
+    pub dirty_flushes: u64,
+    /// Flushes of the free batch or at the end of the pass.
+    pub batch_flushes: u64,
+    /// Immediate (non-batched) flushes inside the pass: `flush_tlb_mm_range` from
+    /// `try_to_unmap_one` when the mm was not on another CPU.
+    pub unbatched_flushes: u64,
+    /// Σ over flushes of CPUs in the batch cpumask other than the flushing CPU (precise tier).
+    pub fanout_candidates: u64,
+    /// Σ over flushes of CPUs actually sent the flush (`csd_queue_cpu`, lazy CPUs filtered).
+    pub fanout_targets: u64,
+    /// Σ over flushes of IPIs sent (`ipi_send_*`; a queued csd may not need a new IPI).
+    pub ipis: u64,
+    /// Flushes that reached no other CPU (local-only, or broadcast INVLPGB / hypercall).
+    pub flushes_without_ipi: u64,
+    /// `try_to_unmap(.., TTU_BATCH_FLUSH)` calls: folios deferred into a batch (precise tier).
+    pub batched_unmaps: u64,
+    pub duration_ns: u64,
+    pub nr_dirty: u64,
+    pub nr_writeback: u64,
+    pub nr_activate: u64,
+    pub nr_unmap_fail: u64,
+    /// Calls of `try_to_unmap_flush_dirty`, including those that had nothing to flush.
+    pub dirty_flush_calls: u64,
+}
+
+/// Number of `u64` fields in [`PassCounts`].
+pub const PASS_COUNTS_FIELDS: usize = 20;
+
+impl PassCounts {
+    /// The counts as an array, in declaration order.
+    pub fn to_array(&self) -> [u64; PASS_COUNTS_FIELDS] {
+        // SAFETY: PassCounts is #[repr(C)] with exactly PASS_COUNTS_FIELDS u64 fields and no
+        // padding (size asserted below), the same layout as the array.
+        unsafe { core::mem::transmute_copy(self) }
+    }
+
+    /// Counts from an array in declaration order.
+    pub fn from_array(a: [u64; PASS_COUNTS_FIELDS]) -> Self {
+        // SAFETY: see to_array.
+        unsafe { core::mem::transmute(a) }
+    }
+
+    /// Field-wise wrapping sum.
+    pub fn wrapping_add(&self, other: &Self) -> Self {
+        let (a, b) = (self.to_array(), other.to_array());
+        Self::from_array(core::array::from_fn(|i| a[i].wrapping_add(b[i])))
+    }
+
+    /// Field-wise wrapping difference (`self - earlier`).
+    pub fn wrapping_sub(&self, earlier: &Self) -> Self {
+        let (a, b) = (self.to_array(), earlier.to_array());
+        Self::from_array(core::array::from_fn(|i| a[i].wrapping_sub(b[i])))
+    }
+}
+
+/// One reclaim pass (`RECORD_PASS`), sent when the pass ends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassRecord {
+    pub kind: u32,
+    pub flags: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    /// `CTX_*`.
+    pub context: u32,
+    pub cpu: u32,
+    /// kernfs id of the memory cgroup charged (its directory's inode number in cgroupfs).
+    pub cgroup_id: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub comm: [u8; 16],
+    pub counts: PassCounts,
+}
+
+/// `FlushRecord::class` values.
+pub const FLUSH_DIRTY: u32 = 0;
+pub const FLUSH_BATCH: u32 = 1;
+pub const FLUSH_OTHER: u32 = 2;
+
+/// One batched TLB flush (`RECORD_FLUSH`), only with [`CFG_EMIT_FLUSHES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushRecord {
+    pub kind: u32,
+    pub class: u32,
+    pub tid: u32,
+    pub context: u32,
+    pub cpu: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+    /// Folios deferred into this batch (precise tier; `u64::MAX` when unknown).
+    pub fill: u64,
+    /// CPUs in the batch cpumask other than the flushing one (`u64::MAX` when unknown).
+    pub candidates: u64,
+    pub targets: u64,
+    pub ipis: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration block (a read-only global: the verifier sees its values as constants)
+// ---------------------------------------------------------------------------------------------
+
+/// Emit a [`FlushRecord`] per batched flush.
+pub const CFG_EMIT_FLUSHES: u32 = 1 << 0;
+/// `shrink_folio_list` entry/exit probes own pass boundaries; vmscan tracepoints add nothing.
+pub const CFG_PRECISE_PASS: u32 = 1 << 1;
+/// `arch_tlbbatch_flush` entry/exit probes delimit flushes; `tlb_flush` only counts victims.
+pub const CFG_PRECISE_FLUSH: u32 = 1 << 2;
+/// `try_to_unmap` is probed: batch fill is exact.
+pub const CFG_PRECISE_UNMAP: u32 = 1 << 3;
+/// `shrink_folio_list` is `void` and reports reclaimed pages in `stat->nr_reclaimed`.
+pub const CFG_STAT_NR_RECLAIMED: u32 = 1 << 4;
+/// A `pageout` probe counts pageouts (else `mm_vmscan_write_folio`).
+pub const CFG_PAGEOUT_PROBE: u32 = 1 << 5;
+
+/// Marks an offset that is not known on this kernel; programs skip the read.
+pub const OFF_NONE: u32 = u32::MAX;
+
+/// Byte offsets of tracepoint record fields, from `events/<sys>/<event>/format`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TpOffsets {
+    pub isolate_nr_taken: u32,
+    pub isolate_lru: u32,
+    pub shrink_nr_scanned: u32,
+    pub shrink_nr_reclaimed: u32,
+    pub shrink_nr_dirty: u32,
+    pub shrink_nr_writeback: u32,
+    pub shrink_nr_activate0: u32,
+    pub shrink_nr_activate1: u32,
+    pub shrink_nr_unmap_fail: u32,
+    pub reclaim_pages_nr_scanned: u32,
+    pub reclaim_pages_nr_reclaimed: u32,
+    pub tlb_reason: u32,
+    pub tlb_pages: u32,
+    pub ipi_cpu_callback: u32,
+    pub ipi_mask_cpumask: u32,
+    pub ipi_mask_callback: u32,
+    pub csd_func: u32,
+    pub csd_cpu: u32,
+}
+
+/// Byte offsets (and one bit mask) of kernel struct members, from `/sys/kernel/btf/vmlinux`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BtfOffsets {
+    /// `task_struct.flags` (PF_KSWAPD).
+    pub task_flags: u32,
+    /// `task_struct.tlb_ubc` + `tlbflush_unmap_batch.writable`.
+    pub task_tlb_ubc_writable: u32,
+    /// `task_struct.tlb_ubc` + `tlbflush_unmap_batch.flush_required`.
+    pub task_tlb_ubc_flush_required: u32,
+    /// `task_struct.cgroups` (struct css_set *).
+    pub task_cgroups: u32,
+    /// `css_set.subsys[memory_cgrp_id]` (struct cgroup_subsys_state *).
+    pub css_set_memory_subsys: u32,
+    /// `cgroup_subsys_state.cgroup`.
+    pub css_cgroup: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kernfs_node_id: u32,
+    /// `mem_cgroup.css`.
+    pub memcg_css: u32,
+    /// `scan_control.target_mem_cgroup`.
+    pub sc_target_mem_cgroup: u32,
+    /// `scan_control.nr_scanned`.
+    pub sc_nr_scanned: u32,
+    /// Byte holding the `scan_control.proactive` bitfield, and its mask.
+    pub sc_proactive_byte: u32,
+    pub sc_proactive_mask: u32,
+    /// `reclaim_stat` members.
+    pub stat_nr_reclaimed: u32,
+    pub stat_nr_dirty: u32,
+    pub stat_nr_writeback: u32,
+    pub stat_nr_pageout: u32,
+    pub stat_nr_activate0: u32,
+    pub stat_nr_activate1: u32,
+    pub stat_nr_unmap_fail: u32,
+    /// `arch_tlbflush_unmap_batch.cpumask`.
+    pub batch_cpumask: u32,
+    /// `list_head.next` (always 0 in practice; kept for completeness).
+    pub list_next: u32,
+}
+
+/// Everything the programs need to know about this kernel and this run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The tracer's own process: its events are ignored.
+    pub self_tgid: u32,
+    /// `CFG_*` flags.
+    pub flags: u32,
+    /// Address of `flush_tlb_func` (csd callback of remote TLB flushes).
+    pub flush_tlb_func: u64,
+    /// Address of the IPI callback used by `smp_call_function_many_cond`
+    /// (`generic_smp_call_function_single_interrupt`).
+    pub ipi_callback: u64,
+    /// Number of 64-bit words of a cpumask that can hold set bits (`ceil(nr_cpu_ids / 64)`).
+    pub cpumask_words: u32,
+    /// Maximum folios walked in shrink_folio_list's list to count `folios_in`.
+    pub folio_walk_limit: u32,
+    pub tp: TpOffsets,
+    pub btf: BtfOffsets,
+}
+
+/// Upper bound on `Config::cpumask_words` (8192 CPUs).
+pub const MAX_CPUMASK_WORDS: u32 = 128;
+
+impl TpOffsets {
+    pub const NONE: TpOffsets = TpOffsets {
+        isolate_nr_taken: OFF_NONE,
+        isolate_lru: OFF_NONE,
+        shrink_nr_scanned: OFF_NONE,
+        shrink_nr_reclaimed: OFF_NONE,
+        shrink_nr_dirty: OFF_NONE,
+        shrink_nr_writeback: OFF_NONE,
+        shrink_nr_activate0: OFF_NONE,
+        shrink_nr_activate1: OFF_NONE,
+        shrink_nr_unmap_fail: OFF_NONE,
+        reclaim_pages_nr_scanned: OFF_NONE,
+        reclaim_pages_nr_reclaimed: OFF_NONE,
+        tlb_reason: OFF_NONE,
+        tlb_pages: OFF_NONE,
+        ipi_cpu_callback: OFF_NONE,
+        ipi_mask_cpumask: OFF_NONE,
+        ipi_mask_callback: OFF_NONE,
+        csd_func: OFF_NONE,
+        csd_cpu: OFF_NONE,
+    };
+}
+
+impl BtfOffsets {
+    pub const NONE: BtfOffsets = BtfOffsets {
+        task_flags: OFF_NONE,
+        task_tlb_ubc_writable: OFF_NONE,
+        task_tlb_ubc_flush_required: OFF_NONE,
+        task_cgroups: OFF_NONE,
+        css_set_memory_subsys: OFF_NONE,
+        css_cgroup: OFF_NONE,
+        cgroup_kn: OFF_NONE,
+        kernfs_node_id: OFF_NONE,
+        memcg_css: OFF_NONE,
+        sc_target_mem_cgroup: OFF_NONE,
+        sc_nr_scanned: OFF_NONE,
+        sc_proactive_byte: OFF_NONE,
+        sc_proactive_mask: 0,
+        stat_nr_reclaimed: OFF_NONE,
+        stat_nr_dirty: OFF_NONE,
+        stat_nr_writeback: OFF_NONE,
+        stat_nr_pageout: OFF_NONE,
+        stat_nr_activate0: OFF_NONE,
+        stat_nr_activate1: OFF_NONE,
+        stat_nr_unmap_fail: OFF_NONE,
+        batch_cpumask: OFF_NONE,
+        list_next: 0,
+    };
+}
+
+impl Config {
+    /// The value compiled into the object: nothing known, nothing enabled.
+    pub const EMPTY: Config = Config {
+        self_tgid: 0,
+        flags: 0,
+        flush_tlb_func: 0,
+        ipi_callback: 0,
+        cpumask_words: 1,
+        folio_walk_limit: 0,
+        tp: TpOffsets::NONE,
+        btf: BtfOffsets::NONE,
+    };
+}
+
+/// `PF_KSWAPD` in `task_struct.flags` (include/linux/sched.h; unchanged 6.1 … 7.2).
+pub const PF_KSWAPD: u32 = 0x0002_0000;
+/// `TTU_BATCH_FLUSH` in `enum ttu_flags` (include/linux/rmap.h; 0x40 in 6.1 … 7.2).
+pub const TTU_BATCH_FLUSH: u64 = 0x40;
+/// `tlb_flush` reasons (include/linux/mm_types.h `enum tlb_flush_reason`).
+pub const TLB_FLUSH_ON_TASK_SWITCH: u32 = 0;
+pub const TLB_REMOTE_SHOOTDOWN: u32 = 1;
+pub const TLB_LOCAL_SHOOTDOWN: u32 = 2;
+pub const TLB_LOCAL_MM_SHOOTDOWN: u32 = 3;
+pub const TLB_REMOTE_SEND_IPI: u32 = 4;
+pub const TLB_REMOTE_WRONG_CPU: u32 = 5;
+/// `TLB_FLUSH_ALL` as the `pages` field of `tlb_flush` (prints as -1).
+pub const TLB_FLUSH_ALL: u64 = u64::MAX;
+
+// ---------------------------------------------------------------------------------------------
+// Layout pins (both sides compile these)
+// ---------------------------------------------------------------------------------------------
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<PassCounts>() == PASS_COUNTS_FIELDS * 8);
+    assert!(size_of::<PassRecord>() == 64 + 160);
+    assert!(offset_of!(PassRecord, cgroup_id) == 24);
+    assert!(offset_of!(PassRecord, comm) == 48);
+    assert!(offset_of!(PassRecord, counts) == 64);
+    assert!(size_of::<FlushRecord>() == 64);
+    assert!(offset_of!(FlushRecord, ts_ns) == 24);
+    assert!(size_of::<TpOffsets>() == 18 * 4);
+    assert!(size_of::<BtfOffsets>() == 22 * 4);
+    assert!(offset_of!(Config, tp) == 32);
+    assert!(size_of::<Config>() == 32 + 72 + 88);
+    assert!(bucket_of(64) == 64);
+    assert!(bucket_of(65) == 65);
+    assert!(bucket_of(128) == 65);
+    assert!(bucket_of(129) == 66);
+    assert!(bucket_of(u64::MAX) == HIST_BUCKETS - 1);
+    assert!(bucket_upper_bound(65) == 128);
+    assert!(bucket_upper_bound(HIST_BUCKETS - 2) == 8192);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] structs of integers and integer arrays with no
+    // padding holes that could carry uninitialised bytes (checked by the size asserts above:
+    // every size is the sum of its fields).
+    unsafe impl aya::Pod for super::PassCounts {}
+    unsafe impl aya::Pod for super::PassRecord {}
+    unsafe impl aya::Pod for super::FlushRecord {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::TpOffsets {}
+    unsafe impl aya::Pod for super::BtfOffsets {}
+}

@@ -1,0 +1,141 @@
+//! reclaim-trace's eBPF programs.
+//!
+//! One reclaim pass is tracked per task (keyed by tid: reclaim calls `cond_resched()` and may
+//! migrate between CPUs). Hot events (`tlb_flush`, `csd_queue_cpu`, `ipi_send_*`) only update
+//! that per-task state and per-CPU histograms; when the pass ends its counts are added to the
+//! per-CPU per-context totals and one record goes to the ring buffer.
+//!
+//! Files by subsystem: `vmscan` (pass boundaries, pageouts, reclaim context windows), `tlb`
+//! (flush episodes from `tlb:tlb_flush`), `smp` (`csd:*` and `ipi:*` fan-out), `precise`
+//! (kprobe/fentry programs on mm/rmap.c, mm/vmscan.c and arch/x86/mm/tlb.c functions).
+#![no_std]
+#![no_main]
+// Atomic add on a shared map slot (see smp.rs); this crate is always built with nightly.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+mod pass;
+mod precise;
+mod smp;
+mod tlb;
+mod vmscan;
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+};
+use reclaim_trace_common::{
+    CNT_ERR_BASE, Config, EVENTS_BYTES, HIST_BUCKETS, HistBuckets, MAX_TASKS, MAX_VICTIM_CPUS,
+    N_COUNTERS, N_CTX,
+    N_HISTS, OFF_NONE, PassCounts, bucket_of, hist_index,
+};
+
+pub use pass::{PassState, TaskState};
+
+/// Filled in by userspace before load (read-only data: the verifier treats it as constant).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::EMPTY;
+
+/// Read one field of [`CONFIG`]. Volatile, so the compiler does not fold the compiled-in
+/// default into the code.
+macro_rules! config {
+    ($($field:tt)+) => {
+        {
+            // SAFETY: CONFIG is a plain static; reading a field through a raw pointer is sound.
+            #[allow(unused_unsafe)]
+            let v = unsafe { core::ptr::read_volatile(&raw const $crate::CONFIG.$($field)+) };
+            v
+        }
+    };
+}
+pub(crate) use config;
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "PASSES")]
+static PASSES: LruHashMap<u32, PassState> = LruHashMap::with_max_entries(MAX_TASKS, 0);
+
+#[map(name = "TASKS")]
+static TASKS: LruHashMap<u32, TaskState> = LruHashMap::with_max_entries(MAX_TASKS, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS, 0);
+
+#[map(name = "TOTALS")]
+static TOTALS: PerCpuArray<PassCounts> = PerCpuArray::with_max_entries(N_CTX, 0);
+
+#[map(name = "HISTS")]
+static HISTS: PerCpuArray<HistBuckets> = PerCpuArray::with_max_entries(N_HISTS, 0);
+
+#[map(name = "VICTIMS")]
+static VICTIMS: Array<u64> = Array::with_max_entries(MAX_VICTIM_CPUS, 0);
+
+/// A zeroed value to insert new map entries from (too large for the 512-byte BPF stack).
+#[map(name = "ZERO")]
+static ZERO: PerCpuArray<PassState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Add `n` to per-CPU counter `idx` (`CNT_*`).
+#[inline(always)]
+pub(crate) fn count(idx: u32, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot; BPF tracing programs do not nest on one CPU (bpf_prog_active).
+        unsafe { *p += n };
+    }
+}
+
+/// Count a failed program run (`PROG_*`).
+#[inline(always)]
+pub(crate) fn count_error(prog: u32) {
+    count(CNT_ERR_BASE + prog, 1);
+}
+
+/// Add `n` observations of `value` to histogram (`metric`, `ctx`).
+#[inline(always)]
+pub(crate) fn hist_add(metric: u32, ctx: u32, value: u64, n: u64) {
+    if n == 0 {
+        return;
+    }
+    let b = bucket_of(value);
+    if b >= HIST_BUCKETS {
+        return;
+    }
+    if let Some(p) = HISTS.get_ptr_mut(hist_index(metric, ctx)) {
+        // SAFETY: per-CPU slot, index bounds-checked above.
+        unsafe { (*p)[b] += n };
+    }
+}
+
+/// Read a `T` at `base + off` in kernel memory; `None` when the offset is unknown on this
+/// kernel, the base is NULL, or the read faults.
+#[inline(always)]
+pub(crate) fn kread<T>(base: u64, off: u32) -> Option<T> {
+    if off == OFF_NONE || base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copies with fault handling; any address is safe to try.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+#[inline(always)]
+pub(crate) fn current_tid_tgid() -> (u32, u32) {
+    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    (id as u32, (id >> 32) as u32)
+}
+
+/// The tracer's own events are never counted.
+#[inline(always)]
+pub(crate) fn is_self(tgid: u32) -> bool {
+    tgid == config!(self_tgid)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,353 @@
+//! The precise tier: fentry/fexit (or kprobe/kretprobe) on the functions of the reclaim path.
+//!
+//! Every program is a thin entry point around one `*_core` function that takes plain
+//! arguments, so the fentry and kprobe flavours share one implementation. Struct member offsets
+//! come from the running kernel's BTF (`CONFIG.btf`); nothing here hard-codes a layout.
+//!
+//! Attach targets (global or plain static symbols on 6.1, 6.12, 6.18, 7.2; userspace refuses
+//! `.isra`/`.constprop` clones, whose argument lists may have been rewritten):
+//! - `shrink_folio_list(folio_list, pgdat, sc, stat, ignore_references[, memcg])`: pass
+//!   boundaries; its return value is reclaimed base pages (or `stat->nr_reclaimed` once the
+//!   "batch TLB flushing for dirty folios" series makes it void).
+//! - `try_to_unmap(folio, flags)`: with `TTU_BATCH_FLUSH` a folio may be deferred into the batch.
+//! - `try_to_unmap_flush_dirty()`: flushes only when `current->tlb_ubc.writable`.
+//! - `arch_tlbbatch_flush(batch)`: the flush; `batch->cpumask` are the candidate CPUs.
+//! - `pageout(folio, mapping, plug[, folio_list])`: real symbol on 6.1/6.12, inlined on 6.18.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_task, bpf_get_smp_processor_id, generated::bpf_get_func_ret},
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use reclaim_trace_common::{
+    CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STAT_NR_RECLAIMED,
+    CNT_FOLIO_WALK_TRUNCATED, CNT_OTHER_FLUSH_CANDIDATES, CNT_OTHER_FLUSHES,
+    CNT_PAGEOUTS_OUTSIDE, CTX_KSWAPD, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE, FLUSH_OTHER,
+    HIST_FANOUT_CANDIDATES, MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT,
+    PASS_F_FOLIOS_IN_TRUNCATED, PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH,
+    PROG_FLUSH_DIRTY, PROG_PAGEOUT, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH,
+};
+
+use crate::{
+    config, count, count_error, current_tid_tgid, hist_add, is_self, kread,
+    pass::{
+        EP_OPEN, close_episode, css_id, current_is_kswapd, emit_flush, end_pass, open_episode,
+        pass_of, start_pass, window_context,
+    },
+};
+
+/// Compile-time bound of the folio-list walk (the run-time limit is `CONFIG.folio_walk_limit`).
+const MAX_FOLIO_WALK: u32 = 1024;
+/// `enum pageout_t` (mm/vmscan.c): PAGE_KEEP, PAGE_ACTIVATE, PAGE_SUCCESS, PAGE_CLEAN.
+const PAGE_SUCCESS: u64 = 2;
+
+#[inline(always)]
+fn report(prog: u32, r: Result<(), ()>) -> u32 {
+    if r.is_err() {
+        count_error(prog);
+    }
+    0
+}
+
+// ------------------------------------------------------------------ shrink_folio_list
+
+fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
+    let (tid, tgid) = current_tid_tgid();
+    if is_self(tgid) {
+        return Ok(());
+    }
+    let target: u64 = kread(sc, config!(btf.sc_target_mem_cgroup)).unwrap_or(0);
+    let proactive_byte: u8 = kread(sc, config!(btf.sc_proactive_byte)).unwrap_or(0);
+    let proactive = proactive_byte as u32 & config!(btf.sc_proactive_mask) != 0;
+    let ctx = if current_is_kswapd() {
+        CTX_KSWAPD
+    } else if proactive {
+        CTX_PROACTIVE
+    } else if target != 0 {
+        CTX_MEMCG
+    } else {
+        window_context(tid)
+    };
+    // The memcg whose limit drove the pass; global reclaim falls back to the task's memcg.
+    let cgroup_id = if target != 0 {
+        css_id(target + config!(btf.memcg_css) as u64)
+    } else {
+        0
+    };
+    let cfg = config!(flags);
+    let mut flags = PASS_F_HAS_START | PASS_F_PRECISE;
+    if cfg & CFG_PRECISE_UNMAP != 0 {
+        flags |= PASS_F_FILL_EXACT;
+    }
+    if cfg & CFG_PRECISE_FLUSH != 0 {
+        flags |= PASS_F_FLUSH_EXACT;
+    }
+    // Count the folios on the list (bounded walk of list_head.next pointers).
+    let limit = config!(folio_walk_limit);
+    let mut n = 0u64;
+    let mut node: u64 = kread(folio_list, 0).unwrap_or(folio_list);
+    let mut i = 0u32;
+    while i < MAX_FOLIO_WALK {
+        if node == folio_list || node == 0 || i >= limit {
+            break;
+        }
+        n += 1;
+        node = kread(node, 0).unwrap_or(0);
+        i += 1;
+    }
+    if node != folio_list && node != 0 {
+        flags |= PASS_F_FOLIOS_IN_TRUNCATED;
+        count(CNT_FOLIO_WALK_TRUNCATED, 1);
+    }
+    let p = start_pass(tid, ctx, flags, cgroup_id).ok_or(())?;
+    // SAFETY: map value owned by this task.
+    unsafe {
+        (*p).counts.folios_in = n;
+        (*p).sc = sc;
+        (*p).stat = stat;
+        (*p).sc_nr_scanned_start = kread(sc, config!(btf.sc_nr_scanned)).unwrap_or(0);
+    }
+    Ok(())
+}
+
+fn shrink_exit_core(ret: u64) -> Result<(), ()> {
+    let (tid, tgid) = current_tid_tgid();
+    let Some(p) = pass_of(tid) else {
+        return Ok(());
+    };
+    // SAFETY: map value owned by this task.
+    let s = unsafe { &mut *p };
+    let stat = s.stat;
+    let pages = if config!(flags) & CFG_STAT_NR_RECLAIMED != 0 {
+        kread::<u32>(stat, config!(btf.stat_nr_reclaimed)).unwrap_or(0) as u64
+    } else {
+        ret & 0xffff_ffff // unsigned int
+    };
+    s.counts.pages_reclaimed = pages;
+    s.counts.folios_reclaimed = pages;
+    let scanned: u64 = kread(s.sc, config!(btf.sc_nr_scanned)).unwrap_or(0);
+    s.counts.pages_scanned = scanned.saturating_sub(s.sc_nr_scanned_start);
+    s.counts.nr_dirty = kread::<u32>(stat, config!(btf.stat_nr_dirty)).unwrap_or(0) as u64;
+    s.counts.nr_writeback =
+        kread::<u32>(stat, config!(btf.stat_nr_writeback)).unwrap_or(0) as u64;
+    s.counts.nr_activate = kread::<u32>(stat, config!(btf.stat_nr_activate0)).unwrap_or(0) as u64
+        + kread::<u32>(stat, config!(btf.stat_nr_activate1)).unwrap_or(0) as u64;
+    s.counts.nr_unmap_fail =
+        kread::<u32>(stat, config!(btf.stat_nr_unmap_fail)).unwrap_or(0) as u64;
+    end_pass(tid, tgid, p);
+    Ok(())
+}
+
+#[kprobe]
+pub fn kp_shrink_folio_list(ctx: ProbeContext) -> u32 {
+    let r = match (ctx.arg::<u64>(0), ctx.arg::<u64>(2), ctx.arg::<u64>(3)) {
+        (Some(list), Some(sc), Some(stat)) => shrink_entry_core(list, sc, stat),
+        _ => Err(()),
+    };
+    report(PROG_SHRINK_FOLIO_LIST, r)
+}
+
+#[kretprobe]
+pub fn kr_shrink_folio_list(ctx: RetProbeContext) -> u32 {
+    let ret: u64 = ctx.ret();
+    report(PROG_SHRINK_FOLIO_LIST, shrink_exit_core(ret))
+}
+
+#[fentry]
+pub fn fe_shrink_folio_list(ctx: FEntryContext) -> u32 {
+    let r = shrink_entry_core(ctx.arg::<u64>(0), ctx.arg::<u64>(2), ctx.arg::<u64>(3));
+    report(PROG_SHRINK_FOLIO_LIST, r)
+}
+
+#[fexit]
+pub fn fx_shrink_folio_list(ctx: FExitContext) -> u32 {
+    // The return value follows the arguments, whose number differs between kernels (5 before
+    // 6.18, 6 with `memcg`): ask the helper instead of indexing the context.
+    let mut ret = 0u64;
+    // SAFETY: ctx is the fexit program context; the helper writes one u64.
+    unsafe { bpf_get_func_ret(ctx.as_ptr(), &mut ret) };
+    report(PROG_SHRINK_FOLIO_LIST, shrink_exit_core(ret))
+}
+
+// ------------------------------------------------------------------ try_to_unmap
+
+fn unmap_core(flags: u64) -> Result<(), ()> {
+    if flags & TTU_BATCH_FLUSH == 0 {
+        return Ok(());
+    }
+    let (tid, _) = current_tid_tgid();
+    if let Some(p) = pass_of(tid) {
+        // SAFETY: map value owned by this task.
+        unsafe {
+            (*p).unmaps_since_flush += 1;
+            (*p).counts.batched_unmaps += 1;
+        }
+    }
+    Ok(())
+}
+
+#[kprobe]
+pub fn kp_try_to_unmap(ctx: ProbeContext) -> u32 {
+    let r = ctx.arg::<u64>(1).ok_or(()).and_then(unmap_core);
+    report(PROG_TRY_TO_UNMAP, r)
+}
+
+#[fentry]
+pub fn fe_try_to_unmap(ctx: FEntryContext) -> u32 {
+    report(PROG_TRY_TO_UNMAP, unmap_core(ctx.arg::<u64>(1)))
+}
+
+// ------------------------------------------------------------------ try_to_unmap_flush_dirty
+
+fn flush_dirty_core() -> Result<(), ()> {
+    let (tid, _) = current_tid_tgid();
+    let Some(p) = pass_of(tid) else {
+        return Ok(());
+    };
+    // SAFETY: current task pointer, only used as a base for probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let writable: u8 = kread(task, config!(btf.task_tlb_ubc_writable)).ok_or(())?;
+    // SAFETY: map value owned by this task.
+    unsafe {
+        (*p).counts.dirty_flush_calls += 1;
+        // try_to_unmap_flush_dirty() flushes only if a dirty PTE was batched; that flush is
+        // the arch_tlbbatch_flush() that follows on this task.
+        (*p).dirty_pending = (writable != 0) as u32;
+    }
+    Ok(())
+}
+
+#[kprobe]
+pub fn kp_try_to_unmap_flush_dirty(_ctx: ProbeContext) -> u32 {
+    report(PROG_FLUSH_DIRTY, flush_dirty_core())
+}
+
+#[fentry]
+pub fn fe_try_to_unmap_flush_dirty(_ctx: FEntryContext) -> u32 {
+    report(PROG_FLUSH_DIRTY, flush_dirty_core())
+}
+
+// ------------------------------------------------------------------ arch_tlbbatch_flush
+
+/// CPUs in `batch->cpumask` other than this one, and whether this one is in it.
+#[inline(always)]
+fn candidates(batch: u64) -> Result<(u64, bool), ()> {
+    let mask = batch + config!(btf.batch_cpumask) as u64;
+    if config!(btf.batch_cpumask) == reclaim_trace_common::OFF_NONE {
+        return Err(());
+    }
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let words = config!(cpumask_words);
+    let mut n = 0u64;
+    let mut self_in = false;
+    for i in 0..MAX_CPUMASK_WORDS {
+        if i >= words {
+            break;
+        }
+        let w: u64 = kread(mask, i * 8).ok_or(())?;
+        n += w.count_ones() as u64;
+        if i == cpu / 64 && (w >> (cpu % 64)) & 1 == 1 {
+            self_in = true;
+        }
+    }
+    Ok((n - self_in as u64, self_in))
+}
+
+fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
+    let (tid, tgid) = current_tid_tgid();
+    if is_self(tgid) {
+        return Ok(());
+    }
+    let (cands, self_in) = candidates(batch)?;
+    if cands == 0 && !self_in {
+        return Ok(()); // empty batch: arch_tlbbatch_flush() does nothing
+    }
+    match pass_of(tid) {
+        Some(p) => {
+            // SAFETY: map value owned by this task.
+            let (dirty, fill) = unsafe {
+                let d = (*p).dirty_pending != 0;
+                let f = (*p).unmaps_since_flush;
+                (*p).dirty_pending = 0;
+                (*p).unmaps_since_flush = 0;
+                (d, f)
+            };
+            open_episode(p, dirty, cands, fill);
+        }
+        None => {
+            count(CNT_OTHER_FLUSHES, 1);
+            count(CNT_OTHER_FLUSH_CANDIDATES, cands);
+            hist_add(HIST_FANOUT_CANDIDATES, CTX_OUTSIDE, cands, 1);
+            if config!(flags) & CFG_EMIT_FLUSHES != 0 {
+                emit_flush(FLUSH_OTHER, CTX_OUTSIDE, u64::MAX, cands, u64::MAX, u64::MAX);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tlbbatch_exit_core() -> Result<(), ()> {
+    let (tid, _) = current_tid_tgid();
+    if let Some(p) = pass_of(tid) {
+        // SAFETY: map value owned by this task.
+        if unsafe { (*p).ep } == EP_OPEN {
+            close_episode(p, false);
+        }
+    }
+    Ok(())
+}
+
+#[kprobe]
+pub fn kp_arch_tlbbatch_flush(ctx: ProbeContext) -> u32 {
+    let r = ctx.arg::<u64>(0).ok_or(()).and_then(tlbbatch_entry_core);
+    report(PROG_ARCH_TLBBATCH_FLUSH, r)
+}
+
+#[kretprobe]
+pub fn kr_arch_tlbbatch_flush(_ctx: RetProbeContext) -> u32 {
+    report(PROG_ARCH_TLBBATCH_FLUSH, tlbbatch_exit_core())
+}
+
+#[fentry]
+pub fn fe_arch_tlbbatch_flush(ctx: FEntryContext) -> u32 {
+    report(PROG_ARCH_TLBBATCH_FLUSH, tlbbatch_entry_core(ctx.arg::<u64>(0)))
+}
+
+#[fexit]
+pub fn fx_arch_tlbbatch_flush(_ctx: FExitContext) -> u32 {
+    report(PROG_ARCH_TLBBATCH_FLUSH, tlbbatch_exit_core())
+}
+
+// ------------------------------------------------------------------ pageout
+
+fn pageout_core(ret: u64) -> Result<(), ()> {
+    if ret & 0xffff_ffff != PAGE_SUCCESS {
+        return Ok(());
+    }
+    let (tid, tgid) = current_tid_tgid();
+    if is_self(tgid) {
+        return Ok(());
+    }
+    match pass_of(tid) {
+        // SAFETY: map value owned by this task.
+        Some(p) => unsafe { (*p).counts.pageouts += 1 },
+        None => count(CNT_PAGEOUTS_OUTSIDE, 1),
+    }
+    Ok(())
+}
+
+#[kretprobe]
+pub fn kr_pageout(ctx: RetProbeContext) -> u32 {
+    let ret: u64 = ctx.ret();
+    report(PROG_PAGEOUT, pageout_core(ret))
+}
+
+#[fexit]
+pub fn fx_pageout(ctx: FExitContext) -> u32 {
+    let mut ret = 0u64;
+    // SAFETY: as in fx_shrink_folio_list.
+    unsafe { bpf_get_func_ret(ctx.as_ptr(), &mut ret) };
+    report(PROG_PAGEOUT, pageout_core(ret))
+}

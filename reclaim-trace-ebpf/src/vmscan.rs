@@ -1,0 +1,264 @@
+//! vmscan tracepoints: reclaim pass boundaries (tracepoint tier), pageouts, and the
+//! reclaim-context windows. Field offsets come from each event's tracefs `format` (they differ
+//! between kernels), handed over in `CONFIG.tp`.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use reclaim_trace_common::{
+    CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CNT_PAGEOUTS_OUTSIDE,
+    CNT_PASS_END_WITHOUT_START, CTX_OTHER, OFF_NONE, PASS_F_HAS_START, PROG_LRU_ISOLATE,
+    PROG_RECLAIM_PAGES, PROG_RECLAIM_WINDOW, PROG_SHRINK_INACTIVE, PROG_WRITE_FOLIO,
+};
+
+use crate::{
+    config, count, count_error, current_tid_tgid, is_self,
+    pass::{
+        EP_DONE, EP_OPEN, PassState, WIN_DIRECT, WIN_MEMCG, close_episode, end_pass, pass_of,
+        start_pass, task_or_insert, window_context,
+    },
+};
+
+/// Read a tracepoint field at an offset from CONFIG; unknown offsets are an error.
+#[inline(always)]
+pub(crate) fn field<T>(ctx: &TracePointContext, off: u32) -> Result<T, ()> {
+    if off == OFF_NONE {
+        return Err(());
+    }
+    // SAFETY: the offset comes from this kernel's tracefs format for this event; the helper
+    // behind read_at copies with fault handling.
+    unsafe { ctx.read_at::<T>(off as usize).map_err(|_| ()) }
+}
+
+/// Optional field: 0 when this kernel's event lacks it.
+#[inline(always)]
+fn field_or_zero<T: Default>(ctx: &TracePointContext, off: u32) -> T {
+    field(ctx, off).unwrap_or_default()
+}
+
+// name: mm_vmscan_lru_isolate (6.18)
+// field:int highest_zoneidx;	offset:8;	size:4;	signed:1;
+// field:int order;	offset:12;	size:4;	signed:1;
+// field:unsigned long nr_requested;	offset:16;	size:8;	signed:0;
+// field:unsigned long nr_scanned;	offset:24;	size:8;	signed:0;
+// field:unsigned long nr_skipped;	offset:32;	size:8;	signed:0;
+// field:unsigned long nr_taken;	offset:40;	size:8;	signed:0;
+// field:int lru;	offset:48;	size:4;	signed:1;
+#[tracepoint(category = "vmscan", name = "mm_vmscan_lru_isolate")]
+pub fn vmscan_lru_isolate(ctx: TracePointContext) -> u32 {
+    if try_lru_isolate(&ctx).is_err() {
+        count_error(PROG_LRU_ISOLATE);
+    }
+    0
+}
+
+fn try_lru_isolate(ctx: &TracePointContext) -> Result<(), ()> {
+    if config!(flags) & CFG_PRECISE_PASS != 0 {
+        return Ok(());
+    }
+    let (tid, tgid) = current_tid_tgid();
+    if is_self(tgid) {
+        return Ok(());
+    }
+    // shrink_active_list isolates from the active lists (odd `enum lru_list` values below
+    // LRU_UNEVICTABLE) and never unmaps; only inactive-list isolation starts a pass.
+    let lru: i32 = field(ctx, config!(tp.isolate_lru))?;
+    if lru & 1 == 1 {
+        return Ok(());
+    }
+    let nr_taken: u64 = field(ctx, config!(tp.isolate_nr_taken))?;
+    // shrink_inactive_list returns before shrink_folio_list when nothing was taken.
+    if nr_taken == 0 {
+        return Ok(());
+    }
+    let p = start_pass(tid, window_context(tid), PASS_F_HAS_START, 0).ok_or(())?;
+    // SAFETY: map value owned by this task.
+    unsafe { (*p).counts.folios_in = nr_taken };
+    Ok(())
+}
+
+/// The pass that ends now on this task, or one reconstructed from its end alone.
+#[inline(always)]
+fn ending_pass(tid: u32) -> Result<*mut PassState, ()> {
+    match pass_of(tid) {
+        Some(p) => Ok(p),
+        None => {
+            count(CNT_PASS_END_WITHOUT_START, 1);
+            start_pass(tid, window_context(tid), 0, 0).ok_or(())
+        }
+    }
+}
+
+// name: mm_vmscan_lru_shrink_inactive (6.18)
+// field:int nid;	offset:8;	size:4;	signed:1;
+// field:unsigned long nr_scanned;	offset:16;	size:8;	signed:0;
+// field:unsigned long nr_reclaimed;	offset:24;	size:8;	signed:0;
+// field:unsigned long nr_dirty;	offset:32;	size:8;	signed:0;
+// field:unsigned long nr_writeback;	offset:40;	size:8;	signed:0;
+// field:unsigned long nr_congested;	offset:48;	size:8;	signed:0;
+// field:unsigned long nr_immediate;	offset:56;	size:8;	signed:0;
+// field:unsigned int nr_activate0;	offset:64;	size:4;	signed:0;
+// field:unsigned int nr_activate1;	offset:68;	size:4;	signed:0;
+// field:unsigned long nr_ref_keep;	offset:72;	size:8;	signed:0;
+// field:unsigned long nr_unmap_fail;	offset:80;	size:8;	signed:0;
+// field:int priority;	offset:88;	size:4;	signed:1;
+// field:int reclaim_flags;	offset:92;	size:4;	signed:1;
+#[tracepoint(category = "vmscan", name = "mm_vmscan_lru_shrink_inactive")]
+pub fn vmscan_lru_shrink_inactive(ctx: TracePointContext) -> u32 {
+    if try_shrink_inactive(&ctx).is_err() {
+        count_error(PROG_SHRINK_INACTIVE);
+    }
+    0
+}
+
+fn try_shrink_inactive(ctx: &TracePointContext) -> Result<(), ()> {
+    if config!(flags) & CFG_PRECISE_PASS != 0 {
+        return Ok(());
+    }
+    let (tid, tgid) = current_tid_tgid();
+    if is_self(tgid) {
+        return Ok(());
+    }
+    let nr_scanned: u64 = field(ctx, config!(tp.shrink_nr_scanned))?;
+    let nr_reclaimed: u64 = field(ctx, config!(tp.shrink_nr_reclaimed))?;
+    let p = ending_pass(tid)?;
+    // SAFETY: map value owned by this task.
+    let s = unsafe { &mut *p };
+    s.counts.pages_scanned = nr_scanned;
+    s.counts.pages_reclaimed = nr_reclaimed;
+    s.counts.folios_reclaimed = nr_reclaimed;
+    s.counts.nr_dirty = field_or_zero::<u64>(ctx, config!(tp.shrink_nr_dirty));
+    s.counts.nr_writeback = field_or_zero::<u64>(ctx, config!(tp.shrink_nr_writeback));
+    s.counts.nr_activate = field_or_zero::<u32>(ctx, config!(tp.shrink_nr_activate0)) as u64
+        + field_or_zero::<u32>(ctx, config!(tp.shrink_nr_activate1)) as u64;
+    s.counts.nr_unmap_fail = field_or_zero::<u64>(ctx, config!(tp.shrink_nr_unmap_fail));
+    end_pass(tid, tgid, p);
+    Ok(())
+}
+
+// name: mm_vmscan_reclaim_pages (6.18+: MADV_PAGEOUT, DAMON; no start event exists)
+// field:int nid;	offset:8;	size:4;	signed:1;
+// field:unsigned long nr_scanned;	offset:16;	size:8;	signed:0;
+// field:unsigned long nr_reclaimed;	offset:24;	size:8;	signed:0;
+#[tracepoint(category = "vmscan", name = "mm_vmscan_reclaim_pages")]
+pub fn vmscan_reclaim_pages(ctx: TracePointContext) -> u32 {
+    if try_reclaim_pages(&ctx).is_err() {
+        count_error(PROG_RECLAIM_PAGES);
+    }
+    0
+}
+
+fn try_reclaim_pages(ctx: &TracePointContext) -> Result<(), ()> {
+    if config!(flags) & CFG_PRECISE_PASS != 0 {
+        return Ok(());
+    }
+    let (tid, tgid) = current_tid_tgid();
+    if is_self(tgid) {
+        return Ok(());
+    }
+    let nr_scanned: u64 = field(ctx, config!(tp.reclaim_pages_nr_scanned))?;
+    let nr_reclaimed: u64 = field(ctx, config!(tp.reclaim_pages_nr_reclaimed))?;
+    let p = match pass_of(tid) {
+        Some(p) => p,
+        None => start_pass(tid, CTX_OTHER, 0, 0).ok_or(())?,
+    };
+    // SAFETY: map value owned by this task.
+    let s = unsafe { &mut *p };
+    s.counts.pages_scanned = nr_scanned;
+    s.counts.pages_reclaimed = nr_reclaimed;
+    s.counts.folios_reclaimed = nr_reclaimed;
+    end_pass(tid, tgid, p);
+    Ok(())
+}
+
+// name: mm_vmscan_write_folio (6.18)
+// field:unsigned long pfn;	offset:8;	size:8;	signed:0;
+// field:int reclaim_flags;	offset:16;	size:4;	signed:1;
+#[tracepoint(category = "vmscan", name = "mm_vmscan_write_folio")]
+pub fn vmscan_write_folio(ctx: TracePointContext) -> u32 {
+    if try_write_folio(&ctx).is_err() {
+        count_error(PROG_WRITE_FOLIO);
+    }
+    0
+}
+
+fn try_write_folio(_ctx: &TracePointContext) -> Result<(), ()> {
+    let flags = config!(flags);
+    if flags & CFG_PAGEOUT_PROBE != 0 {
+        return Ok(());
+    }
+    let (tid, tgid) = current_tid_tgid();
+    if is_self(tgid) {
+        return Ok(());
+    }
+    let Some(p) = pass_of(tid) else {
+        count(CNT_PAGEOUTS_OUTSIDE, 1);
+        return Ok(());
+    };
+    // Tracepoint tier: a flush immediately followed by a pageout on the same task was the
+    // try_to_unmap_flush_dirty() before pageout() (sequence measured on 6.18: SEND_IPI,
+    // csd_queue_cpu, ipi_send_cpu, LOCAL_SHOOTDOWN, write_folio).
+    // SAFETY: map value owned by this task.
+    let ep = unsafe { (*p).ep };
+    if flags & CFG_PRECISE_FLUSH == 0 && (ep == EP_OPEN || ep == EP_DONE) {
+        close_episode(p, true);
+    }
+    // SAFETY: as above.
+    unsafe { (*p).counts.pageouts += 1 };
+    Ok(())
+}
+
+/// Open (`open == true`) or close a reclaim-context window on the current task.
+#[inline(always)]
+fn window(bit: u32, open: bool) -> u32 {
+    let (tid, tgid) = current_tid_tgid();
+    if is_self(tgid) {
+        return 0;
+    }
+    match task_or_insert(tid) {
+        Some(t) => {
+            // SAFETY: map value owned by this task.
+            unsafe {
+                if open {
+                    (*t).windows |= bit;
+                } else {
+                    (*t).windows &= !bit;
+                }
+            }
+        }
+        None => count_error(PROG_RECLAIM_WINDOW),
+    }
+    0
+}
+
+// try_to_free_pages(): global direct reclaim.
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_begin")]
+pub fn vmscan_direct_begin(_ctx: TracePointContext) -> u32 {
+    window(WIN_DIRECT, true)
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_end")]
+pub fn vmscan_direct_end(_ctx: TracePointContext) -> u32 {
+    window(WIN_DIRECT, false)
+}
+
+// try_to_free_mem_cgroup_pages(): limit reclaim in the charging task, memory.high, and
+// memory.reclaim (proactive; indistinguishable from limit reclaim with tracepoints alone).
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_begin")]
+pub fn vmscan_memcg_begin(_ctx: TracePointContext) -> u32 {
+    window(WIN_MEMCG, true)
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_end")]
+pub fn vmscan_memcg_end(_ctx: TracePointContext) -> u32 {
+    window(WIN_MEMCG, false)
+}
+
+// cgroup v1 soft-limit reclaim (mem_cgroup_shrink_node) also targets one memcg.
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_softlimit_reclaim_begin")]
+pub fn vmscan_softlimit_begin(_ctx: TracePointContext) -> u32 {
+    window(WIN_MEMCG, true)
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_softlimit_reclaim_end")]
+pub fn vmscan_softlimit_end(_ctx: TracePointContext) -> u32 {
+    window(WIN_MEMCG, false)
+}

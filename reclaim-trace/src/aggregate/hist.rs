@@ -1,0 +1,243 @@
+//! Histograms with the kernel's bucket rule: exact buckets 0..=64, then log2 buckets.
+
+use reclaim_trace_common::{HIST_BUCKETS, HistBuckets, bucket_of, bucket_upper_bound};
+use serde::{Deserialize, Serialize};
+
+/// Counts per bucket (see `reclaim_trace_common::bucket_of`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    pub buckets: HistBuckets,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: [0; HIST_BUCKETS],
+        }
+    }
+}
+
+/// One bucket in JSON: `le` is the inclusive upper bound, `"+Inf"` for the open-ended last one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub le: Le,
+    pub count: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Le {
+    Value(u64),
+    Inf(InfTag),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InfTag {
+    #[serde(rename = "+Inf")]
+    Inf,
+}
+
+impl Le {
+    pub fn of_bucket(idx: usize) -> Le {
+        match bucket_upper_bound(idx) {
+            u64::MAX => Le::Inf(InfTag::Inf),
+            v => Le::Value(v),
+        }
+    }
+
+    pub fn value(self) -> u64 {
+        match self {
+            Le::Value(v) => v,
+            Le::Inf(_) => u64::MAX,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn from_buckets(buckets: HistBuckets) -> Self {
+        Histogram { buckets }
+    }
+
+    pub fn record(&mut self, value: u64, n: u64) {
+        self.buckets[bucket_of(value)] += n;
+    }
+
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+
+    /// `self - earlier`, bucket by bucket.
+    pub fn delta(&self, earlier: &Histogram) -> Histogram {
+        let mut out = self.clone();
+        for (a, b) in out.buckets.iter_mut().zip(earlier.buckets.iter()) {
+            *a = a.wrapping_sub(*b);
+        }
+        out
+    }
+
+    pub fn total(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The smallest bucket bound below which a fraction `q` of the observations fall
+    /// (exact for values up to 64). `None` when empty.
+    pub fn percentile(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &c) in self.buckets.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(bucket_upper_bound(i));
+            }
+        }
+        None
+    }
+
+    /// The upper bound of the highest non-empty bucket.
+    pub fn max(&self) -> Option<u64> {
+        self.buckets
+            .iter()
+            .rposition(|&c| c != 0)
+            .map(bucket_upper_bound)
+    }
+
+    /// Mean computed from bucket bounds (exact when every value is at most 64).
+    pub fn mean(&self) -> Option<f64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let sum: f64 = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0)
+            .map(|(i, &c)| {
+                let ub = bucket_upper_bound(i);
+                let v = if ub == u64::MAX {
+                    (bucket_upper_bound(i - 1) + 1) as f64
+                } else {
+                    ub as f64
+                };
+                v * c as f64
+            })
+            .sum();
+        Some(sum / total as f64)
+    }
+
+    /// Non-empty buckets, in order.
+    pub fn to_buckets(&self) -> Vec<Bucket> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0)
+            .map(|(i, &count)| Bucket {
+                le: Le::of_bucket(i),
+                count,
+            })
+            .collect()
+    }
+
+    /// Rebuild from JSON buckets (recordings, comparisons).
+    pub fn from_bucket_list(list: &[Bucket]) -> Histogram {
+        let mut h = Histogram::default();
+        for b in list {
+            let idx = match b.le {
+                Le::Inf(_) => HIST_BUCKETS - 1,
+                Le::Value(v) => bucket_of(v),
+            };
+            h.buckets[idx] += b.count;
+        }
+        h
+    }
+}
+
+/// The statistics every histogram in the JSON carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistStats {
+    pub mean: Option<f64>,
+    pub p50: Option<u64>,
+    pub p99: Option<u64>,
+    pub max: Option<u64>,
+    pub count: u64,
+    pub histogram: Vec<Bucket>,
+}
+
+impl HistStats {
+    /// Statistics of `h`; `exact_mean` replaces the bucket-derived mean when the exact sum is
+    /// known (e.g. Σ targets ÷ flushes from the totals).
+    pub fn of(h: &Histogram, exact_mean: Option<f64>) -> HistStats {
+        HistStats {
+            mean: exact_mean.or_else(|| h.mean()),
+            p50: h.percentile(0.50),
+            p99: h.percentile(0.99),
+            max: h.max(),
+            count: h.total(),
+            histogram: h.to_buckets(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_histogram_has_no_statistics() {
+        let h = Histogram::default();
+        assert_eq!(h.percentile(0.5), None);
+        assert_eq!(h.max(), None);
+        assert_eq!(h.mean(), None);
+        assert!(h.to_buckets().is_empty());
+        let s = HistStats::of(&h, None);
+        assert_eq!(s.count, 0);
+        assert_eq!(s.p99, None);
+    }
+
+    #[test]
+    fn exact_buckets_give_exact_percentiles() {
+        let mut h = Histogram::default();
+        h.record(1, 98);
+        h.record(31, 1);
+        h.record(32, 1);
+        assert_eq!(h.percentile(0.5), Some(1));
+        assert_eq!(h.percentile(0.99), Some(31));
+        assert_eq!(h.percentile(1.0), Some(32));
+        assert_eq!(h.max(), Some(32));
+        assert!((h.mean().unwrap() - (98.0 + 31.0 + 32.0) / 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn large_values_fall_in_log2_buckets_and_the_last_is_open() {
+        let mut h = Histogram::default();
+        h.record(65, 1);
+        h.record(100, 1);
+        h.record(1 << 20, 1);
+        let b = h.to_buckets();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0], Bucket { le: Le::Value(128), count: 2 });
+        assert_eq!(b[1].le, Le::Inf(InfTag::Inf));
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(json, r#"[{"le":128,"count":2},{"le":"+Inf","count":1}]"#);
+        assert_eq!(Histogram::from_bucket_list(&b), h);
+    }
+
+    #[test]
+    fn delta_subtracts_bucketwise() {
+        let mut a = Histogram::default();
+        a.record(2, 5);
+        let mut b = a.clone();
+        b.record(2, 3);
+        b.record(7, 1);
+        let d = b.delta(&a);
+        assert_eq!(d.total(), 4);
+        assert_eq!(d.buckets[2], 3);
+        assert_eq!(d.buckets[7], 1);
+    }
+}

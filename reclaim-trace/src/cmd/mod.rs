@@ -1,0 +1,6 @@
+//! The subcommands.
+
+pub mod doctor;
+pub mod output;
+pub mod summary;
+pub mod workload;

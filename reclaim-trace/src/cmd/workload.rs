@@ -1,0 +1,69 @@
+//! `reclaim-trace workload`: the reclaim generator on its own, with the memcg's own counters.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::WorkloadArgs,
+    kernel::Privileges,
+    session::require_privileges,
+    workload::{Workload, preflight},
+};
+
+pub async fn run(args: WorkloadArgs) -> Result<()> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    require_privileges(&Privileges::current(), true)?;
+    let opts = args.tuning.options(args.kind, None);
+    let h = preflight(&opts)?;
+    let mut w = Workload::start(&opts, &h)?;
+    eprintln!(
+        "reclaim-trace workload: {} x{} threads, {} MiB in {} (limit {} MiB), swap: {}; Ctrl-C stops",
+        w.info.kind,
+        w.info.threads,
+        w.info.size_bytes >> 20,
+        w.info.cgroup,
+        w.info.memcg_limit_bytes >> 20,
+        w.info.swap
+    );
+    let start = Instant::now();
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut exited = None;
+    loop {
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some(why) = w.exited() {
+                    exited = Some(why);
+                    break;
+                }
+            }
+            _ = until => break,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    let stat = w.cgroup.memory_stat();
+    let pick = |k: &str| stat.get(k).copied().unwrap_or(0);
+    eprintln!(
+        "reclaim-trace workload: ran {:.1} s; memcg counters: pgscan {} pgsteal {} pgmajfault {}{}",
+        start.elapsed().as_secs_f64(),
+        pick("pgscan").max(pick("total_pgscan")),
+        pick("pgsteal").max(pick("total_pgsteal")),
+        pick("pgmajfault").max(pick("total_pgmajfault")),
+        exited.as_deref().map(|e| format!("; workload {e}")).unwrap_or_default()
+    );
+    w.cleanup()?;
+    if let Some(e) = exited {
+        anyhow::bail!("the workload process {e}");
+    }
+    Ok(())
+}

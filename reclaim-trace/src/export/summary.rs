@@ -1,0 +1,391 @@
+//! The summary: the JSON contract `reclaim-trace/summary/v1` (DESIGN.md §7) and the model the
+//! text output, the dashboard and the exporters read.
+
+use std::collections::BTreeMap;
+
+use reclaim_trace_common::{
+    CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES,
+    CNT_PAGEOUTS_OUTSIDE, CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS,
+    CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS, CNT_TLB_TARGETS_ALL, HIST_BATCH_FILL,
+    HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, PassCounts,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    aggregate::{CONTEXT_NAMES, HistStats, Window},
+    plan::{Plan, Signal, Tier},
+};
+
+pub const SCHEMA: &str = "reclaim-trace/summary/v1";
+
+/// Totals over a window. Flushes are reclaim flushes (dirty + batch); `other_flushes` happened
+/// outside reclaim and are not in the ratio.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub passes: u64,
+    pub folios_in: u64,
+    pub folios_reclaimed: u64,
+    pub pages_reclaimed: u64,
+    pub pages_scanned: u64,
+    pub pageouts: u64,
+    pub flushes: u64,
+    pub dirty_flushes: u64,
+    pub batch_flushes: u64,
+    pub other_flushes: u64,
+    pub unbatched_flushes: u64,
+    pub ipis: u64,
+    pub fanout_targets: u64,
+    pub fanout_candidates: u64,
+    pub flushes_without_ipi: u64,
+    pub batched_unmaps: u64,
+    pub dirty_flush_calls: u64,
+    /// Remote TLB flushes received by any CPU (all flushes, reclaim or not).
+    pub remote_shootdowns: u64,
+    /// The same seen as `tlb_flush` reason 1/5 on the victim (undercounts under BPF nesting).
+    pub remote_shootdowns_traced: u64,
+    pub tlb_targets_all: u64,
+    pub pageouts_outside_reclaim: u64,
+    pub passes_without_start: u64,
+}
+
+impl Totals {
+    /// Totals of passes (the kernel's per-context sums); the out-of-pass counters stay 0.
+    pub fn of_passes(c: &PassCounts) -> Totals {
+        Totals {
+            passes: c.passes,
+            folios_in: c.folios_in,
+            folios_reclaimed: c.folios_reclaimed,
+            pages_reclaimed: c.pages_reclaimed,
+            pages_scanned: c.pages_scanned,
+            pageouts: c.pageouts,
+            flushes: c.dirty_flushes + c.batch_flushes,
+            dirty_flushes: c.dirty_flushes,
+            batch_flushes: c.batch_flushes,
+            unbatched_flushes: c.unbatched_flushes,
+            ipis: c.ipis,
+            fanout_targets: c.fanout_targets,
+            fanout_candidates: c.fanout_candidates,
+            flushes_without_ipi: c.flushes_without_ipi,
+            batched_unmaps: c.batched_unmaps,
+            dirty_flush_calls: c.dirty_flush_calls,
+            ..Totals::default()
+        }
+    }
+
+    pub fn flushes_per_reclaimed_folio(&self) -> Option<f64> {
+        ratio(self.flushes, self.folios_reclaimed)
+    }
+}
+
+pub fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den != 0).then(|| num as f64 / den as f64)
+}
+
+/// One reclaim context: the same totals, and its own ratio.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContextSummary {
+    #[serde(flatten)]
+    pub totals: Totals,
+    pub flushes_per_reclaimed_folio: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    pub release: String,
+    pub machine: String,
+    /// `fentry`, `kprobe`, `tracepoint` or `mixed`.
+    pub probe_mode: String,
+    pub online_cpus: u32,
+    pub possible_cpus: u32,
+    pub hypervisor: Option<String>,
+    pub lru_gen: Option<bool>,
+    pub invlpgb: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanRow {
+    pub signal: String,
+    pub tier: String,
+    pub source: String,
+    pub note: Option<String>,
+}
+
+impl PlanRow {
+    pub fn rows(plan: &Plan) -> Vec<PlanRow> {
+        plan.signals
+            .iter()
+            .map(|s| PlanRow {
+                signal: s.signal.name().to_string(),
+                tier: s.tier.as_str().to_string(),
+                source: s.source.clone(),
+                note: s.note.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Folios per flush.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchFill {
+    /// False in the tracepoint tier, where the unmaps are not observable and each pass's
+    /// reclaimed folios are shared among its flushes.
+    pub exact: bool,
+    #[serde(flatten)]
+    pub stats: HistStats,
+}
+
+/// CPUs per flush.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IpiFanout {
+    /// What the main histogram counts: `csd_queue_cpu` (CPUs really sent the flush),
+    /// `batch_cpumask` (candidates, when csd is unavailable) or `none`.
+    pub source: String,
+    #[serde(flatten)]
+    pub stats: HistStats,
+    /// Flushes that reached no other CPU (local-only; INVLPGB or hypercall flushes).
+    pub flushes_without_ipi: u64,
+    /// CPUs in the batch cpumask other than the flushing one (precise tier only).
+    pub candidates: Option<HistStats>,
+    /// IPIs sent per flush (a target whose csd queue was not empty needs none).
+    pub ipis: Option<HistStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CgroupSummary {
+    pub cgroup_id: u64,
+    /// Path below the memory controller's mount, when it could be resolved.
+    pub path: Option<String>,
+    pub commands: Vec<String>,
+    #[serde(flatten)]
+    pub totals: Totals,
+    pub flushes_per_reclaimed_folio: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Drops {
+    /// Pass records lost to a full ring buffer (their counts are still in the totals).
+    pub ringbuf: u64,
+    pub decode_errors: u64,
+    pub flush_records: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub folios_reclaimed_per_s: f64,
+    pub flushes_per_s: f64,
+    pub ipis_per_s: f64,
+    pub passes_per_s: f64,
+}
+
+/// What the built-in workload was (when one ran).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadInfo {
+    pub kind: String,
+    pub threads: u32,
+    pub size_bytes: u64,
+    pub memcg_limit_bytes: u64,
+    pub cgroup: String,
+    pub cgroup_version: u32,
+    pub swap: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema: String,
+    pub tool_version: String,
+    pub kernel: KernelInfo,
+    /// Signal → source, e.g. `"flush": "tracepoint:tlb:tlb_flush (...)"`.
+    pub probes: BTreeMap<String, String>,
+    pub probe_plan: Vec<PlanRow>,
+    pub workload: Option<WorkloadInfo>,
+    pub duration_s: f64,
+    pub totals: Totals,
+    pub flushes_per_reclaimed_folio: Option<f64>,
+    pub ipis_per_reclaimed_folio: Option<f64>,
+    pub rates: Rates,
+    pub batch_fill: BatchFill,
+    pub ipi_fanout: IpiFanout,
+    pub by_context: BTreeMap<String, ContextSummary>,
+    pub by_cgroup: Vec<CgroupSummary>,
+    pub remote_shootdowns_by_cpu: Vec<u64>,
+    pub pass_duration_us: HistStats,
+    pub drops: Drops,
+    pub program_errors: BTreeMap<String, u64>,
+}
+
+/// What a summary needs besides the window.
+pub struct SummaryContext<'a> {
+    pub kernel: KernelInfo,
+    pub plan: &'a Plan,
+    pub workload: Option<WorkloadInfo>,
+    pub cgroup_paths: &'a BTreeMap<u64, String>,
+}
+
+/// Largest number of cgroups listed in `by_cgroup` (by folios reclaimed).
+pub const MAX_CGROUPS: usize = 20;
+
+pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
+    let k = &w.kernel;
+    let all = k.all_contexts();
+    let mut totals = Totals::of_passes(&all);
+    totals.other_flushes = k.counter(CNT_OTHER_FLUSHES);
+    totals.remote_shootdowns_traced =
+        k.counter(CNT_REMOTE_SHOOTDOWNS) + k.counter(CNT_REMOTE_WRONG_CPU);
+    let have_targets = cx.plan.signal(Signal::FanoutTargets).tier != Tier::None;
+    let victims = if have_targets {
+        k.victims_by_cpu.clone()
+    } else {
+        k.reason1_by_cpu.clone()
+    };
+    totals.remote_shootdowns = victims.iter().sum();
+    totals.tlb_targets_all = k.counter(CNT_TLB_TARGETS_ALL);
+    totals.pageouts_outside_reclaim = k.counter(CNT_PAGEOUTS_OUTSIDE);
+    totals.passes_without_start = k.counter(CNT_PASS_END_WITHOUT_START);
+
+    let flushes = totals.flushes;
+    let have_candidates = cx.plan.signal(Signal::Flush).tier < Tier::Tracepoint;
+    let have_ipis = cx.plan.signal(Signal::Ipis).tier != Tier::None;
+    let candidates = have_candidates.then(|| {
+        HistStats::of(
+            &k.hist_reclaim(HIST_FANOUT_CANDIDATES),
+            ratio(all.fanout_candidates, flushes),
+        )
+    });
+    let ipis = have_ipis.then(|| HistStats::of(&k.hist_reclaim(HIST_IPIS), ratio(all.ipis, flushes)));
+    let (source, main) = if have_targets {
+        (
+            "csd_queue_cpu",
+            HistStats::of(
+                &k.hist_reclaim(HIST_FANOUT_TARGETS),
+                ratio(all.fanout_targets, flushes),
+            ),
+        )
+    } else if let Some(c) = &candidates {
+        ("batch_cpumask", c.clone())
+    } else {
+        ("none", HistStats::of(&Default::default(), None))
+    };
+    let batch_fill_exact = cx.plan.batch_fill_exact;
+    let batch_fill = BatchFill {
+        exact: batch_fill_exact,
+        stats: HistStats::of(
+            &k.hist_reclaim(HIST_BATCH_FILL),
+            if batch_fill_exact {
+                ratio(all.batched_unmaps, flushes)
+            } else {
+                None
+            },
+        ),
+    };
+
+    let by_context = (0..N_CTX as usize)
+        .map(|i| {
+            let t = Totals::of_passes(&k.totals[i]);
+            let r = t.flushes_per_reclaimed_folio();
+            (
+                CONTEXT_NAMES[i].to_string(),
+                ContextSummary {
+                    totals: t,
+                    flushes_per_reclaimed_folio: r,
+                },
+            )
+        })
+        .collect();
+
+    let mut by_cgroup: Vec<CgroupSummary> = w
+        .passes
+        .by_cgroup()
+        .into_iter()
+        .map(|(id, (counts, commands))| {
+            let t = Totals::of_passes(&counts);
+            CgroupSummary {
+                cgroup_id: id,
+                path: cx.cgroup_paths.get(&id).cloned(),
+                commands,
+                flushes_per_reclaimed_folio: t.flushes_per_reclaimed_folio(),
+                totals: t,
+            }
+        })
+        .collect();
+    by_cgroup.sort_by(|a, b| {
+        b.totals
+            .folios_reclaimed
+            .cmp(&a.totals.folios_reclaimed)
+            .then(a.cgroup_id.cmp(&b.cgroup_id))
+    });
+    by_cgroup.truncate(MAX_CGROUPS);
+
+    let per_s = |v: u64| {
+        if w.duration_s > 0.0 {
+            v as f64 / w.duration_s
+        } else {
+            0.0
+        }
+    };
+    Summary {
+        schema: SCHEMA.to_string(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel: cx.kernel.clone(),
+        probes: cx
+            .plan
+            .signals
+            .iter()
+            .map(|s| (s.signal.name().to_string(), s.source.clone()))
+            .collect(),
+        probe_plan: PlanRow::rows(cx.plan),
+        workload: cx.workload.clone(),
+        duration_s: w.duration_s,
+        flushes_per_reclaimed_folio: totals.flushes_per_reclaimed_folio(),
+        ipis_per_reclaimed_folio: have_ipis
+            .then(|| ratio(totals.ipis, totals.folios_reclaimed))
+            .flatten(),
+        rates: Rates {
+            folios_reclaimed_per_s: per_s(totals.folios_reclaimed),
+            flushes_per_s: per_s(totals.flushes),
+            ipis_per_s: per_s(totals.ipis),
+            passes_per_s: per_s(totals.passes),
+        },
+        batch_fill,
+        ipi_fanout: IpiFanout {
+            source: source.to_string(),
+            stats: main,
+            flushes_without_ipi: all.flushes_without_ipi,
+            candidates,
+            ipis,
+        },
+        by_context,
+        by_cgroup,
+        remote_shootdowns_by_cpu: victims,
+        pass_duration_us: HistStats::of(&w.passes.pass_duration_us, None),
+        drops: Drops {
+            ringbuf: k.counter(CNT_RINGBUF_DROPS),
+            decode_errors: w.passes.decode_errors,
+            flush_records: k.counter(CNT_FLUSH_RECORD_DROPS),
+        },
+        program_errors: k.program_errors(),
+        totals,
+    }
+}
+
+/// One-line rendering of histogram statistics.
+pub trait HistStatsExt {
+    fn line(&self) -> String;
+}
+
+impl HistStatsExt for HistStats {
+    fn line(&self) -> String {
+        let u = |v: Option<u64>| match v {
+            Some(u64::MAX) => "+Inf".to_string(),
+            Some(v) => v.to_string(),
+            None => "-".to_string(),
+        };
+        format!(
+            "n {}  mean {}  p50 {}  p99 {}  max {}",
+            self.count,
+            self.mean.map_or_else(|| "-".to_string(), |m| format!("{m:.2}")),
+            u(self.p50),
+            u(self.p99),
+            u(self.max)
+        )
+    }
+}

@@ -1,0 +1,277 @@
+//! The human-readable summary.
+
+use std::fmt::Write as _;
+
+use super::summary::{HistStatsExt as _, Summary};
+use crate::aggregate::hist::{Bucket, Le};
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn opt_ratio(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
+}
+
+/// A bar chart of the non-empty buckets, `width` characters for the largest.
+pub fn bars(buckets: &[Bucket], width: usize) -> String {
+    let mut out = String::new();
+    let max = buckets.iter().map(|b| b.count).max().unwrap_or(0);
+    for b in buckets {
+        let label = match b.le {
+            Le::Value(v) if v <= 64 => format!("{v:>6}"),
+            Le::Value(v) => format!("<={v:<4}"),
+            Le::Inf(_) => "  +Inf".to_string(),
+        };
+        let n = if max == 0 {
+            0
+        } else {
+            ((b.count as f64 / max as f64) * width as f64).ceil() as usize
+        };
+        let _ = writeln!(out, "  {label} | {:<width$} {}", "#".repeat(n), thousands(b.count));
+    }
+    out
+}
+
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let numeric = rows.iter().all(|r| {
+                    r[i].chars().all(|ch| ch.is_ascii_digit() || ",.-/a".contains(ch))
+                });
+                if i == 0 || !numeric {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let _ = writeln!(out, "  {}", line(header.iter().map(|s| s.to_string()).collect()));
+    for r in rows {
+        let _ = writeln!(out, "  {}", line(r.clone()));
+    }
+}
+
+pub fn render(s: &Summary) -> String {
+    let t = &s.totals;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "reclaim-trace summary: {:.1} s on Linux {} ({}, {} CPUs), probe mode {}",
+        s.duration_s, s.kernel.release, s.kernel.machine, s.kernel.online_cpus, s.kernel.probe_mode
+    );
+    if let Some(w) = &s.workload {
+        let _ = writeln!(
+            o,
+            "workload: {} x{} threads, {} MiB in a {} MiB memcg ({} v{}), swap: {}",
+            w.kind,
+            w.threads,
+            w.size_bytes >> 20,
+            w.memcg_limit_bytes >> 20,
+            w.cgroup,
+            w.cgroup_version,
+            w.swap
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  flushes per reclaimed folio  {:>8}   ({} reclaim flushes / {} folios)",
+        opt_ratio(s.flushes_per_reclaimed_folio),
+        thousands(t.flushes),
+        thousands(t.folios_reclaimed)
+    );
+    let _ = writeln!(
+        o,
+        "  IPIs per reclaimed folio     {:>8}   ({} IPIs)",
+        opt_ratio(s.ipis_per_reclaimed_folio),
+        thousands(t.ipis)
+    );
+    let _ = writeln!(
+        o,
+        "  rates: {:.0} folios/s reclaimed, {:.0} flushes/s, {:.0} IPIs/s, {:.0} passes/s",
+        s.rates.folios_reclaimed_per_s, s.rates.flushes_per_s, s.rates.ipis_per_s, s.rates.passes_per_s
+    );
+    let _ = writeln!(o, "\ntotals");
+    let _ = writeln!(
+        o,
+        "  passes {}   folios in {}   reclaimed {} (pages {})   scanned {} pages   pageouts {}",
+        thousands(t.passes),
+        thousands(t.folios_in),
+        thousands(t.folios_reclaimed),
+        thousands(t.pages_reclaimed),
+        thousands(t.pages_scanned),
+        thousands(t.pageouts)
+    );
+    let _ = writeln!(
+        o,
+        "  flushes {} = dirty {} + batch {}   unbatched {}   outside reclaim {}",
+        thousands(t.flushes),
+        thousands(t.dirty_flushes),
+        thousands(t.batch_flushes),
+        thousands(t.unbatched_flushes),
+        thousands(t.other_flushes)
+    );
+    let _ = writeln!(
+        o,
+        "  fan-out: targets {}   candidates {}   IPIs {}   flushes without IPI {}",
+        thousands(t.fanout_targets),
+        thousands(t.fanout_candidates),
+        thousands(t.ipis),
+        thousands(t.flushes_without_ipi)
+    );
+    let by_cpu: Vec<String> = s
+        .remote_shootdowns_by_cpu
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v != 0)
+        .map(|(i, v)| format!("cpu{i} {}", thousands(*v)))
+        .collect();
+    let _ = writeln!(
+        o,
+        "  remote shootdowns received {} ({})   traced on the victims {}",
+        thousands(t.remote_shootdowns),
+        if by_cpu.is_empty() { "none".to_string() } else { by_cpu.join(", ") },
+        thousands(t.remote_shootdowns_traced)
+    );
+
+    let bf = &s.batch_fill.stats;
+    let _ = writeln!(
+        o,
+        "\nbatch fill: folios per flush{}   {}",
+        if s.batch_fill.exact { "" } else { " (estimated: unmaps not observable)" },
+        bf.line()
+    );
+    o.push_str(&bars(&bf.histogram, 40));
+    let f = &s.ipi_fanout;
+    let _ = writeln!(
+        o,
+        "\nIPI fan-out: CPUs per flush ({})   {}",
+        f.source,
+        f.stats.line()
+    );
+    o.push_str(&bars(&f.stats.histogram, 40));
+    if let Some(c) = &f.candidates {
+        let _ = writeln!(o, "  candidates (batch cpumask)   {}", c.line());
+    }
+    if let Some(i) = &f.ipis {
+        let _ = writeln!(o, "  IPIs per flush               {}", i.line());
+    }
+
+    let _ = writeln!(o, "\nby reclaim context");
+    let rows: Vec<Vec<String>> = s
+        .by_context
+        .iter()
+        .filter(|(_, c)| c.totals.passes != 0)
+        .map(|(name, c)| {
+            vec![
+                name.clone(),
+                thousands(c.totals.passes),
+                thousands(c.totals.folios_reclaimed),
+                thousands(c.totals.pageouts),
+                thousands(c.totals.dirty_flushes),
+                thousands(c.totals.batch_flushes),
+                thousands(c.totals.ipis),
+                opt_ratio(c.flushes_per_reclaimed_folio),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        let _ = writeln!(o, "  (no reclaim observed)");
+    } else {
+        table(
+            &mut o,
+            &["context", "passes", "reclaimed", "pageouts", "dirty fl", "batch fl", "IPIs", "fl/folio"],
+            &rows,
+        );
+    }
+    if !s.by_cgroup.is_empty() {
+        let _ = writeln!(o, "\nby memory cgroup");
+        let rows: Vec<Vec<String>> = s
+            .by_cgroup
+            .iter()
+            .map(|c| {
+                vec![
+                    c.path.clone().unwrap_or_else(|| format!("id {}", c.cgroup_id)),
+                    c.commands.join(","),
+                    thousands(c.totals.passes),
+                    thousands(c.totals.folios_reclaimed),
+                    thousands(c.totals.flushes),
+                    opt_ratio(c.flushes_per_reclaimed_folio),
+                ]
+            })
+            .collect();
+        table(&mut o, &["cgroup", "commands", "passes", "reclaimed", "flushes", "fl/folio"], &rows);
+    }
+    let _ = writeln!(o, "\nprobe plan (mode {})", s.kernel.probe_mode);
+    let rows: Vec<Vec<String>> = s
+        .probe_plan
+        .iter()
+        .map(|r| {
+            vec![
+                r.signal.clone(),
+                r.tier.clone(),
+                r.source.clone(),
+            ]
+        })
+        .collect();
+    table(&mut o, &["signal", "tier", "source"], &rows);
+    for r in s.probe_plan.iter().filter(|r| r.note.is_some()) {
+        let _ = writeln!(o, "  note {}: {}", r.signal, r.note.as_deref().unwrap_or(""));
+    }
+    let _ = writeln!(
+        o,
+        "\ndrops: ring buffer {}, decode errors {}, flush records {}{}",
+        thousands(s.drops.ringbuf),
+        thousands(s.drops.decode_errors),
+        thousands(s.drops.flush_records),
+        if s.drops.ringbuf > 0 {
+            "  (lost pass records only shorten the per-cgroup table; totals come from in-kernel counters)"
+        } else {
+            ""
+        }
+    );
+    if !s.program_errors.is_empty() {
+        let errs: Vec<String> = s
+            .program_errors
+            .iter()
+            .map(|(k, v)| format!("{k} {}", thousands(*v)))
+            .collect();
+        let _ = writeln!(o, "program errors: {}", errs.join(", "));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(98535), "98,535");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

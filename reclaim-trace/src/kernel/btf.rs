@@ -1,0 +1,290 @@
+//! Kernel struct layouts from BTF (`/sys/kernel/btf/vmlinux`).
+//!
+//! Rust eBPF has no CO-RE relocations, so the offsets the programs need are resolved here, in
+//! userspace, and handed to them in `Config.btf`. Every lookup can fail on some kernel; a
+//! missing member disables the signal that needs it (the probe plan says which and why).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow};
+use btf_rs::{Btf, BtfType, Type};
+use reclaim_trace_common::{BtfOffsets, OFF_NONE};
+use serde::Serialize;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The running kernel's BTF.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+/// Where a member lives: byte offset, and for bitfields the bit within that byte and width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberLoc {
+    pub byte: u32,
+    pub bit: u32,
+    pub bitfield_size: Option<u32>,
+    pub type_id: u32,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<KernelBtf> {
+        Self::from_file(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn from_file(path: &Path) -> Result<KernelBtf> {
+        let btf = Btf::from_file(path).map_err(|e| anyhow!("{e}")).with_context(|| {
+            format!(
+                "cannot parse {} (kernel built without CONFIG_DEBUG_INFO_BTF?)",
+                path.display()
+            )
+        })?;
+        Ok(KernelBtf { btf })
+    }
+
+    /// Follow typedefs and qualifiers.
+    fn strip(&self, mut ty: Type) -> Option<Type> {
+        for _ in 0..16 {
+            match &ty {
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
+                    ty = self.btf.resolve_chained_type(ty.as_btf_type()?).ok()?;
+                }
+                _ => return Some(ty),
+            }
+        }
+        None
+    }
+
+    fn struct_by_name(&self, name: &str) -> Option<btf_rs::Struct> {
+        let types = self.btf.resolve_types_by_name(name).ok()?;
+        // Prefer a full definition over a forward declaration; several definitions of one
+        // name (e.g. `struct scan_control` is private to mm/vmscan.c) are identical in vmlinux.
+        types.into_iter().find_map(|t| match t {
+            Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Find `name` among `s`'s members, descending into anonymous structs and unions.
+    fn find_member(&self, s: &btf_rs::Struct, name: &str, base_bits: u32) -> Option<MemberLoc> {
+        for m in &s.members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            let bits = base_bits + m.bit_offset();
+            if mname == name {
+                return Some(MemberLoc {
+                    byte: bits / 8,
+                    bit: bits % 8,
+                    bitfield_size: m.bitfield_size().filter(|&s| s != 0),
+                    type_id: m.get_type_id()?,
+                });
+            }
+            if mname.is_empty() {
+                let inner = self.strip(self.btf.resolve_chained_type(m).ok()?)?;
+                if let Type::Struct(inner) | Type::Union(inner) = inner
+                    && let Some(found) = self.find_member(&inner, name, bits)
+                {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+
+    /// Location of `path` (e.g. `["tlb_ubc", "writable"]`) inside `struct strukt`.
+    pub fn member(&self, strukt: &str, path: &[&str]) -> Option<MemberLoc> {
+        let mut s = self.struct_by_name(strukt)?;
+        let mut total = 0u32;
+        let mut loc = None;
+        for (i, name) in path.iter().enumerate() {
+            let found = self.find_member(&s, name, 0)?;
+            total += found.byte * 8 + found.bit;
+            loc = Some(MemberLoc {
+                byte: total / 8,
+                bit: total % 8,
+                ..found
+            });
+            if i + 1 < path.len() {
+                let ty = self.strip(self.btf.resolve_type_by_id(found.type_id).ok()?)?;
+                s = match ty {
+                    Type::Struct(s) | Type::Union(s) => s,
+                    _ => return None,
+                };
+            }
+        }
+        loc
+    }
+
+    /// Byte offset of a non-bitfield member.
+    pub fn offset(&self, strukt: &str, path: &[&str]) -> Option<u32> {
+        self.member(strukt, path)
+            .filter(|l| l.bit == 0 && l.bitfield_size.is_none())
+            .map(|l| l.byte)
+    }
+
+    /// Size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        self.struct_by_name(name).map(|s| s.size() as u32)
+    }
+
+    /// Value of enumerator `member` of `enum name`.
+    pub fn enum_value(&self, name: &str, member: &str) -> Option<u32> {
+        for t in self.btf.resolve_types_by_name(name).ok()? {
+            if let Type::Enum(e) = t {
+                for m in &e.members {
+                    if self.btf.resolve_name(m).ok()? == member {
+                        return Some(m.val());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The prototype of function `name`: (number of parameters, returns void).
+    pub fn func_proto(&self, name: &str) -> Option<(usize, bool)> {
+        for t in self.btf.resolve_types_by_name(name).ok()? {
+            if let Type::Func(f) = t
+                && let Ok(Type::FuncProto(p)) = self.btf.resolve_chained_type(&f)
+            {
+                return Some((p.parameters.len(), p.return_type_id() == 0));
+            }
+        }
+        None
+    }
+}
+
+/// What the precise tier needs to know about this kernel's structs, and what was found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Layout {
+    #[serde(skip)]
+    pub offsets: BtfOffsets,
+    /// `shrink_folio_list` parameter count (5 up to 6.12, 6 with `memcg` from 6.18), if in BTF.
+    pub shrink_folio_list_params: Option<usize>,
+    /// `shrink_folio_list` returns void (the dirty-folio batching series) and the count is in
+    /// `reclaim_stat.nr_reclaimed`.
+    pub shrink_folio_list_void: bool,
+    /// Size of `struct cpumask` in bytes (NR_CPUS / 8).
+    pub cpumask_bytes: Option<u32>,
+    /// Probe targets that have a BTF `FUNC` record (fentry needs one).
+    pub funcs: std::collections::BTreeSet<String>,
+    /// Members that could not be resolved, by name.
+    pub missing: Vec<String>,
+}
+
+/// Functions the precise tier may attach to.
+pub const PROBE_FUNCTIONS: &[&str] = &[
+    "shrink_folio_list",
+    "shrink_page_list",
+    "try_to_unmap",
+    "try_to_unmap_flush_dirty",
+    "arch_tlbbatch_flush",
+    "pageout",
+];
+
+impl Layout {
+    pub fn resolve(btf: &KernelBtf) -> Layout {
+        let mut missing = Vec::new();
+        let mut want = |what: &str, v: Option<u32>| -> u32 {
+            v.unwrap_or_else(|| {
+                missing.push(what.to_string());
+                OFF_NONE
+            })
+        };
+        let mut o = BtfOffsets::NONE;
+        o.task_flags = want("task_struct.flags", btf.offset("task_struct", &["flags"]));
+        o.task_tlb_ubc_writable = want(
+            "task_struct.tlb_ubc.writable",
+            btf.offset("task_struct", &["tlb_ubc", "writable"]),
+        );
+        o.task_tlb_ubc_flush_required = want(
+            "task_struct.tlb_ubc.flush_required",
+            btf.offset("task_struct", &["tlb_ubc", "flush_required"]),
+        );
+        o.task_cgroups = want("task_struct.cgroups", btf.offset("task_struct", &["cgroups"]));
+        let memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id");
+        o.css_set_memory_subsys = want(
+            "css_set.subsys[memory_cgrp_id]",
+            btf.offset("css_set", &["subsys"])
+                .zip(memory_id)
+                .map(|(off, id)| off + id * 8),
+        );
+        o.css_cgroup = want(
+            "cgroup_subsys_state.cgroup",
+            btf.offset("cgroup_subsys_state", &["cgroup"]),
+        );
+        o.cgroup_kn = want("cgroup.kn", btf.offset("cgroup", &["kn"]));
+        o.kernfs_node_id = want("kernfs_node.id", btf.offset("kernfs_node", &["id"]));
+        o.memcg_css = want("mem_cgroup.css", btf.offset("mem_cgroup", &["css"]));
+        o.sc_target_mem_cgroup = want(
+            "scan_control.target_mem_cgroup",
+            btf.offset("scan_control", &["target_mem_cgroup"]),
+        );
+        o.sc_nr_scanned = want(
+            "scan_control.nr_scanned",
+            btf.offset("scan_control", &["nr_scanned"]),
+        );
+        // `unsigned int proactive:1` in a bitfield run: read its byte, test its bit.
+        let proactive = btf
+            .member("scan_control", &["proactive"])
+            .filter(|l| l.bitfield_size.unwrap_or(8) <= 8 - l.bit);
+        o.sc_proactive_byte = want("scan_control.proactive", proactive.map(|l| l.byte));
+        if let Some(l) = proactive {
+            let width = l.bitfield_size.unwrap_or(8);
+            o.sc_proactive_mask = (((1u32 << width) - 1) << l.bit) & 0xff;
+        }
+        // reclaim_stat: counters are `unsigned int`.
+        let stat = |m: &str| btf.offset("reclaim_stat", &[m]);
+        o.stat_nr_dirty = want("reclaim_stat.nr_dirty", stat("nr_dirty"));
+        o.stat_nr_writeback = want("reclaim_stat.nr_writeback", stat("nr_writeback"));
+        o.stat_nr_pageout = want("reclaim_stat.nr_pageout", stat("nr_pageout"));
+        o.stat_nr_activate0 = want("reclaim_stat.nr_activate", stat("nr_activate"));
+        o.stat_nr_activate1 = if o.stat_nr_activate0 == OFF_NONE {
+            OFF_NONE
+        } else {
+            o.stat_nr_activate0 + 4
+        };
+        o.stat_nr_unmap_fail = want("reclaim_stat.nr_unmap_fail", stat("nr_unmap_fail"));
+        // Only kernels with the batching series have it; its absence is normal.
+        o.stat_nr_reclaimed = stat("nr_reclaimed").unwrap_or(OFF_NONE);
+        o.batch_cpumask = want(
+            "arch_tlbflush_unmap_batch.cpumask",
+            btf.offset("arch_tlbflush_unmap_batch", &["cpumask"]),
+        );
+        o.list_next = btf.offset("list_head", &["next"]).unwrap_or(0);
+        let proto = btf
+            .func_proto("shrink_folio_list")
+            .or_else(|| btf.func_proto("shrink_page_list"));
+        Layout {
+            offsets: o,
+            shrink_folio_list_params: proto.map(|p| p.0),
+            shrink_folio_list_void: proto.is_some_and(|p| p.1),
+            cpumask_bytes: btf.struct_size("cpumask"),
+            funcs: PROBE_FUNCTIONS
+                .iter()
+                .filter(|f| btf.func_proto(f).is_some())
+                .map(|f| f.to_string())
+                .collect(),
+            missing,
+        }
+    }
+
+    /// The layout when there is no BTF at all.
+    pub fn unavailable(why: &str) -> Layout {
+        Layout {
+            offsets: BtfOffsets::NONE,
+            shrink_folio_list_params: None,
+            shrink_folio_list_void: false,
+            cpumask_bytes: None,
+            funcs: Default::default(),
+            missing: vec![format!("everything: {why}")],
+        }
+    }
+
+    pub fn has(&self, off: u32) -> bool {
+        off != OFF_NONE
+    }
+}

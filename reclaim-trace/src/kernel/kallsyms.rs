@@ -1,0 +1,127 @@
+//! `/proc/kallsyms`: symbol addresses and which functions can be probed by name.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result};
+
+/// The kernel's symbol table (text symbols only).
+#[derive(Clone, Debug, Default)]
+pub struct Kallsyms {
+    /// name → (address, type letter). Module symbols are ignored.
+    syms: HashMap<String, (u64, char)>,
+    /// Number of entries per name: a static function defined in several files is ambiguous.
+    dups: HashMap<String, u32>,
+    /// Names of compiler clones (`foo.isra.0`, `foo.constprop.0`, `foo.part.0`) by base name.
+    clones: HashMap<String, Vec<String>>,
+    /// Addresses are hidden (kptr_restrict, or not root): every address reads as 0.
+    pub addresses_hidden: bool,
+}
+
+impl Kallsyms {
+    pub fn load() -> Result<Kallsyms> {
+        let text = std::fs::read_to_string("/proc/kallsyms")
+            .context("cannot read /proc/kallsyms")?;
+        Ok(Kallsyms::parse(&text))
+    }
+
+    pub fn parse(text: &str) -> Kallsyms {
+        let mut k = Kallsyms::default();
+        let mut nonzero = false;
+        let mut any = false;
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if it.next().is_some() {
+                continue; // "[module]": not part of vmlinux
+            }
+            let ty = ty.chars().next().unwrap_or('?');
+            if !matches!(ty, 't' | 'T' | 'w' | 'W') {
+                continue;
+            }
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            any = true;
+            nonzero |= addr != 0;
+            if let Some((base, _)) = name.split_once('.') {
+                k.clones
+                    .entry(base.to_string())
+                    .or_default()
+                    .push(name.to_string());
+            }
+            *k.dups.entry(name.to_string()).or_default() += 1;
+            k.syms.entry(name.to_string()).or_insert((addr, ty));
+        }
+        k.addresses_hidden = any && !nonzero;
+        k
+    }
+
+    /// Address of a text symbol (None when absent or when addresses are hidden).
+    pub fn addr(&self, name: &str) -> Option<u64> {
+        self.syms.get(name).map(|&(a, _)| a).filter(|&a| a != 0)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.syms.contains_key(name)
+    }
+
+    /// Why `name` cannot be attached to by name, or `None` if it can.
+    pub fn unprobeable_reason(&self, name: &str) -> Option<String> {
+        if !self.has(name) {
+            return Some(match self.clones.get(name) {
+                Some(c) => format!(
+                    "only compiler clone(s) {} exist (arguments may be rewritten)",
+                    c.join(", ")
+                ),
+                None => "not in /proc/kallsyms (inlined or renamed on this kernel)".to_string(),
+            });
+        }
+        if self.dups.get(name).copied().unwrap_or(0) > 1 {
+            return Some("several functions share this name".to_string());
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+ffffffff813424a0 t flush_tlb_func
+ffffffff813437a0 T arch_tlbbatch_flush
+ffffffff815a8580 t shrink_folio_list
+ffffffff81600000 t set_tlb_ubc_flush_pending.isra.0
+ffffffff81700000 t dup_fn
+ffffffff81700100 t dup_fn
+ffffffff81800000 d some_data
+ffffffffc0000000 t mod_fn\t[zram]
+";
+
+    #[test]
+    fn finds_text_symbols_and_refuses_clones_and_duplicates() {
+        let k = Kallsyms::parse(SAMPLE);
+        assert!(!k.addresses_hidden);
+        assert_eq!(k.addr("flush_tlb_func"), Some(0xffffffff813424a0));
+        assert_eq!(k.unprobeable_reason("shrink_folio_list"), None);
+        assert!(
+            k.unprobeable_reason("set_tlb_ubc_flush_pending")
+                .unwrap()
+                .contains("isra")
+        );
+        assert!(k.unprobeable_reason("dup_fn").unwrap().contains("several"));
+        assert!(k.unprobeable_reason("pageout").unwrap().contains("inlined"));
+        assert!(!k.has("some_data"));
+        assert!(!k.has("mod_fn"));
+    }
+
+    #[test]
+    fn hidden_addresses_are_detected() {
+        let k = Kallsyms::parse("0000000000000000 T foo\n0000000000000000 t bar\n");
+        assert!(k.addresses_hidden);
+        assert_eq!(k.addr("foo"), None);
+        assert!(k.has("foo"));
+    }
+}

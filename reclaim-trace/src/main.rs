@@ -1,0 +1,42 @@
+use clap::Parser as _;
+use reclaim_trace::{
+    cli::{Cli, Command},
+    cmd, error,
+    workload::generator::{ChildSpec, run_child},
+};
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    let result = match cli.command {
+        // The workload child runs no async code and must not start a runtime.
+        Command::WorkloadChild { spec } => serde_json::from_str::<ChildSpec>(&spec)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| run_child(&s)),
+        command => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(dispatch(command))),
+    };
+    if let Err(e) = result {
+        eprintln!("reclaim-trace: error: {e:#}");
+        std::process::exit(error::exit_code(&e));
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Summary(a) => cmd::summary::run(a).await,
+        Command::Doctor(a) => cmd::doctor::run(a.json, a.probe.probe_mode),
+        Command::Workload(a) => cmd::workload::run(a).await,
+        Command::WorkloadChild { .. } => unreachable!("handled before the runtime starts"),
+    }
+}

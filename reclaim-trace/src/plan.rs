@@ -1,0 +1,751 @@
+//! The probe plan: for every signal, which source it comes from on this kernel and why.
+//!
+//! A pure function of the kernel facts and the user's tier limit, so that it can be printed
+//! (`doctor`), stored with every summary, and tested without a kernel. Attach failures feed
+//! back in as `Failures`, and the plan is computed again one tier lower for what failed.
+
+use std::{collections::BTreeSet, fmt};
+
+use reclaim_trace_common::{
+    CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CFG_PRECISE_UNMAP,
+    CFG_STAT_NR_RECLAIMED, Config, OFF_NONE, TpOffsets,
+};
+use serde::{Serialize, Serializer};
+
+use crate::kernel::KernelFacts;
+
+/// How a signal is observed, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Fentry,
+    Kprobe,
+    Tracepoint,
+    /// Not observable on this kernel.
+    None,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Fentry => "fentry",
+            Tier::Kprobe => "kprobe",
+            Tier::Tracepoint => "tracepoint",
+            Tier::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The most precise tier the user allows (`--probe-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum ProbeMode {
+    /// fentry where the kernel allows it, else kprobe, else tracepoints, per signal.
+    #[default]
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+/// Observable quantities, in the order doctor and summaries list them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    ReclaimPass,
+    ReclaimContext,
+    Pageouts,
+    BatchedUnmaps,
+    DirtyFlush,
+    Flush,
+    FanoutTargets,
+    Ipis,
+    RemoteShootdowns,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 9] = [
+        Signal::ReclaimPass,
+        Signal::ReclaimContext,
+        Signal::Pageouts,
+        Signal::BatchedUnmaps,
+        Signal::DirtyFlush,
+        Signal::Flush,
+        Signal::FanoutTargets,
+        Signal::Ipis,
+        Signal::RemoteShootdowns,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::ReclaimPass => "reclaim_pass",
+            Signal::ReclaimContext => "reclaim_context",
+            Signal::Pageouts => "pageouts",
+            Signal::BatchedUnmaps => "batched_unmaps",
+            Signal::DirtyFlush => "dirty_flush",
+            Signal::Flush => "flush",
+            Signal::FanoutTargets => "fanout_targets",
+            Signal::Ipis => "ipis",
+            Signal::RemoteShootdowns => "remote_shootdowns",
+        }
+    }
+}
+
+impl Serialize for Signal {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// One row of the plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SignalPlan {
+    pub signal: Signal,
+    pub tier: Tier,
+    /// What is attached, e.g. `kprobe:shrink_folio_list` or `tracepoint:tlb:tlb_flush`.
+    pub source: String,
+    /// Why this is not the best tier, or what the figure means in this tier.
+    pub note: Option<String>,
+}
+
+/// How a program attaches.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Attach {
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    Kprobe {
+        function: String,
+        ret: bool,
+    },
+    Fentry {
+        function: String,
+        exit: bool,
+    },
+}
+
+/// A program of the eBPF object and where it goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProgramAttach {
+    /// The program's symbol name in the object.
+    pub program: &'static str,
+    pub attach: Attach,
+    /// The signal it serves (for reporting a failure).
+    pub signal: Signal,
+}
+
+/// Precise probes that failed to load or attach, fed back for the next planning round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// fentry/fexit programs are refused by this kernel (e.g. EPERM, no trampoline support).
+    pub fentry: bool,
+    /// Functions whose kprobe failed.
+    pub kprobe: BTreeSet<String>,
+    /// Human-readable reasons, by function.
+    pub reasons: Vec<(String, String)>,
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub signals: Vec<SignalPlan>,
+    #[serde(skip)]
+    pub programs: Vec<ProgramAttach>,
+    #[serde(skip)]
+    pub flags: u32,
+    /// Tracepoint-tier batch fill is an estimate.
+    pub batch_fill_exact: bool,
+}
+
+/// Why the tool cannot run at all.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no reclaim-pass signal can be attached on this kernel: {0}. Run `reclaim-trace doctor` \
+     for the full picture"
+)]
+pub struct NoPassSignal(pub String);
+
+impl Plan {
+    pub fn signal(&self, s: Signal) -> &SignalPlan {
+        // Every plan has one row per signal (built from Signal::ALL).
+        self.signals
+            .iter()
+            .find(|p| p.signal == s)
+            .unwrap_or(&self.signals[0])
+    }
+
+    /// `fentry`, `kprobe`, `tracepoint` or `mixed`, judged on the signals that the precise
+    /// tier improves (pass boundaries, unmaps, flushes). Pageouts are left out: where `pageout`
+    /// is inlined (6.18+) `mm_vmscan_write_folio` fires on exactly the same event.
+    pub fn probe_mode(&self) -> &'static str {
+        let tiers: BTreeSet<Tier> = [
+            Signal::ReclaimPass,
+            Signal::BatchedUnmaps,
+            Signal::DirtyFlush,
+            Signal::Flush,
+        ]
+        .iter()
+        .map(|&s| match self.signal(s).tier {
+            Tier::None => Tier::Tracepoint,
+            t => t,
+        })
+        .collect();
+        match tiers.into_iter().collect::<Vec<_>>().as_slice() {
+            [t] => t.as_str(),
+            _ => "mixed",
+        }
+    }
+
+    /// Signals not observed at their best tier (for the "degraded" markers of the UIs).
+    pub fn degraded(&self) -> Vec<&SignalPlan> {
+        self.signals.iter().filter(|s| s.note.is_some()).collect()
+    }
+}
+
+struct Planner<'a> {
+    facts: &'a KernelFacts,
+    mode: ProbeMode,
+    failures: &'a Failures,
+    signals: Vec<SignalPlan>,
+    programs: Vec<ProgramAttach>,
+    flags: u32,
+}
+
+impl Planner<'_> {
+    fn tp(&self, cat: &str, name: &str) -> bool {
+        self.facts.tracepoint(cat, name).is_some()
+    }
+
+    /// The precise tier to use for `function`, or why there is none.
+    fn precise_tier(&self, function: &str) -> Result<Tier, String> {
+        if self.mode == ProbeMode::Tracepoint {
+            return Err("--probe-mode tracepoint".into());
+        }
+        if let Some(why) = self.facts.kallsyms.unprobeable_reason(function) {
+            return Err(format!("{function}: {why}"));
+        }
+        let fentry_ok = self.mode != ProbeMode::Kprobe
+            && !self.failures.fentry
+            && self.facts.layout.funcs.contains(function);
+        if fentry_ok {
+            return Ok(Tier::Fentry);
+        }
+        if self.mode == ProbeMode::Fentry {
+            return Err(format!(
+                "{function}: fentry unavailable and --probe-mode fentry forbids kprobes"
+            ));
+        }
+        if !self.facts.kprobes {
+            let fentry = if self.failures.fentry {
+                let why = self
+                    .failures
+                    .reasons
+                    .first()
+                    .map(|(_, w)| w.as_str())
+                    .unwrap_or("refused");
+                format!("fentry refused by this kernel ({why}); ")
+            } else if !self.facts.layout.funcs.contains(function) {
+                format!("{function} has no BTF record for fentry; ")
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "{fentry}kprobes are not available (CONFIG_KPROBES off: no perf kprobe PMU)"
+            ));
+        }
+        if self.failures.kprobe.contains(function) {
+            let why = self
+                .failures
+                .reasons
+                .iter()
+                .find(|(f, _)| f == function)
+                .map(|(_, w)| w.as_str())
+                .unwrap_or("attach failed");
+            return Err(format!("kprobe on {function} failed: {why}"));
+        }
+        Ok(Tier::Kprobe)
+    }
+
+    fn add_probe(
+        &mut self,
+        tier: Tier,
+        function: &str,
+        entry: Option<(&'static str, &'static str)>,
+        exit: Option<(&'static str, &'static str)>,
+        signal: Signal,
+    ) {
+        // (fentry program, kprobe program) for entry and exit.
+        for (pair, is_exit) in [(entry, false), (exit, true)] {
+            let Some((fe, kp)) = pair else { continue };
+            let (program, attach) = match tier {
+                Tier::Fentry => (
+                    fe,
+                    Attach::Fentry {
+                        function: function.to_string(),
+                        exit: is_exit,
+                    },
+                ),
+                _ => (
+                    kp,
+                    Attach::Kprobe {
+                        function: function.to_string(),
+                        ret: is_exit,
+                    },
+                ),
+            };
+            self.programs.push(ProgramAttach {
+                program,
+                attach,
+                signal,
+            });
+        }
+    }
+
+    fn add_tp(&mut self, program: &'static str, category: &'static str, name: &'static str, s: Signal) {
+        if self.tp(category, name)
+            && !self
+                .programs
+                .iter()
+                .any(|p| p.program == program)
+        {
+            self.programs.push(ProgramAttach {
+                program,
+                attach: Attach::Tracepoint { category, name },
+                signal: s,
+            });
+        }
+    }
+
+    fn row(&mut self, signal: Signal, tier: Tier, source: String, note: Option<String>) {
+        self.signals.push(SignalPlan {
+            signal,
+            tier,
+            source,
+            note,
+        });
+    }
+
+    /// Check that a tracepoint has the fields a program reads.
+    fn tp_fields(&self, cat: &str, name: &str, fields: &[(&str, &[u32])]) -> Result<(), String> {
+        let Some(f) = self.facts.tracepoint(cat, name) else {
+            return Err(format!("tracepoint {cat}:{name} not present"));
+        };
+        for (field, sizes) in fields {
+            if f.offset(field, sizes).is_none() {
+                return Err(format!("tracepoint {cat}:{name} has no field {field}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compute the plan. Fails only when no reclaim-pass signal exists at all.
+pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result<Plan, NoPassSignal> {
+    let mut p = Planner {
+        facts,
+        mode,
+        failures,
+        signals: Vec::new(),
+        programs: Vec::new(),
+        flags: 0,
+    };
+    let layout = &facts.layout;
+    let has = |off: u32| off != OFF_NONE;
+
+    // --- reclaim pass ---------------------------------------------------------------------
+    let sfl = if facts.kallsyms.has("shrink_folio_list") {
+        "shrink_folio_list"
+    } else {
+        "shrink_page_list" // before v6.1
+    };
+    let pass_precise = match p.precise_tier(sfl) {
+        Ok(t) if layout.shrink_folio_list_void && !has(layout.offsets.stat_nr_reclaimed) => Err(
+            format!("{sfl} returns void but reclaim_stat.nr_reclaimed is missing from BTF ({t})"),
+        ),
+        other => other,
+    };
+    let tp_pass = p
+        .tp_fields(
+            "vmscan",
+            "mm_vmscan_lru_isolate",
+            &[("nr_taken", &[8]), ("lru", &[4])],
+        )
+        .and_then(|()| {
+            p.tp_fields(
+                "vmscan",
+                "mm_vmscan_lru_shrink_inactive",
+                &[("nr_scanned", &[8]), ("nr_reclaimed", &[8])],
+            )
+        });
+    let mgl = facts.lru_gen == Some(true);
+    match pass_precise {
+        Ok(tier) => {
+            p.flags |= CFG_PRECISE_PASS;
+            if layout.shrink_folio_list_void {
+                p.flags |= CFG_STAT_NR_RECLAIMED;
+            }
+            p.add_probe(
+                tier,
+                sfl,
+                Some(("fe_shrink_folio_list", "kp_shrink_folio_list")),
+                Some(("fx_shrink_folio_list", "kr_shrink_folio_list")),
+                Signal::ReclaimPass,
+            );
+            let variant = match (layout.shrink_folio_list_params, layout.shrink_folio_list_void) {
+                (Some(n), true) => format!("{n} args, void: stat->nr_reclaimed"),
+                (Some(n), false) => format!("{n} args, returns reclaimed pages"),
+                (None, _) => "not in BTF".to_string(),
+            };
+            p.row(
+                Signal::ReclaimPass,
+                tier,
+                format!("{tier}:{sfl} ({variant})"),
+                None,
+            );
+        }
+        Err(why) => {
+            if let Err(tp_why) = tp_pass {
+                return Err(NoPassSignal(format!("{why}; {tp_why}")));
+            }
+            p.add_tp("vmscan_lru_isolate", "vmscan", "mm_vmscan_lru_isolate", Signal::ReclaimPass);
+            p.add_tp(
+                "vmscan_lru_shrink_inactive",
+                "vmscan",
+                "mm_vmscan_lru_shrink_inactive",
+                Signal::ReclaimPass,
+            );
+            p.add_tp("vmscan_reclaim_pages", "vmscan", "mm_vmscan_reclaim_pages", Signal::ReclaimPass);
+            let mut note = format!("precise tier unavailable ({why}); folios counted in base pages");
+            if mgl {
+                note.push_str(
+                    "; MGLRU is on: passes without lru_shrink_inactive (before 6.12) are missed",
+                );
+            }
+            p.row(
+                Signal::ReclaimPass,
+                Tier::Tracepoint,
+                "tracepoint:vmscan:mm_vmscan_lru_isolate..mm_vmscan_lru_shrink_inactive".into(),
+                Some(note),
+            );
+        }
+    }
+
+    // --- reclaim context --------------------------------------------------------------------
+    for (prog, name) in [
+        ("vmscan_direct_begin", "mm_vmscan_direct_reclaim_begin"),
+        ("vmscan_direct_end", "mm_vmscan_direct_reclaim_end"),
+        ("vmscan_memcg_begin", "mm_vmscan_memcg_reclaim_begin"),
+        ("vmscan_memcg_end", "mm_vmscan_memcg_reclaim_end"),
+        ("vmscan_softlimit_begin", "mm_vmscan_memcg_softlimit_reclaim_begin"),
+        ("vmscan_softlimit_end", "mm_vmscan_memcg_softlimit_reclaim_end"),
+    ] {
+        p.add_tp(prog, "vmscan", name, Signal::ReclaimContext);
+    }
+    let precise_ctx = p.flags & CFG_PRECISE_PASS != 0
+        && has(layout.offsets.sc_target_mem_cgroup)
+        && has(layout.offsets.sc_proactive_byte);
+    if precise_ctx {
+        p.row(
+            Signal::ReclaimContext,
+            p.signal_tier(Signal::ReclaimPass),
+            "PF_KSWAPD, scan_control.target_mem_cgroup, scan_control.proactive (BTF)".into(),
+            None,
+        );
+    } else {
+        p.row(
+            Signal::ReclaimContext,
+            Tier::Tracepoint,
+            "PF_KSWAPD + tracepoint:vmscan:*_reclaim_begin/end windows".into(),
+            Some("proactive reclaim (memory.reclaim) is counted as memcg".into()),
+        );
+    }
+
+    // --- pageouts ---------------------------------------------------------------------------
+    match p.precise_tier("pageout") {
+        Ok(tier) => {
+            p.flags |= CFG_PAGEOUT_PROBE;
+            p.add_probe(tier, "pageout", None, Some(("fx_pageout", "kr_pageout")), Signal::Pageouts);
+            p.row(Signal::Pageouts, tier, format!("{tier}:pageout (returns PAGE_SUCCESS)"), None);
+        }
+        Err(why) => {
+            if p.tp("vmscan", "mm_vmscan_write_folio") {
+                p.add_tp("vmscan_write_folio", "vmscan", "mm_vmscan_write_folio", Signal::Pageouts);
+                p.row(
+                    Signal::Pageouts,
+                    Tier::Tracepoint,
+                    "tracepoint:vmscan:mm_vmscan_write_folio".into(),
+                    // The tracepoint fires on exactly the successful pageouts; being here is
+                    // not a loss of precision, so no note unless the precise tier was wanted.
+                    (!why.contains("inlined") && !why.contains("probe-mode"))
+                        .then(|| format!("pageout probe unavailable: {why}")),
+                );
+            } else {
+                p.row(
+                    Signal::Pageouts,
+                    Tier::None,
+                    "none".into(),
+                    Some(format!("{why}; tracepoint vmscan:mm_vmscan_write_folio not present")),
+                );
+            }
+        }
+    }
+
+    // --- flushes: arch_tlbbatch_flush + try_to_unmap_flush_dirty go together -----------------
+    let flush_precise = p
+        .precise_tier("arch_tlbbatch_flush")
+        .and_then(|t| p.precise_tier("try_to_unmap_flush_dirty").map(|_| t))
+        .and_then(|t| {
+            if !has(layout.offsets.batch_cpumask) {
+                Err("arch_tlbflush_unmap_batch.cpumask missing from BTF".into())
+            } else if !has(layout.offsets.task_tlb_ubc_writable) {
+                Err("task_struct.tlb_ubc.writable missing from BTF".into())
+            } else {
+                Ok(t)
+            }
+        });
+    let tlb_tp = p.tp_fields("tlb", "tlb_flush", &[("reason", &[4]), ("pages", &[8])]);
+    if tlb_tp.is_ok() {
+        p.add_tp("tlb_flush", "tlb", "tlb_flush", Signal::Flush);
+    }
+    match flush_precise {
+        Ok(tier) => {
+            p.flags |= CFG_PRECISE_FLUSH;
+            p.add_probe(
+                tier,
+                "arch_tlbbatch_flush",
+                Some(("fe_arch_tlbbatch_flush", "kp_arch_tlbbatch_flush")),
+                Some(("fx_arch_tlbbatch_flush", "kr_arch_tlbbatch_flush")),
+                Signal::Flush,
+            );
+            p.add_probe(
+                tier,
+                "try_to_unmap_flush_dirty",
+                Some(("fe_try_to_unmap_flush_dirty", "kp_try_to_unmap_flush_dirty")),
+                None,
+                Signal::DirtyFlush,
+            );
+            p.row(
+                Signal::Flush,
+                tier,
+                format!("{tier}:arch_tlbbatch_flush (batch->cpumask)"),
+                None,
+            );
+            p.row(
+                Signal::DirtyFlush,
+                tier,
+                format!("{tier}:try_to_unmap_flush_dirty (current->tlb_ubc.writable)"),
+                None,
+            );
+        }
+        Err(why) => match tlb_tp {
+            Ok(()) => {
+                p.row(
+                    Signal::Flush,
+                    Tier::Tracepoint,
+                    "tracepoint:tlb:tlb_flush (reason 4 pages=-1, reason 2)".into(),
+                    Some(format!(
+                        "precise tier unavailable ({why}); batch cpumask not observable; \
+                         INVLPGB/hypercall flushes emit no event"
+                    )),
+                );
+                p.row(
+                    Signal::DirtyFlush,
+                    Tier::Tracepoint,
+                    "tracepoint:tlb:tlb_flush followed by mm_vmscan_write_folio".into(),
+                    Some("a flush followed by a pageout on the same task counts as dirty".into()),
+                );
+            }
+            Err(tp_why) => {
+                p.row(Signal::Flush, Tier::None, "none".into(), Some(format!("{why}; {tp_why}")));
+                p.row(Signal::DirtyFlush, Tier::None, "none".into(), Some(format!("{why}; {tp_why}")));
+            }
+        },
+    }
+
+    // --- batched unmaps ----------------------------------------------------------------------
+    let unmap = p.precise_tier("try_to_unmap").and_then(|t| {
+        if p.flags & CFG_PRECISE_PASS == 0 {
+            Err("needs the precise reclaim-pass probe".into())
+        } else if p.flags & CFG_PRECISE_FLUSH == 0 {
+            Err("needs the precise flush probe".into())
+        } else {
+            Ok(t)
+        }
+    });
+    let batch_fill_exact = match unmap {
+        Ok(tier) => {
+            p.flags |= CFG_PRECISE_UNMAP;
+            p.add_probe(
+                tier,
+                "try_to_unmap",
+                Some(("fe_try_to_unmap", "kp_try_to_unmap")),
+                None,
+                Signal::BatchedUnmaps,
+            );
+            p.row(
+                Signal::BatchedUnmaps,
+                tier,
+                format!("{tier}:try_to_unmap (flags & TTU_BATCH_FLUSH)"),
+                None,
+            );
+            true
+        }
+        Err(why) => {
+            p.row(
+                Signal::BatchedUnmaps,
+                Tier::None,
+                "estimate: reclaimed folios shared among the pass's flushes".into(),
+                Some(format!("not observable ({why}); batch fill is an estimate")),
+            );
+            false
+        }
+    };
+
+    // --- fan-out ------------------------------------------------------------------------------
+    let csd = p.tp_fields("csd", "csd_queue_cpu", &[("func", &[8]), ("cpu", &[4])]);
+    let have_flush_func = facts.kallsyms.addr("flush_tlb_func").is_some();
+    match (csd, have_flush_func) {
+        (Ok(()), true) => {
+            p.add_tp("csd_queue_cpu", "csd", "csd_queue_cpu", Signal::FanoutTargets);
+            p.row(
+                Signal::FanoutTargets,
+                Tier::Tracepoint,
+                "tracepoint:csd:csd_queue_cpu (func == flush_tlb_func)".into(),
+                None,
+            );
+        }
+        (csd, _) => {
+            let why = match csd {
+                Err(w) => format!("{w} (added in 6.5)"),
+                Ok(()) => "flush_tlb_func address not readable from /proc/kallsyms".into(),
+            };
+            p.row(
+                Signal::FanoutTargets,
+                Tier::None,
+                "none".into(),
+                Some(format!(
+                    "{why}; only candidates (precise tier) and per-CPU remote shootdowns remain"
+                )),
+            );
+        }
+    }
+    let ipi_cb = facts
+        .kallsyms
+        .addr("generic_smp_call_function_single_interrupt")
+        .is_some();
+    let ipi_cpu = p.tp_fields("ipi", "ipi_send_cpu", &[("callback", &[8])]);
+    let ipi_mask = p.tp_fields("ipi", "ipi_send_cpumask", &[("cpumask", &[4]), ("callback", &[8])]);
+    match (ipi_cpu, ipi_cb) {
+        (Ok(()), true) => {
+            p.add_tp("ipi_send_cpu", "ipi", "ipi_send_cpu", Signal::Ipis);
+            if ipi_mask.is_ok() {
+                p.add_tp("ipi_send_cpumask", "ipi", "ipi_send_cpumask", Signal::Ipis);
+            }
+            p.row(
+                Signal::Ipis,
+                Tier::Tracepoint,
+                "tracepoint:ipi:ipi_send_cpu/ipi_send_cpumask during a flush".into(),
+                None,
+            );
+        }
+        (r, _) => {
+            let why = match r {
+                Err(w) => format!("{w} (added in 6.4)"),
+                Ok(()) => "IPI callback address not readable from /proc/kallsyms".into(),
+            };
+            p.row(Signal::Ipis, Tier::None, "none".into(), Some(why));
+        }
+    }
+    if p.signal_tier(Signal::FanoutTargets) == Tier::Tracepoint {
+        p.row(
+            Signal::RemoteShootdowns,
+            Tier::Tracepoint,
+            "tracepoint:csd:csd_queue_cpu target CPU (flush_tlb_func)".into(),
+            None,
+        );
+    } else if p.tp("tlb", "tlb_flush") {
+        p.row(
+            Signal::RemoteShootdowns,
+            Tier::Tracepoint,
+            "tracepoint:tlb:tlb_flush reason 1, per CPU".into(),
+            Some(
+                "hardirq events are dropped when they interrupt another BPF program: an \
+                 undercount"
+                    .into(),
+            ),
+        );
+    } else {
+        p.row(
+            Signal::RemoteShootdowns,
+            Tier::None,
+            "none".into(),
+            Some("tracepoint tlb:tlb_flush not present".into()),
+        );
+    }
+    p.signals.sort_by_key(|s| s.signal);
+    p.programs.sort();
+    Ok(Plan {
+        signals: p.signals,
+        programs: p.programs,
+        flags: p.flags,
+        batch_fill_exact,
+    })
+}
+
+impl Planner<'_> {
+    fn signal_tier(&self, s: Signal) -> Tier {
+        self.signals
+            .iter()
+            .find(|r| r.signal == s)
+            .map(|r| r.tier)
+            .unwrap_or(Tier::None)
+    }
+}
+
+/// The configuration block for the programs: tracepoint offsets, BTF offsets, addresses.
+pub fn build_config(facts: &KernelFacts, plan: &Plan, self_tgid: u32, extra_flags: u32) -> Config {
+    let off = |cat: &str, name: &str, field: &str, sizes: &[u32]| {
+        facts
+            .tracepoint(cat, name)
+            .and_then(|f| f.offset(field, sizes))
+            .unwrap_or(OFF_NONE)
+    };
+    let mut tp = TpOffsets::NONE;
+    tp.isolate_nr_taken = off("vmscan", "mm_vmscan_lru_isolate", "nr_taken", &[8]);
+    tp.isolate_lru = off("vmscan", "mm_vmscan_lru_isolate", "lru", &[4]);
+    let si = "mm_vmscan_lru_shrink_inactive";
+    tp.shrink_nr_scanned = off("vmscan", si, "nr_scanned", &[8]);
+    tp.shrink_nr_reclaimed = off("vmscan", si, "nr_reclaimed", &[8]);
+    tp.shrink_nr_dirty = off("vmscan", si, "nr_dirty", &[8]);
+    tp.shrink_nr_writeback = off("vmscan", si, "nr_writeback", &[8]);
+    tp.shrink_nr_activate0 = off("vmscan", si, "nr_activate0", &[4]);
+    tp.shrink_nr_activate1 = off("vmscan", si, "nr_activate1", &[4]);
+    tp.shrink_nr_unmap_fail = off("vmscan", si, "nr_unmap_fail", &[8]);
+    tp.reclaim_pages_nr_scanned = off("vmscan", "mm_vmscan_reclaim_pages", "nr_scanned", &[8]);
+    tp.reclaim_pages_nr_reclaimed = off("vmscan", "mm_vmscan_reclaim_pages", "nr_reclaimed", &[8]);
+    tp.tlb_reason = off("tlb", "tlb_flush", "reason", &[4]);
+    tp.tlb_pages = off("tlb", "tlb_flush", "pages", &[8]);
+    tp.ipi_cpu_callback = off("ipi", "ipi_send_cpu", "callback", &[8]);
+    tp.ipi_mask_cpumask = off("ipi", "ipi_send_cpumask", "cpumask", &[4]);
+    tp.ipi_mask_callback = off("ipi", "ipi_send_cpumask", "callback", &[8]);
+    tp.csd_func = off("csd", "csd_queue_cpu", "func", &[8]);
+    tp.csd_cpu = off("csd", "csd_queue_cpu", "cpu", &[4]);
+    Config {
+        self_tgid,
+        flags: plan.flags | extra_flags,
+        flush_tlb_func: facts.kallsyms.addr("flush_tlb_func").unwrap_or(0),
+        ipi_callback: facts
+            .kallsyms
+            .addr("generic_smp_call_function_single_interrupt")
+            .unwrap_or(0),
+        cpumask_words: facts.possible_cpus.div_ceil(64).clamp(1, 128),
+        folio_walk_limit: 1024,
+        tp,
+        btf: facts.layout.offsets,
+    }
+}

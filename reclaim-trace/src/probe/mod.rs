@@ -1,0 +1,289 @@
+//! The only module that talks to aya and the kernel's BPF interface: load the object with this
+//! kernel's configuration, attach the planned programs (downgrading per signal when an attach
+//! fails), read the ring buffer and snapshot the per-CPU maps.
+
+mod reader;
+pub mod stats;
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray},
+    programs::{FEntry, FExit, KProbe, TracePoint},
+};
+use reclaim_trace_common::{
+    CNT_REMOTE_SHOOTDOWNS, Config, GLOBAL_CONFIG, HistBuckets, MAP_COUNTERS, MAP_EVENTS,
+    MAP_HISTS, MAP_TOTALS, MAP_VICTIMS, N_COUNTERS, N_CTX, N_HISTS, PassCounts,
+};
+
+pub use self::reader::{RecordBatch, spawn_reader};
+use crate::{
+    aggregate::{Histogram, KernelSnapshot},
+    kernel::KernelFacts,
+    plan::{self, Attach, Failures, Plan, ProbeMode},
+};
+
+/// The eBPF object, built by build.rs (empty when built with AYA_BUILD_SKIP=1).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reclaim-trace"));
+
+/// True when this binary carries real eBPF programs.
+pub fn object_embedded() -> bool {
+    !EBPF_OBJECT.is_empty()
+}
+
+/// How a planned program fared.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttachOutcome {
+    pub program: String,
+    pub target: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Tracer {
+    ebpf: Ebpf,
+    pub plan: Plan,
+    pub config: Config,
+    pub outcomes: Vec<AttachOutcome>,
+    /// Wall time from the first load attempt until every program was attached.
+    pub load_attach_s: f64,
+    counters: PerCpuArray<MapData, u64>,
+    totals: PerCpuArray<MapData, PassCounts>,
+    hists: PerCpuArray<MapData, HistBuckets>,
+    victims: Array<MapData, u64>,
+    cpus: usize,
+}
+
+/// Options of a tracing session.
+#[derive(Clone, Debug, Default)]
+pub struct TracerOptions {
+    pub mode: ProbeMode,
+    /// Extra `CFG_*` flags (e.g. per-flush records).
+    pub extra_flags: u32,
+}
+
+fn target(a: &Attach) -> String {
+    match a {
+        Attach::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
+        Attach::Kprobe { function, ret } => {
+            format!("{}:{function}", if *ret { "kretprobe" } else { "kprobe" })
+        }
+        Attach::Fentry { function, exit } => {
+            format!("{}:{function}", if *exit { "fexit" } else { "fentry" })
+        }
+    }
+}
+
+/// Why loading failed, said so that the user can act on it.
+fn explain_load_error(e: &anyhow::Error) -> String {
+    let s = format!("{e:#}");
+    if s.contains("Operation not permitted") || s.contains("EPERM") {
+        format!("{s} (missing privileges, or the kernel refuses this program type)")
+    } else {
+        s
+    }
+}
+
+impl Tracer {
+    /// Plan, load and attach; retry one tier lower for each precise probe that fails.
+    pub fn start(facts: &KernelFacts, opts: &TracerOptions) -> Result<Tracer> {
+        if !object_embedded() {
+            bail!(
+                "this binary was built without its eBPF programs (AYA_BUILD_SKIP=1); rebuild \
+                 with `cargo xtask build` or run through `cargo xtask run`"
+            );
+        }
+        let started = Instant::now();
+        let mut failures = Failures::default();
+        let btf = Btf::from_sys_fs().ok();
+        for _round in 0..6 {
+            let plan = plan::plan(facts, opts.mode, &failures)?;
+            let config = plan::build_config(facts, &plan, std::process::id(), opts.extra_flags);
+            let mut ebpf = EbpfLoader::new()
+                .override_global(GLOBAL_CONFIG, &config, true)
+                .load(EBPF_OBJECT)
+                .context("loading the eBPF object (maps and programs) failed")?;
+            let mut outcomes = Vec::new();
+            let mut retry = false;
+            for p in &plan.programs {
+                let r = attach_one(&mut ebpf, &p.program, &p.attach, btf.as_ref());
+                let tgt = target(&p.attach);
+                match r {
+                    Ok(()) => outcomes.push(AttachOutcome {
+                        program: p.program.to_string(),
+                        target: tgt,
+                        ok: true,
+                        error: None,
+                    }),
+                    Err(e) => {
+                        let why = explain_load_error(&e);
+                        log::warn!("attaching {} to {tgt} failed: {why}", p.program);
+                        match &p.attach {
+                            Attach::Fentry { function, .. } => {
+                                failures.fentry = true;
+                                failures.reasons.push((function.clone(), why.clone()));
+                                retry = true;
+                            }
+                            Attach::Kprobe { function, .. } => {
+                                failures.kprobe.insert(function.clone());
+                                failures.reasons.push((function.clone(), why.clone()));
+                                retry = true;
+                            }
+                            Attach::Tracepoint { .. } => {}
+                        }
+                        outcomes.push(AttachOutcome {
+                            program: p.program.to_string(),
+                            target: tgt,
+                            ok: false,
+                            error: Some(why),
+                        });
+                    }
+                }
+                if retry {
+                    break;
+                }
+            }
+            if retry {
+                continue; // dropping `ebpf` detaches what was attached
+            }
+            let mut plan = plan;
+            note_tracepoint_failures(&mut plan, &outcomes);
+            if plan.signal(plan::Signal::ReclaimPass).tier == plan::Tier::Tracepoint
+                && outcomes
+                    .iter()
+                    .any(|o| !o.ok && o.target.contains("mm_vmscan_lru_"))
+            {
+                bail!(
+                    "no reclaim-pass signal could be attached: {}",
+                    outcomes
+                        .iter()
+                        .filter(|o| !o.ok)
+                        .map(|o| format!("{}: {}", o.target, o.error.as_deref().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            }
+            if let Some((f, why)) = failures.reasons.first() {
+                log::info!("precise probes downgraded ({f}: {why})");
+            }
+            let counters = PerCpuArray::try_from(take(&mut ebpf, MAP_COUNTERS)?)?;
+            let totals = PerCpuArray::try_from(take(&mut ebpf, MAP_TOTALS)?)?;
+            let hists = PerCpuArray::try_from(take(&mut ebpf, MAP_HISTS)?)?;
+            let victims = Array::try_from(take(&mut ebpf, MAP_VICTIMS)?)?;
+            let cpus = aya::util::nr_cpus()
+                .map_err(|(_, e)| anyhow!("cannot read the number of possible CPUs: {e}"))?;
+            return Ok(Tracer {
+                ebpf,
+                plan,
+                config,
+                outcomes,
+                load_attach_s: started.elapsed().as_secs_f64(),
+                counters,
+                totals,
+                hists,
+                victims,
+                cpus,
+            });
+        }
+        bail!("gave up after repeated attach failures: {:?}", failures.reasons)
+    }
+
+    /// The ring buffer, for the reader task (can be taken once).
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
+        Ok(aya::maps::RingBuf::try_from(take(&mut self.ebpf, MAP_EVENTS)?)?)
+    }
+
+    /// Read the per-CPU maps and sum them.
+    pub fn snapshot(&self) -> Result<KernelSnapshot> {
+        let mut s = KernelSnapshot::empty(self.cpus);
+        for i in 0..N_CTX {
+            let v = self.totals.get(&i, 0)?;
+            s.totals[i as usize] = v
+                .iter()
+                .fold(PassCounts::default(), |acc, c| acc.wrapping_add(c));
+        }
+        for i in 0..N_HISTS {
+            let v = self.hists.get(&i, 0)?;
+            let mut h = Histogram::default();
+            for per_cpu in v.iter() {
+                h.add(&Histogram::from_buckets(*per_cpu));
+            }
+            s.hists[i as usize] = h;
+        }
+        for i in 0..N_COUNTERS {
+            let v = self.counters.get(&i, 0)?;
+            s.counters[i as usize] = v.iter().fold(0u64, |a, b| a.wrapping_add(*b));
+            if i == CNT_REMOTE_SHOOTDOWNS {
+                s.reason1_by_cpu = v.iter().copied().collect();
+            }
+        }
+        for (cpu, slot) in s.victims_by_cpu.iter_mut().enumerate() {
+            *slot = self.victims.get(&(cpu as u32), 0).unwrap_or(0);
+        }
+        Ok(s)
+    }
+
+    /// Run time and count of every attached program (needs BPF stats enabled).
+    pub fn program_stats(&self) -> Vec<stats::ProgramStat> {
+        stats::collect(&self.ebpf)
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
+fn attach_one(ebpf: &mut Ebpf, program: &str, attach: &Attach, btf: Option<&Btf>) -> Result<()> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing from the eBPF object"))?;
+    match attach {
+        Attach::Tracepoint { category, name } => {
+            let tp: &mut TracePoint = prog.try_into()?;
+            tp.load()?;
+            tp.attach(category, name)?;
+        }
+        Attach::Kprobe { function, .. } => {
+            let kp: &mut KProbe = prog.try_into()?;
+            kp.load()?;
+            kp.attach(function, 0)?;
+        }
+        Attach::Fentry { function, exit } => {
+            let btf = btf.ok_or_else(|| anyhow!("no kernel BTF for fentry"))?;
+            if *exit {
+                let fx: &mut FExit = prog.try_into()?;
+                fx.load(function, btf)?;
+                fx.attach()?;
+            } else {
+                let fe: &mut FEntry = prog.try_into()?;
+                fe.load(function, btf)?;
+                fe.attach()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A tracepoint that failed to attach degrades its signal; say so in the plan.
+fn note_tracepoint_failures(plan: &mut Plan, outcomes: &[AttachOutcome]) {
+    for o in outcomes.iter().filter(|o| !o.ok) {
+        if let Some(p) = plan.programs.iter().find(|p| p.program == o.program) {
+            let sig = p.signal;
+            if let Some(row) = plan.signals.iter_mut().find(|r| r.signal == sig) {
+                let msg = format!(
+                    "{} failed to attach: {}",
+                    o.target,
+                    o.error.as_deref().unwrap_or("unknown error")
+                );
+                row.note = Some(match row.note.take() {
+                    Some(n) => format!("{n}; {msg}"),
+                    None => msg,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The ring-buffer reader: a task that wakes when records arrive, decodes them (length-checked)
+//! and sends batches to the main loop, which owns the aggregator.
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use reclaim_trace_common::decode::{Record, decode};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+/// Records read in one wake-up.
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    pub records: Vec<Record>,
+    pub decode_errors: u64,
+}
+
+/// Upper bound of records per batch (keeps the main loop responsive under load).
+const MAX_BATCH: usize = 4096;
+
+fn drain(rb: &mut RingBuf<MapData>, tx: &mpsc::UnboundedSender<RecordBatch>) -> bool {
+    loop {
+        let mut batch = RecordBatch::default();
+        while batch.records.len() < MAX_BATCH {
+            let Some(item) = rb.next() else { break };
+            match decode(&item) {
+                Ok(r) => batch.records.push(r),
+                Err(e) => {
+                    if batch.decode_errors == 0 {
+                        log::warn!("ring buffer: {e}");
+                    }
+                    batch.decode_errors += 1;
+                }
+            }
+        }
+        let full = batch.records.len() == MAX_BATCH;
+        if (!batch.records.is_empty() || batch.decode_errors != 0) && tx.send(batch).is_err() {
+            return false; // receiver gone
+        }
+        if !full {
+            return true;
+        }
+    }
+}
+
+/// Start reading. Set `stop` to true to make the task read what is left and end.
+pub fn spawn_reader(
+    rb: RingBuf<MapData>,
+    tx: mpsc::UnboundedSender<RecordBatch>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open, unreplaced, for as long as the
+    // AsyncFd owns the RingBuf.
+    let mut fd = unsafe { AsyncFd::register(rb)? };
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let Ok(mut guard) = guard else { break };
+                    let open = drain(guard.get_inner_mut(), &tx);
+                    guard.clear_ready();
+                    if !open {
+                        return;
+                    }
+                }
+                r = stop.changed() => {
+                    if r.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        drain(fd.get_mut(), &tx);
+    }))
+}

@@ -1,0 +1,266 @@
+//! A tracing session: checks, attach, optional workload, the event loop, and a clean end.
+//!
+//! One owner of state: the session's loop owns the aggregator; the ring-buffer reader task
+//! sends it batches over a channel. Signals (SIGINT, SIGTERM) end the loop like the deadline
+//! does, so the final summary is always produced and everything is detached and removed.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    aggregate::{Aggregator, Window},
+    export::summary::{self, KernelInfo, Summary, SummaryContext},
+    kernel::{KernelFacts, Privileges, tracefs::Tracefs},
+    probe::{RecordBatch, Tracer, TracerOptions, spawn_reader, stats::StatsGuard},
+    workload::{Workload, WorkloadOptions, cgroup::MemoryHierarchy, preflight},
+};
+
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    pub tracer: TracerOptions,
+    pub workload: Option<WorkloadOptions>,
+    /// Turn on kernel BPF run-time statistics for the session (restored at the end).
+    pub bpf_stats: bool,
+}
+
+/// Refuse early, with the fix, when privileges are missing.
+pub fn require_privileges(p: &Privileges, needs_admin: bool) -> Result<()> {
+    if !p.can_trace() {
+        bail!(
+            "not permitted to load tracing programs (euid {}, CAP_SYS_ADMIN {}, CAP_BPF {}, \
+             CAP_PERFMON {}): run as root, e.g. `sudo reclaim-trace ...` or `cargo xtask run -- ...`",
+            p.euid,
+            p.cap_sys_admin,
+            p.cap_bpf,
+            p.cap_perfmon
+        );
+    }
+    if needs_admin && !p.can_admin() {
+        bail!(
+            "the built-in workload creates a memory cgroup (and zram swap) and needs \
+             CAP_SYS_ADMIN: run as root"
+        );
+    }
+    Ok(())
+}
+
+/// Facts about the kernel, mounting tracefs if needed.
+pub fn gather_facts() -> KernelFacts {
+    let tracefs = Tracefs::find_or_mount();
+    KernelFacts::gather(tracefs.as_ref())
+}
+
+/// Why the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Deadline,
+    Signal(&'static str),
+    /// The caller's tick callback asked to stop.
+    Requested,
+    WorkloadExited,
+}
+
+pub struct Session {
+    pub facts: KernelFacts,
+    tracer: Tracer,
+    workload: Option<Workload>,
+    pub agg: Aggregator,
+    rx: mpsc::UnboundedReceiver<RecordBatch>,
+    stop_tx: watch::Sender<bool>,
+    reader: Option<JoinHandle<()>>,
+    clock: Instant,
+    hierarchy: Option<MemoryHierarchy>,
+    _stats: Option<StatsGuard>,
+    sigint: Signal,
+    sigterm: Signal,
+    pub workload_exit: Option<String>,
+}
+
+impl Session {
+    /// Check, attach, then start the workload (attaching first: the whole workload is seen).
+    pub async fn start(opts: &SessionOptions) -> Result<Session> {
+        // Take over SIGINT/SIGTERM before creating anything that must be cleaned up.
+        let sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+        let sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+        let privileges = Privileges::current();
+        require_privileges(&privileges, opts.workload.is_some())?;
+        let facts = gather_facts();
+        if let Some(e) = &facts.tracefs_error {
+            log::warn!("{e}");
+        }
+        let hierarchy = match &opts.workload {
+            Some(w) => Some(preflight(w)?),
+            None => MemoryHierarchy::detect().ok(),
+        };
+        let stats = if opts.bpf_stats {
+            StatsGuard::enable()
+                .map_err(|e| log::warn!("BPF statistics unavailable: {e:#}"))
+                .ok()
+        } else {
+            None
+        };
+        let mut tracer = Tracer::start(&facts, &opts.tracer)?;
+        let events = tracer.take_events()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reader = spawn_reader(events, tx, stop_rx)?;
+        let clock = Instant::now();
+        let initial = tracer.snapshot()?;
+        let agg = Aggregator::new(initial, 0.0);
+        let workload = match (&opts.workload, &hierarchy) {
+            (Some(w), Some(h)) => Some(Workload::start(w, h)?),
+            _ => None,
+        };
+        Ok(Session {
+            facts,
+            tracer,
+            workload,
+            agg,
+            rx,
+            stop_tx,
+            reader: Some(reader),
+            clock,
+            hierarchy,
+            _stats: stats,
+            sigint,
+            sigterm,
+            workload_exit: None,
+        })
+    }
+
+    pub fn now_s(&self) -> f64 {
+        self.clock.elapsed().as_secs_f64()
+    }
+
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
+    }
+
+    pub fn workload(&self) -> Option<&Workload> {
+        self.workload.as_ref()
+    }
+
+    /// Take a map snapshot now.
+    pub fn refresh(&mut self) -> Result<()> {
+        let snap = self.tracer.snapshot()?;
+        let now = self.now_s();
+        self.agg.on_snapshot(snap, now);
+        Ok(())
+    }
+
+    fn absorb(&mut self, batch: RecordBatch) {
+        self.agg.on_records(&batch.records);
+        if batch.decode_errors != 0 {
+            self.agg.on_decode_errors(batch.decode_errors);
+        }
+    }
+
+    /// Process records until `deadline` (or forever), a signal, the workload ending, or
+    /// `on_tick` returning false; `on_tick` runs every `interval` after a fresh snapshot.
+    pub async fn run(
+        &mut self,
+        deadline: Option<Instant>,
+        interval: Duration,
+        mut on_tick: impl FnMut(&mut Session) -> Result<bool>,
+    ) -> Result<Stop> {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate
+        let sleep_until = deadline.map(tokio::time::Instant::from_std);
+        loop {
+            let deadline_fut = async {
+                match sleep_until {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(batch) = self.rx.recv() => self.absorb(batch),
+                _ = ticker.tick() => {
+                    self.refresh()?;
+                    if let Some(w) = self.workload.as_mut()
+                        && let Some(why) = w.exited()
+                    {
+                        self.workload_exit = Some(why);
+                        return Ok(Stop::WorkloadExited);
+                    }
+                    if !on_tick(self)? {
+                        return Ok(Stop::Requested);
+                    }
+                }
+                _ = deadline_fut => return Ok(Stop::Deadline),
+                _ = self.sigint.recv() => return Ok(Stop::Signal("SIGINT")),
+                _ = self.sigterm.recv() => return Ok(Stop::Signal("SIGTERM")),
+            }
+        }
+    }
+
+    pub fn kernel_info(&self) -> KernelInfo {
+        KernelInfo {
+            release: self.facts.release.clone(),
+            machine: self.facts.machine.clone(),
+            probe_mode: self.tracer.plan.probe_mode().to_string(),
+            online_cpus: self.facts.online_cpus,
+            possible_cpus: self.facts.possible_cpus,
+            hypervisor: self.facts.hypervisor.clone(),
+            lru_gen: self.facts.lru_gen,
+            invlpgb: self.facts.invlpgb,
+        }
+    }
+
+    fn cgroup_paths(&self) -> BTreeMap<u64, String> {
+        self.hierarchy
+            .as_ref()
+            .map(|h| h.paths_by_id(6))
+            .unwrap_or_default()
+    }
+
+    /// The summary of a window (the whole session: `self.agg.window()`).
+    pub fn summarize(&self, w: &Window) -> Summary {
+        let paths = self.cgroup_paths();
+        summary::build(
+            w,
+            &SummaryContext {
+                kernel: self.kernel_info(),
+                plan: &self.tracer.plan,
+                workload: self.workload.as_ref().map(|w| w.info.clone()),
+                cgroup_paths: &paths,
+            },
+        )
+    }
+
+    /// Stop the workload, read what is left in the ring buffer, take the final snapshot,
+    /// detach, remove the workload's cgroup and swap. Returns the session's summary.
+    pub async fn finish(mut self) -> Result<Summary> {
+        if let Some(w) = self.workload.as_mut() {
+            w.stop();
+        }
+        let _ = self.stop_tx.send(true);
+        if let Some(r) = self.reader.take() {
+            let _ = r.await;
+        }
+        while let Ok(batch) = self.rx.try_recv() {
+            self.absorb(batch);
+        }
+        self.refresh()?;
+        // Resolve cgroup names while the workload's cgroup still exists.
+        let summary = self.summarize(&self.agg.window());
+        let Session {
+            tracer, workload, ..
+        } = self;
+        drop(tracer); // detaches every program
+        if let Some(w) = workload {
+            w.cleanup()?;
+        }
+        Ok(summary)
+    }
+}

@@ -1,0 +1,284 @@
+//! The built-in reclaim workload: a fresh memory cgroup, optional zram swap, and a child
+//! process that pushes memory through reclaim. Everything it creates is removed on every exit
+//! path (normal, error, Ctrl-C, SIGTERM, panic); what a SIGKILL leaves is swept at next start.
+
+pub mod cgroup;
+pub mod generator;
+pub mod zram;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+pub use self::generator::Kind;
+use self::{
+    cgroup::{Cgroup, MemoryHierarchy},
+    generator::ChildSpec,
+    zram::ZramSwap,
+};
+use crate::{error::BadInput, export::summary::WorkloadInfo};
+
+/// Name prefix of the cgroups the tool creates (`reclaim-trace-<pid>`).
+const CGROUP_PREFIX: &str = "reclaim-trace-";
+/// TMPFS_MAGIC from statfs(2): files there are shmem, not clean page cache.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+#[derive(Clone, Debug)]
+pub struct WorkloadOptions {
+    pub kind: Kind,
+    pub threads: Option<u32>,
+    pub memcg_limit: u64,
+    /// Bytes touched; default 2.5× the limit.
+    pub size: Option<u64>,
+    pub zram: bool,
+    /// Directory for the file workload's data (must be on a disk-backed filesystem).
+    pub file_dir: Option<PathBuf>,
+    pub duration: Option<Duration>,
+}
+
+impl WorkloadOptions {
+    pub fn size(&self) -> u64 {
+        self.size.unwrap_or(self.memcg_limit / 2 * 5)
+    }
+
+    fn threads(&self, online: &[u32]) -> u32 {
+        self.threads
+            .unwrap_or_else(|| online.len().clamp(2, 16) as u32)
+    }
+}
+
+/// What must hold before anything is attached or created.
+pub fn preflight(opts: &WorkloadOptions) -> Result<MemoryHierarchy> {
+    if opts.threads == Some(0) {
+        return Err(BadInput("--threads must be at least 1".into()).into());
+    }
+    if opts.size() < 4 * (1 << 20) || opts.memcg_limit < 4 * (1 << 20) {
+        return Err(BadInput("--size and --memcg-limit must be at least 4M".into()).into());
+    }
+    if opts.size() <= opts.memcg_limit {
+        return Err(BadInput(format!(
+            "--size ({} MiB) must exceed --memcg-limit ({} MiB), or nothing is reclaimed",
+            opts.size() >> 20,
+            opts.memcg_limit >> 20
+        ))
+        .into());
+    }
+    if opts.kind.needs_swap() && !opts.zram && zram::active_swaps().is_empty() {
+        bail!(
+            "no swap is active, so anonymous memory cannot be reclaimed: add --zram to set up \
+             a temporary zram swap device (removed on exit), enable swap yourself (swapon), or \
+             use --workload file"
+        );
+    }
+    if opts.kind.needs_file() {
+        data_dir(opts)?;
+    }
+    zram::sweep_stale();
+    let h = MemoryHierarchy::detect()?;
+    sweep_stale_cgroups(&h);
+    Ok(h)
+}
+
+/// A directory on a disk-backed filesystem for the file workload.
+fn data_dir(opts: &WorkloadOptions) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = match &opts.file_dir {
+        Some(d) => vec![d.clone()],
+        None => vec!["/var/tmp".into(), "/tmp".into(), std::env::temp_dir()],
+    };
+    for d in &candidates {
+        match fs_magic(d) {
+            Some(m) if m != TMPFS_MAGIC && m != RAMFS_MAGIC => return Ok(d.clone()),
+            _ => continue,
+        }
+    }
+    let what = match &opts.file_dir {
+        Some(d) => format!("{} is not a directory on a disk-backed filesystem", d.display()),
+        None => "/var/tmp and /tmp are on tmpfs (or missing)".into(),
+    };
+    Err(BadInput(format!(
+        "{what}: the file workload needs page cache that can be dropped, not shmem; pass \
+         --file-dir DIR on a disk filesystem"
+    ))
+    .into())
+}
+
+fn fs_magic(p: &Path) -> Option<i64> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs is plain data; valid path pointer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_type as i64)
+}
+
+fn sweep_stale_cgroups(h: &MemoryHierarchy) {
+    let Ok(rd) = fs::read_dir(&h.mount) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(CGROUP_PREFIX).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = fs::remove_dir(e.path());
+        if !e.path().exists() {
+            log::info!("removed cgroup {} left behind by pid {pid}", e.path().display());
+        }
+    }
+}
+
+fn online_cpus() -> Vec<u32> {
+    fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| crate::kernel::parse_cpu_list(s.trim()))
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| vec![0])
+}
+
+/// A running workload. Fields drop in order: child first, then cgroup, file and zram.
+pub struct Workload {
+    child: Option<Child>,
+    pub cgroup: Cgroup,
+    data_file: Option<PathBuf>,
+    pub zram: Option<ZramSwap>,
+    pub info: WorkloadInfo,
+}
+
+impl Workload {
+    pub fn start(opts: &WorkloadOptions, h: &MemoryHierarchy) -> Result<Workload> {
+        let cpus = online_cpus();
+        let threads = opts.threads(&cpus);
+        let size = opts.size();
+        let zram = if opts.kind.needs_swap() && opts.zram && zram::active_swaps().is_empty() {
+            Some(ZramSwap::setup(size * 2).context("setting up zram swap")?)
+        } else {
+            None
+        };
+        let swap = match &zram {
+            Some(z) => format!("zram{} ({} MiB, created for this run)", z.dev, z.size >> 20),
+            None => zram::active_swaps().join(", "),
+        };
+        let cgroup = Cgroup::create(
+            h,
+            &format!("{CGROUP_PREFIX}{}", std::process::id()),
+            opts.memcg_limit,
+        )?;
+        let data_file = if opts.kind.needs_file() {
+            let p = data_dir(opts)?.join(format!("reclaim-trace-{}.data", std::process::id()));
+            let file_size = match opts.kind {
+                Kind::Mixed => size - size / 2,
+                _ => size,
+            };
+            generator::create_data_file(&p, file_size)?;
+            Some(p)
+        } else {
+            None
+        };
+        let procs = cgroup.procs_file();
+        let spec = ChildSpec {
+            kind: opts.kind,
+            threads,
+            size,
+            cpus: cpus.clone(),
+            cgroup_procs: procs,
+            file: data_file.clone(),
+            duration_s: opts.duration.map(|d| d.as_secs_f64()),
+        };
+        let exe = std::env::current_exe().context("cannot find this program's executable")?;
+        let child = Command::new(exe)
+            .arg("__workload-child")
+            .arg(serde_json::to_string(&spec)?)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the workload process")?;
+        let info = WorkloadInfo {
+            kind: opts.kind.as_str().to_string(),
+            threads,
+            size_bytes: size,
+            memcg_limit_bytes: opts.memcg_limit,
+            cgroup: cgroup.path.display().to_string(),
+            cgroup_version: h.version,
+            swap,
+        };
+        Ok(Workload {
+            child: Some(child),
+            cgroup,
+            data_file,
+            zram,
+            info,
+        })
+    }
+
+    /// The child's exit status if it has already ended (it should not before `stop`).
+    pub fn exited(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(st)) => Some(describe_exit(st)),
+            _ => None,
+        }
+    }
+
+    /// Stop the generator (reclaim stops with it). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop and remove everything; errors are reported, never left silently.
+    pub fn cleanup(mut self) -> Result<()> {
+        self.stop();
+        let mut errors = Vec::new();
+        if let Err(e) = self.cgroup.remove() {
+            errors.push(format!("{e:#}"));
+        }
+        if let Some(p) = self.data_file.take() {
+            let _ = fs::remove_file(p);
+        }
+        if let Some(z) = self.zram.as_mut()
+            && let Err(e) = z.teardown()
+        {
+            errors.push(format!("{e:#}"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!("cleanup incomplete: {}", errors.join("; "))
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(p) = self.data_file.take() {
+            let _ = fs::remove_file(p);
+        }
+        // cgroup and zram clean themselves up in their own Drop, in field order.
+    }
+}
+
+fn describe_exit(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (st.code(), st.signal()) {
+        (_, Some(9)) => {
+            "killed by SIGKILL (the OOM killer? swap may be too small for --size)".to_string()
+        }
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(code), _) => format!("exited with status {code}"),
+        _ => "ended".to_string(),
+    }
+}
