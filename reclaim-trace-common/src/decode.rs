@@ -19,7 +19,11 @@ pub enum DecodeError {
     /// The kind tag is not one this build knows.
     UnknownKind { kind: u32 },
     /// The kind is known but the item has the wrong size for it.
-    WrongSize { kind: u32, len: usize, expected: usize },
+    WrongSize {
+        kind: u32,
+        len: usize,
+        expected: usize,
+    },
 }
 
 impl core::fmt::Display for DecodeError {

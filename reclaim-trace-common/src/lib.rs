@@ -52,14 +52,18 @@ pub const CTX_KSWAPD: u32 = 0;
 pub const CTX_DIRECT: u32 = 1;
 pub const CTX_MEMCG: u32 = 2;
 pub const CTX_PROACTIVE: u32 = 3;
-/// A pass whose context could not be determined (e.g. MADV_PAGEOUT/DAMON `reclaim_pages`).
-pub const CTX_OTHER: u32 = 4;
+/// `reclaim_pages()`: MADV_PAGEOUT and DAMON's pageout action. Not LRU scanning, so the
+/// kernel does not count these in `pgsteal_*` (verified on 6.18.44).
+pub const CTX_RECLAIM_PAGES: u32 = 4;
+/// A pass outside every known window (e.g. `reclaim_clean_pages_from_list` for CMA, or
+/// `reclaim_pages` seen by the precise tier, which cannot tell them apart).
+pub const CTX_OTHER: u32 = 5;
 /// Number of reclaim contexts (rows in [`MAP_TOTALS`]).
-pub const N_CTX: u32 = 5;
+pub const N_CTX: u32 = 6;
 /// Histogram column for flushes outside any reclaim pass (migration, compaction, NUMA).
-pub const CTX_OUTSIDE: u32 = 5;
+pub const CTX_OUTSIDE: u32 = 6;
 /// Number of histogram context columns.
-pub const N_HIST_CTX: u32 = 6;
+pub const N_HIST_CTX: u32 = 7;
 
 // ---------------------------------------------------------------------------------------------
 // Histograms: exact buckets 0..=64, then log2 buckets (<=128, <=256, ... <=16384)

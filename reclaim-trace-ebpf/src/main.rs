@@ -27,8 +27,7 @@ use aya_ebpf::{
 };
 use reclaim_trace_common::{
     CNT_ERR_BASE, Config, EVENTS_BYTES, HIST_BUCKETS, HistBuckets, MAX_TASKS, MAX_VICTIM_CPUS,
-    N_COUNTERS, N_CTX,
-    N_HISTS, OFF_NONE, PassCounts, bucket_of, hist_index,
+    N_COUNTERS, N_CTX, N_HISTS, OFF_NONE, PassCounts, bucket_of, hist_index,
 };
 
 pub use pass::{PassState, TaskState};

@@ -140,7 +140,9 @@ pub fn window_context(tid: u32) -> u32 {
 #[inline(always)]
 pub fn start_pass(tid: u32, ctx: u32, flags: u32, cgroup_id: u64) -> Option<*mut PassState> {
     let zero = ZERO.get_ptr(0)?;
-    // SAFETY: ZERO is never written, so its value is all zeroes.
+    // SAFETY: ZERO is never written, so its value is all zeroes. Passed by reference: a copy
+    // would put the whole PassState on the 512-byte BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
     if PASSES.insert(tid, unsafe { &*zero }, 0).is_err() {
         count(CNT_PASS_MAP_FULL, 1);
         return None;
@@ -211,7 +213,14 @@ pub fn close_episode(p: *mut PassState, by_pageout: bool) {
     }
     if config!(flags) & CFG_EMIT_FLUSHES != 0 {
         let class = if dirty { FLUSH_DIRTY } else { FLUSH_BATCH };
-        emit_flush(class, ctx, s.ep_fill_or_unknown(), s.ep_candidates, s.ep_targets, s.ep_ipis);
+        emit_flush(
+            class,
+            ctx,
+            s.ep_fill_or_unknown(),
+            s.ep_candidates,
+            s.ep_targets,
+            s.ep_ipis,
+        );
     }
 }
 

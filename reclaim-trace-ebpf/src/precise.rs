@@ -22,11 +22,11 @@ use aya_ebpf::{
 };
 use reclaim_trace_common::{
     CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STAT_NR_RECLAIMED,
-    CNT_FOLIO_WALK_TRUNCATED, CNT_OTHER_FLUSH_CANDIDATES, CNT_OTHER_FLUSHES,
-    CNT_PAGEOUTS_OUTSIDE, CTX_KSWAPD, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE, FLUSH_OTHER,
-    HIST_FANOUT_CANDIDATES, MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT,
-    PASS_F_FOLIOS_IN_TRUNCATED, PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH,
-    PROG_FLUSH_DIRTY, PROG_PAGEOUT, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH,
+    CNT_FOLIO_WALK_TRUNCATED, CNT_OTHER_FLUSH_CANDIDATES, CNT_OTHER_FLUSHES, CNT_PAGEOUTS_OUTSIDE,
+    CTX_KSWAPD, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE, FLUSH_OTHER, HIST_FANOUT_CANDIDATES,
+    MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT, PASS_F_FOLIOS_IN_TRUNCATED,
+    PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH, PROG_FLUSH_DIRTY, PROG_PAGEOUT,
+    PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH,
 };
 
 use crate::{
@@ -129,8 +129,7 @@ fn shrink_exit_core(ret: u64) -> Result<(), ()> {
     let scanned: u64 = kread(s.sc, config!(btf.sc_nr_scanned)).unwrap_or(0);
     s.counts.pages_scanned = scanned.saturating_sub(s.sc_nr_scanned_start);
     s.counts.nr_dirty = kread::<u32>(stat, config!(btf.stat_nr_dirty)).unwrap_or(0) as u64;
-    s.counts.nr_writeback =
-        kread::<u32>(stat, config!(btf.stat_nr_writeback)).unwrap_or(0) as u64;
+    s.counts.nr_writeback = kread::<u32>(stat, config!(btf.stat_nr_writeback)).unwrap_or(0) as u64;
     s.counts.nr_activate = kread::<u32>(stat, config!(btf.stat_nr_activate0)).unwrap_or(0) as u64
         + kread::<u32>(stat, config!(btf.stat_nr_activate1)).unwrap_or(0) as u64;
     s.counts.nr_unmap_fail =
@@ -281,7 +280,14 @@ fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
             count(CNT_OTHER_FLUSH_CANDIDATES, cands);
             hist_add(HIST_FANOUT_CANDIDATES, CTX_OUTSIDE, cands, 1);
             if config!(flags) & CFG_EMIT_FLUSHES != 0 {
-                emit_flush(FLUSH_OTHER, CTX_OUTSIDE, u64::MAX, cands, u64::MAX, u64::MAX);
+                emit_flush(
+                    FLUSH_OTHER,
+                    CTX_OUTSIDE,
+                    u64::MAX,
+                    cands,
+                    u64::MAX,
+                    u64::MAX,
+                );
             }
         }
     }
@@ -312,7 +318,10 @@ pub fn kr_arch_tlbbatch_flush(_ctx: RetProbeContext) -> u32 {
 
 #[fentry]
 pub fn fe_arch_tlbbatch_flush(ctx: FEntryContext) -> u32 {
-    report(PROG_ARCH_TLBBATCH_FLUSH, tlbbatch_entry_core(ctx.arg::<u64>(0)))
+    report(
+        PROG_ARCH_TLBBATCH_FLUSH,
+        tlbbatch_entry_core(ctx.arg::<u64>(0)),
+    )
 }
 
 #[fexit]

@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use reclaim_trace_common::{
     CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CNT_PAGEOUTS_OUTSIDE,
-    CNT_PASS_END_WITHOUT_START, CTX_OTHER, OFF_NONE, PASS_F_HAS_START, PROG_LRU_ISOLATE,
+    CNT_PASS_END_WITHOUT_START, CTX_RECLAIM_PAGES, OFF_NONE, PASS_F_HAS_START, PROG_LRU_ISOLATE,
     PROG_RECLAIM_PAGES, PROG_RECLAIM_WINDOW, PROG_SHRINK_INACTIVE, PROG_WRITE_FOLIO,
 };
 
@@ -158,7 +158,7 @@ fn try_reclaim_pages(ctx: &TracePointContext) -> Result<(), ()> {
     let nr_reclaimed: u64 = field(ctx, config!(tp.reclaim_pages_nr_reclaimed))?;
     let p = match pass_of(tid) {
         Some(p) => p,
-        None => start_pass(tid, CTX_OTHER, 0, 0).ok_or(())?,
+        None => start_pass(tid, CTX_RECLAIM_PAGES, 0, 0).ok_or(())?,
     };
     // SAFETY: map value owned by this task.
     let s = unsafe { &mut *p };
@@ -250,6 +250,17 @@ pub fn vmscan_memcg_begin(_ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_end")]
 pub fn vmscan_memcg_end(_ctx: TracePointContext) -> u32 {
     window(WIN_MEMCG, false)
+}
+
+// node_reclaim() (zone_reclaim_mode): direct reclaim on the local node by the allocator.
+#[tracepoint(category = "vmscan", name = "mm_vmscan_node_reclaim_begin")]
+pub fn vmscan_node_begin(_ctx: TracePointContext) -> u32 {
+    window(WIN_DIRECT, true)
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_node_reclaim_end")]
+pub fn vmscan_node_end(_ctx: TracePointContext) -> u32 {
+    window(WIN_DIRECT, false)
 }
 
 // cgroup v1 soft-limit reclaim (mem_cgroup_shrink_node) also targets one memcg.

@@ -156,7 +156,9 @@ mod tests {
     fn summary_defaults() {
         let c = Cli::try_parse_from(["reclaim-trace", "summary", "--workload", "anon", "--zram"])
             .unwrap();
-        let Command::Summary(s) = c.command else { panic!() };
+        let Command::Summary(s) = c.command else {
+            panic!()
+        };
         assert_eq!(s.duration, Duration::from_secs(10));
         assert_eq!(s.workload, Some(Kind::Anon));
         assert!(s.tuning.zram);

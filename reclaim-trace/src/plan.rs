@@ -306,13 +306,14 @@ impl Planner<'_> {
         }
     }
 
-    fn add_tp(&mut self, program: &'static str, category: &'static str, name: &'static str, s: Signal) {
-        if self.tp(category, name)
-            && !self
-                .programs
-                .iter()
-                .any(|p| p.program == program)
-        {
+    fn add_tp(
+        &mut self,
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+        s: Signal,
+    ) {
+        if self.tp(category, name) && !self.programs.iter().any(|p| p.program == program) {
             self.programs.push(ProgramAttach {
                 program,
                 attach: Attach::Tracepoint { category, name },
@@ -345,7 +346,11 @@ impl Planner<'_> {
 }
 
 /// Compute the plan. Fails only when no reclaim-pass signal exists at all.
-pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result<Plan, NoPassSignal> {
+pub fn plan(
+    facts: &KernelFacts,
+    mode: ProbeMode,
+    failures: &Failures,
+) -> Result<Plan, NoPassSignal> {
     let mut p = Planner {
         facts,
         mode,
@@ -396,7 +401,10 @@ pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result
                 Some(("fx_shrink_folio_list", "kr_shrink_folio_list")),
                 Signal::ReclaimPass,
             );
-            let variant = match (layout.shrink_folio_list_params, layout.shrink_folio_list_void) {
+            let variant = match (
+                layout.shrink_folio_list_params,
+                layout.shrink_folio_list_void,
+            ) {
                 (Some(n), true) => format!("{n} args, void: stat->nr_reclaimed"),
                 (Some(n), false) => format!("{n} args, returns reclaimed pages"),
                 (None, _) => "not in BTF".to_string(),
@@ -412,15 +420,26 @@ pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result
             if let Err(tp_why) = tp_pass {
                 return Err(NoPassSignal(format!("{why}; {tp_why}")));
             }
-            p.add_tp("vmscan_lru_isolate", "vmscan", "mm_vmscan_lru_isolate", Signal::ReclaimPass);
+            p.add_tp(
+                "vmscan_lru_isolate",
+                "vmscan",
+                "mm_vmscan_lru_isolate",
+                Signal::ReclaimPass,
+            );
             p.add_tp(
                 "vmscan_lru_shrink_inactive",
                 "vmscan",
                 "mm_vmscan_lru_shrink_inactive",
                 Signal::ReclaimPass,
             );
-            p.add_tp("vmscan_reclaim_pages", "vmscan", "mm_vmscan_reclaim_pages", Signal::ReclaimPass);
-            let mut note = format!("precise tier unavailable ({why}); folios counted in base pages");
+            p.add_tp(
+                "vmscan_reclaim_pages",
+                "vmscan",
+                "mm_vmscan_reclaim_pages",
+                Signal::ReclaimPass,
+            );
+            let mut note =
+                format!("precise tier unavailable ({why}); folios counted in base pages");
             if mgl {
                 note.push_str(
                     "; MGLRU is on: passes without lru_shrink_inactive (before 6.12) are missed",
@@ -441,8 +460,16 @@ pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result
         ("vmscan_direct_end", "mm_vmscan_direct_reclaim_end"),
         ("vmscan_memcg_begin", "mm_vmscan_memcg_reclaim_begin"),
         ("vmscan_memcg_end", "mm_vmscan_memcg_reclaim_end"),
-        ("vmscan_softlimit_begin", "mm_vmscan_memcg_softlimit_reclaim_begin"),
-        ("vmscan_softlimit_end", "mm_vmscan_memcg_softlimit_reclaim_end"),
+        ("vmscan_node_begin", "mm_vmscan_node_reclaim_begin"),
+        ("vmscan_node_end", "mm_vmscan_node_reclaim_end"),
+        (
+            "vmscan_softlimit_begin",
+            "mm_vmscan_memcg_softlimit_reclaim_begin",
+        ),
+        (
+            "vmscan_softlimit_end",
+            "mm_vmscan_memcg_softlimit_reclaim_end",
+        ),
     ] {
         p.add_tp(prog, "vmscan", name, Signal::ReclaimContext);
     }
@@ -469,12 +496,28 @@ pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result
     match p.precise_tier("pageout") {
         Ok(tier) => {
             p.flags |= CFG_PAGEOUT_PROBE;
-            p.add_probe(tier, "pageout", None, Some(("fx_pageout", "kr_pageout")), Signal::Pageouts);
-            p.row(Signal::Pageouts, tier, format!("{tier}:pageout (returns PAGE_SUCCESS)"), None);
+            p.add_probe(
+                tier,
+                "pageout",
+                None,
+                Some(("fx_pageout", "kr_pageout")),
+                Signal::Pageouts,
+            );
+            p.row(
+                Signal::Pageouts,
+                tier,
+                format!("{tier}:pageout (returns PAGE_SUCCESS)"),
+                None,
+            );
         }
         Err(why) => {
             if p.tp("vmscan", "mm_vmscan_write_folio") {
-                p.add_tp("vmscan_write_folio", "vmscan", "mm_vmscan_write_folio", Signal::Pageouts);
+                p.add_tp(
+                    "vmscan_write_folio",
+                    "vmscan",
+                    "mm_vmscan_write_folio",
+                    Signal::Pageouts,
+                );
                 p.row(
                     Signal::Pageouts,
                     Tier::Tracepoint,
@@ -489,7 +532,9 @@ pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result
                     Signal::Pageouts,
                     Tier::None,
                     "none".into(),
-                    Some(format!("{why}; tracepoint vmscan:mm_vmscan_write_folio not present")),
+                    Some(format!(
+                        "{why}; tracepoint vmscan:mm_vmscan_write_folio not present"
+                    )),
                 );
             }
         }
@@ -561,8 +606,18 @@ pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result
                 );
             }
             Err(tp_why) => {
-                p.row(Signal::Flush, Tier::None, "none".into(), Some(format!("{why}; {tp_why}")));
-                p.row(Signal::DirtyFlush, Tier::None, "none".into(), Some(format!("{why}; {tp_why}")));
+                p.row(
+                    Signal::Flush,
+                    Tier::None,
+                    "none".into(),
+                    Some(format!("{why}; {tp_why}")),
+                );
+                p.row(
+                    Signal::DirtyFlush,
+                    Tier::None,
+                    "none".into(),
+                    Some(format!("{why}; {tp_why}")),
+                );
             }
         },
     }
@@ -611,7 +666,12 @@ pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result
     let have_flush_func = facts.kallsyms.addr("flush_tlb_func").is_some();
     match (csd, have_flush_func) {
         (Ok(()), true) => {
-            p.add_tp("csd_queue_cpu", "csd", "csd_queue_cpu", Signal::FanoutTargets);
+            p.add_tp(
+                "csd_queue_cpu",
+                "csd",
+                "csd_queue_cpu",
+                Signal::FanoutTargets,
+            );
             p.row(
                 Signal::FanoutTargets,
                 Tier::Tracepoint,
@@ -639,7 +699,11 @@ pub fn plan(facts: &KernelFacts, mode: ProbeMode, failures: &Failures) -> Result
         .addr("generic_smp_call_function_single_interrupt")
         .is_some();
     let ipi_cpu = p.tp_fields("ipi", "ipi_send_cpu", &[("callback", &[8])]);
-    let ipi_mask = p.tp_fields("ipi", "ipi_send_cpumask", &[("cpumask", &[4]), ("callback", &[8])]);
+    let ipi_mask = p.tp_fields(
+        "ipi",
+        "ipi_send_cpumask",
+        &[("cpumask", &[4]), ("callback", &[8])],
+    );
     match (ipi_cpu, ipi_cb) {
         (Ok(()), true) => {
             p.add_tp("ipi_send_cpu", "ipi", "ipi_send_cpu", Signal::Ipis);

@@ -1,1 +1,176 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | run -- ARGS | test | vm | bench`.
+
+mod setup;
+mod util;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::util::{cargo, is_root, run, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "reclaim-trace project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need: nightly rust-src, bpf-linker (built against
+    /// nightly's LLVM), and the Debian packages the tests use. Idempotent and quick when done.
+    Setup {
+        /// Only the Rust toolchain parts (no Debian packages).
+        #[arg(long)]
+        toolchain_only: bool,
+    },
+    /// Build reclaim-trace (release) with its eBPF programs.
+    Build,
+    /// Set up if needed, build, and run reclaim-trace as root with ARGS.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Formatting, clippy (workspace, then the eBPF crate), unit tests, and the live-kernel
+    /// tests (root).
+    Test {
+        /// Skip the live-kernel tests (for machines where eBPF cannot be loaded).
+        #[arg(long)]
+        no_live: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Cmd::Setup { toolchain_only } => setup::setup(!toolchain_only).map(|_| ()),
+        Cmd::Build => setup::setup(false).and_then(|env| build(&env)).map(|_| ()),
+        Cmd::Run { args } => run_tool(&args),
+        Cmd::Test { no_live } => test(no_live),
+    };
+    if let Err(e) = r {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// `cargo build --release -p reclaim-trace`; returns the binary.
+fn build(env: &setup::Env) -> Result<PathBuf> {
+    let mut c = cargo(env);
+    c.args(["build", "--release", "-p", "reclaim-trace"]);
+    run(&mut c)?;
+    let bin = workspace_root().join("target/release/reclaim-trace");
+    if !bin.exists() {
+        bail!("build succeeded but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
+fn run_tool(args: &[String]) -> Result<()> {
+    let env = setup::setup(false)?;
+    let bin = build(&env)?;
+    let mut c = if is_root() {
+        Command::new(&bin)
+    } else {
+        eprintln!("xtask: reclaim-trace needs root; running it through sudo");
+        let mut c = Command::new("sudo");
+        c.arg("--preserve-env=RUST_LOG").arg(&bin);
+        c
+    };
+    c.args(args);
+    let status = c
+        .status()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+fn test(no_live: bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    let env = setup::setup(true)?;
+    let step = |name: &str| {
+        eprintln!(
+            "\nxtask test: == {name} ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        )
+    };
+
+    step("cargo fmt --check");
+    let mut c = cargo(&env);
+    c.args(["fmt", "--all", "--", "--check"]);
+    run(&mut c).context("formatting differs: run `cargo fmt --all`")?;
+
+    step("clippy: workspace without the eBPF crate");
+    let mut c = cargo(&env);
+    c.args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "reclaim-trace-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(&mut c)?;
+
+    step("clippy: the eBPF crate (nightly, bpfel-unknown-none)");
+    let mut c = Command::new("rustup");
+    c.current_dir(workspace_root())
+        .env("PATH", &env.path)
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "-p",
+            "reclaim-trace-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+            "target/ebpf-clippy",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+    run(&mut c)?;
+
+    step(if no_live {
+        "unit tests (live-kernel tests skipped by --no-live)"
+    } else {
+        "unit tests and live-kernel tests"
+    });
+    if !no_live && !is_root() {
+        bail!(
+            "the live-kernel tests load eBPF programs and need root: run `sudo cargo xtask test` (or --no-live)"
+        );
+    }
+    let mut c = cargo(&env);
+    c.args([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "reclaim-trace-ebpf",
+    ]);
+    c.env(
+        "RECLAIM_TRACE_LIVE",
+        if no_live { "skip" } else { "require" },
+    );
+    // Live tests share the kernel: one at a time.
+    c.args(["--", "--test-threads=1"]);
+    run(&mut c)?;
+    eprintln!(
+        "\nxtask test: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

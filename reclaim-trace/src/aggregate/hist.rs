@@ -221,7 +221,13 @@ mod tests {
         h.record(1 << 20, 1);
         let b = h.to_buckets();
         assert_eq!(b.len(), 2);
-        assert_eq!(b[0], Bucket { le: Le::Value(128), count: 2 });
+        assert_eq!(
+            b[0],
+            Bucket {
+                le: Le::Value(128),
+                count: 2
+            }
+        );
         assert_eq!(b[1].le, Le::Inf(InfTag::Inf));
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(json, r#"[{"le":128,"count":2},{"le":"+Inf","count":1}]"#);

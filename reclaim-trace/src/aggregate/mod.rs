@@ -7,18 +7,26 @@ pub mod hist;
 use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
-    CNT_ERR_BASE, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER, CTX_PROACTIVE, N_COUNTERS, N_CTX,
-    N_HIST_CTX, N_HISTS, N_PROGS, PassCounts, PassRecord, decode::Record, hist_index,
+    CNT_ERR_BASE, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER, CTX_PROACTIVE, CTX_RECLAIM_PAGES,
+    N_COUNTERS, N_CTX, N_HIST_CTX, N_HISTS, N_PROGS, PassCounts, PassRecord, decode::Record,
+    hist_index,
 };
 
 pub use self::hist::{HistStats, Histogram};
 
 /// Names of the reclaim contexts, indexed by `CTX_*`.
-pub const CONTEXT_NAMES: [&str; N_CTX as usize] = ["kswapd", "direct", "memcg", "proactive", "other"];
+pub const CONTEXT_NAMES: [&str; N_CTX as usize] = [
+    "kswapd",
+    "direct",
+    "memcg",
+    "proactive",
+    "reclaim_pages",
+    "other",
+];
 
 const _: () = {
     assert!(CTX_KSWAPD == 0 && CTX_DIRECT == 1 && CTX_MEMCG == 2);
-    assert!(CTX_PROACTIVE == 3 && CTX_OTHER == 4);
+    assert!(CTX_PROACTIVE == 3 && CTX_RECLAIM_PAGES == 4 && CTX_OTHER == 5);
 };
 
 /// Names of the programs, indexed by `PROG_*` (for the per-program error counters).

@@ -34,7 +34,13 @@ pub fn run(json: bool, mode: ProbeMode) -> Result<()> {
     let (plan_rows, mode_str, attach, verified, t) = match require_privileges(&privileges, false)
         .and_then(|()| {
             if object_embedded() {
-                Tracer::start(&facts, &TracerOptions { mode, extra_flags: 0 })
+                Tracer::start(
+                    &facts,
+                    &TracerOptions {
+                        mode,
+                        extra_flags: 0,
+                    },
+                )
             } else {
                 anyhow::bail!("binary built without eBPF programs")
             }
@@ -49,8 +55,15 @@ pub fn run(json: bool, mode: ProbeMode) -> Result<()> {
         Err(e) => {
             error = Some(format!("{e:#}"));
             match plan::plan(&facts, mode, &Failures::default()) {
-                Ok(p) => (PlanRow::rows(&p), p.probe_mode().to_string(), vec![], false, None),
-                Err(e) => (vec![], "none".into(), vec![], false, None).tap(|_| error = Some(e.to_string())),
+                Ok(p) => (
+                    PlanRow::rows(&p),
+                    p.probe_mode().to_string(),
+                    vec![],
+                    false,
+                    None,
+                ),
+                Err(e) => (vec![], "none".into(), vec![], false, None)
+                    .tap(|_| error = Some(e.to_string())),
             }
         }
     };
@@ -117,7 +130,11 @@ fn render(r: &Report<'_>) -> String {
     let _ = writeln!(
         o,
         "BTF           {}",
-        if k.btf { "/sys/kernel/btf/vmlinux".to_string() } else { k.btf_error.clone().unwrap_or_default() }
+        if k.btf {
+            "/sys/kernel/btf/vmlinux".to_string()
+        } else {
+            k.btf_error.clone().unwrap_or_default()
+        }
     );
     let _ = writeln!(o, "kprobes       {}", yes(k.kprobes));
     let _ = writeln!(
@@ -138,7 +155,16 @@ fn render(r: &Report<'_>) -> String {
         .filter(|(_, t)| !t.present)
         .map(|(n, _)| n.as_str())
         .collect();
-    let _ = writeln!(o, "tracepoints   {} present; missing: {}", present.len(), if missing.is_empty() { "none".to_string() } else { missing.join(", ") });
+    let _ = writeln!(
+        o,
+        "tracepoints   {} present; missing: {}",
+        present.len(),
+        if missing.is_empty() {
+            "none".to_string()
+        } else {
+            missing.join(", ")
+        }
+    );
     let l = &k.layout;
     let _ = writeln!(
         o,
@@ -152,14 +178,21 @@ fn render(r: &Report<'_>) -> String {
         l.funcs.iter().cloned().collect::<Vec<_>>().join(", ")
     );
     if !l.missing.is_empty() {
-        let _ = writeln!(o, "              missing from BTF: {}", l.missing.join(", "));
+        let _ = writeln!(
+            o,
+            "              missing from BTF: {}",
+            l.missing.join(", ")
+        );
     }
     let _ = writeln!(
         o,
         "\nprobe plan    mode {}{}",
         r.probe_mode,
         if r.verified_by_attach {
-            format!(" (verified: loaded and attached in {:.2} s)", r.load_attach_s.unwrap_or(0.0))
+            format!(
+                " (verified: loaded and attached in {:.2} s)",
+                r.load_attach_s.unwrap_or(0.0)
+            )
         } else {
             " (predicted, not verified by loading)".into()
         }
@@ -172,7 +205,13 @@ fn render(r: &Report<'_>) -> String {
     }
     let failed: Vec<&AttachOutcome> = r.attach.iter().filter(|a| !a.ok).collect();
     for a in failed {
-        let _ = writeln!(o, "  attach failed: {} → {}: {}", a.program, a.target, a.error.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            o,
+            "  attach failed: {} → {}: {}",
+            a.program,
+            a.target,
+            a.error.as_deref().unwrap_or("")
+        );
     }
     if let Some(e) = &r.error {
         let _ = writeln!(o, "\nnote: {e}");

@@ -47,14 +47,18 @@ pub async fn run(args: SummaryArgs) -> Result<()> {
     if let Some(o) = out.as_mut() {
         let mut json = serde_json::to_vec_pretty(&summary)?;
         json.push(b'\n');
-        o.write_all(&json)
-            .map_err(|e| anyhow::anyhow!("writing the JSON summary to {} failed: {e}", o.describe()))?;
+        o.write_all(&json).map_err(|e| {
+            anyhow::anyhow!("writing the JSON summary to {} failed: {e}", o.describe())
+        })?;
         if !o.is_stdout() {
             eprintln!("reclaim-trace: JSON summary written to {}", o.describe());
         }
     }
     match stop {
-        Stop::Signal(sig) => eprintln!("reclaim-trace: stopped early by {sig}; summary covers {:.1} s", summary.duration_s),
+        Stop::Signal(sig) => eprintln!(
+            "reclaim-trace: stopped early by {sig}; summary covers {:.1} s",
+            summary.duration_s
+        ),
         Stop::WorkloadExited => bail!(
             "the workload ended before the end of the run: {}",
             workload_exit.as_deref().unwrap_or("unknown reason")

@@ -59,7 +59,10 @@ pub async fn run(args: WorkloadArgs) -> Result<()> {
         pick("pgscan").max(pick("total_pgscan")),
         pick("pgsteal").max(pick("total_pgsteal")),
         pick("pgmajfault").max(pick("total_pgmajfault")),
-        exited.as_deref().map(|e| format!("; workload {e}")).unwrap_or_default()
+        exited
+            .as_deref()
+            .map(|e| format!("; workload {e}"))
+            .unwrap_or_default()
     );
     w.cleanup()?;
     if let Some(e) = exited {

@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
-    CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES,
-    CNT_PAGEOUTS_OUTSIDE, CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS,
-    CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS, CNT_TLB_TARGETS_ALL, HIST_BATCH_FILL,
-    HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, PassCounts,
+    CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES, CNT_PAGEOUTS_OUTSIDE, CNT_PASS_END_WITHOUT_START,
+    CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS, CNT_TLB_TARGETS_ALL,
+    HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, PassCounts,
 };
 use serde::{Deserialize, Serialize};
 
@@ -251,7 +250,8 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
             ratio(all.fanout_candidates, flushes),
         )
     });
-    let ipis = have_ipis.then(|| HistStats::of(&k.hist_reclaim(HIST_IPIS), ratio(all.ipis, flushes)));
+    let ipis =
+        have_ipis.then(|| HistStats::of(&k.hist_reclaim(HIST_IPIS), ratio(all.ipis, flushes)));
     let (source, main) = if have_targets {
         (
             "csd_queue_cpu",
@@ -382,7 +382,8 @@ impl HistStatsExt for HistStats {
         format!(
             "n {}  mean {}  p50 {}  p99 {}  max {}",
             self.count,
-            self.mean.map_or_else(|| "-".to_string(), |m| format!("{m:.2}")),
+            self.mean
+                .map_or_else(|| "-".to_string(), |m| format!("{m:.2}")),
             u(self.p50),
             u(self.p99),
             u(self.max)

@@ -10,7 +10,7 @@ pub fn thousands(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -37,7 +37,12 @@ pub fn bars(buckets: &[Bucket], width: usize) -> String {
         } else {
             ((b.count as f64 / max as f64) * width as f64).ceil() as usize
         };
-        let _ = writeln!(out, "  {label} | {:<width$} {}", "#".repeat(n), thousands(b.count));
+        let _ = writeln!(
+            out,
+            "  {label} | {:<width$} {}",
+            "#".repeat(n),
+            thousands(b.count)
+        );
     }
     out
 }
@@ -55,7 +60,8 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| {
                 let numeric = rows.iter().all(|r| {
-                    r[i].chars().all(|ch| ch.is_ascii_digit() || ",.-/a".contains(ch))
+                    r[i].chars()
+                        .all(|ch| ch.is_ascii_digit() || ",.-/a".contains(ch))
                 });
                 if i == 0 || !numeric {
                     format!("{c:<w$}", w = widths[i])
@@ -66,7 +72,11 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    let _ = writeln!(out, "  {}", line(header.iter().map(|s| s.to_string()).collect()));
+    let _ = writeln!(
+        out,
+        "  {}",
+        line(header.iter().map(|s| s.to_string()).collect())
+    );
     for r in rows {
         let _ = writeln!(out, "  {}", line(r.clone()));
     }
@@ -110,7 +120,10 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(
         o,
         "  rates: {:.0} folios/s reclaimed, {:.0} flushes/s, {:.0} IPIs/s, {:.0} passes/s",
-        s.rates.folios_reclaimed_per_s, s.rates.flushes_per_s, s.rates.ipis_per_s, s.rates.passes_per_s
+        s.rates.folios_reclaimed_per_s,
+        s.rates.flushes_per_s,
+        s.rates.ipis_per_s,
+        s.rates.passes_per_s
     );
     let _ = writeln!(o, "\ntotals");
     let _ = writeln!(
@@ -151,7 +164,11 @@ pub fn render(s: &Summary) -> String {
         o,
         "  remote shootdowns received {} ({})   traced on the victims {}",
         thousands(t.remote_shootdowns),
-        if by_cpu.is_empty() { "none".to_string() } else { by_cpu.join(", ") },
+        if by_cpu.is_empty() {
+            "none".to_string()
+        } else {
+            by_cpu.join(", ")
+        },
         thousands(t.remote_shootdowns_traced)
     );
 
@@ -159,7 +176,11 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(
         o,
         "\nbatch fill: folios per flush{}   {}",
-        if s.batch_fill.exact { "" } else { " (estimated: unmaps not observable)" },
+        if s.batch_fill.exact {
+            ""
+        } else {
+            " (estimated: unmaps not observable)"
+        },
         bf.line()
     );
     o.push_str(&bars(&bf.histogram, 40));
@@ -201,7 +222,16 @@ pub fn render(s: &Summary) -> String {
     } else {
         table(
             &mut o,
-            &["context", "passes", "reclaimed", "pageouts", "dirty fl", "batch fl", "IPIs", "fl/folio"],
+            &[
+                "context",
+                "passes",
+                "reclaimed",
+                "pageouts",
+                "dirty fl",
+                "batch fl",
+                "IPIs",
+                "fl/folio",
+            ],
             &rows,
         );
     }
@@ -212,7 +242,9 @@ pub fn render(s: &Summary) -> String {
             .iter()
             .map(|c| {
                 vec![
-                    c.path.clone().unwrap_or_else(|| format!("id {}", c.cgroup_id)),
+                    c.path
+                        .clone()
+                        .unwrap_or_else(|| format!("id {}", c.cgroup_id)),
                     c.commands.join(","),
                     thousands(c.totals.passes),
                     thousands(c.totals.folios_reclaimed),
@@ -221,23 +253,33 @@ pub fn render(s: &Summary) -> String {
                 ]
             })
             .collect();
-        table(&mut o, &["cgroup", "commands", "passes", "reclaimed", "flushes", "fl/folio"], &rows);
+        table(
+            &mut o,
+            &[
+                "cgroup",
+                "commands",
+                "passes",
+                "reclaimed",
+                "flushes",
+                "fl/folio",
+            ],
+            &rows,
+        );
     }
     let _ = writeln!(o, "\nprobe plan (mode {})", s.kernel.probe_mode);
     let rows: Vec<Vec<String>> = s
         .probe_plan
         .iter()
-        .map(|r| {
-            vec![
-                r.signal.clone(),
-                r.tier.clone(),
-                r.source.clone(),
-            ]
-        })
+        .map(|r| vec![r.signal.clone(), r.tier.clone(), r.source.clone()])
         .collect();
     table(&mut o, &["signal", "tier", "source"], &rows);
     for r in s.probe_plan.iter().filter(|r| r.note.is_some()) {
-        let _ = writeln!(o, "  note {}: {}", r.signal, r.note.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            o,
+            "  note {}: {}",
+            r.signal,
+            r.note.as_deref().unwrap_or("")
+        );
     }
     let _ = writeln!(
         o,

@@ -33,12 +33,14 @@ impl KernelBtf {
     }
 
     pub fn from_file(path: &Path) -> Result<KernelBtf> {
-        let btf = Btf::from_file(path).map_err(|e| anyhow!("{e}")).with_context(|| {
-            format!(
-                "cannot parse {} (kernel built without CONFIG_DEBUG_INFO_BTF?)",
-                path.display()
-            )
-        })?;
+        let btf = Btf::from_file(path)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| {
+                format!(
+                    "cannot parse {} (kernel built without CONFIG_DEBUG_INFO_BTF?)",
+                    path.display()
+                )
+            })?;
         Ok(KernelBtf { btf })
     }
 
@@ -204,7 +206,10 @@ impl Layout {
             "task_struct.tlb_ubc.flush_required",
             btf.offset("task_struct", &["tlb_ubc", "flush_required"]),
         );
-        o.task_cgroups = want("task_struct.cgroups", btf.offset("task_struct", &["cgroups"]));
+        o.task_cgroups = want(
+            "task_struct.cgroups",
+            btf.offset("task_struct", &["cgroups"]),
+        );
         let memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id");
         o.css_set_memory_subsys = want(
             "css_set.subsys[memory_cgrp_id]",

@@ -19,8 +19,8 @@ pub struct Kallsyms {
 
 impl Kallsyms {
     pub fn load() -> Result<Kallsyms> {
-        let text = std::fs::read_to_string("/proc/kallsyms")
-            .context("cannot read /proc/kallsyms")?;
+        let text =
+            std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
         Ok(Kallsyms::parse(&text))
     }
 

@@ -21,6 +21,8 @@ pub const TRACEPOINTS: &[(&str, &str)] = &[
     ("vmscan", "mm_vmscan_direct_reclaim_end"),
     ("vmscan", "mm_vmscan_memcg_reclaim_begin"),
     ("vmscan", "mm_vmscan_memcg_reclaim_end"),
+    ("vmscan", "mm_vmscan_node_reclaim_begin"),
+    ("vmscan", "mm_vmscan_node_reclaim_end"),
     ("vmscan", "mm_vmscan_memcg_softlimit_reclaim_begin"),
     ("vmscan", "mm_vmscan_memcg_softlimit_reclaim_end"),
     ("tlb", "tlb_flush"),

@@ -69,8 +69,8 @@ impl Tracefs {
     /// Parse `events/<category>/<name>/format`.
     pub fn format(&self, category: &str, name: &str) -> Result<EventFormat> {
         let path = self.event_dir(category, name).join("format");
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         Ok(EventFormat::parse(&text))
     }
 }
@@ -206,7 +206,10 @@ print fmt: \"pages:%ld reason:%s (%d)\", REC->pages";
 
     #[test]
     fn field_names_from_declarations() {
-        assert_eq!(field_name("unsigned long nr_taken").as_deref(), Some("nr_taken"));
+        assert_eq!(
+            field_name("unsigned long nr_taken").as_deref(),
+            Some("nr_taken")
+        );
         assert_eq!(field_name("void * callsite").as_deref(), Some("callsite"));
         assert_eq!(field_name("void *func").as_deref(), Some("func"));
         assert_eq!(field_name("char comm[16]").as_deref(), Some("comm"));

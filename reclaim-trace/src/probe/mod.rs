@@ -14,8 +14,8 @@ use aya::{
     programs::{FEntry, FExit, KProbe, TracePoint},
 };
 use reclaim_trace_common::{
-    CNT_REMOTE_SHOOTDOWNS, Config, GLOBAL_CONFIG, HistBuckets, MAP_COUNTERS, MAP_EVENTS,
-    MAP_HISTS, MAP_TOTALS, MAP_VICTIMS, N_COUNTERS, N_CTX, N_HISTS, PassCounts,
+    CNT_REMOTE_SHOOTDOWNS, Config, GLOBAL_CONFIG, HistBuckets, MAP_COUNTERS, MAP_EVENTS, MAP_HISTS,
+    MAP_TOTALS, MAP_VICTIMS, N_COUNTERS, N_CTX, N_HISTS, PassCounts,
 };
 
 pub use self::reader::{RecordBatch, spawn_reader};
@@ -109,7 +109,7 @@ impl Tracer {
             let mut outcomes = Vec::new();
             let mut retry = false;
             for p in &plan.programs {
-                let r = attach_one(&mut ebpf, &p.program, &p.attach, btf.as_ref());
+                let r = attach_one(&mut ebpf, p.program, &p.attach, btf.as_ref());
                 let tgt = target(&p.attach);
                 match r {
                     Ok(()) => outcomes.push(AttachOutcome {
@@ -188,12 +188,18 @@ impl Tracer {
                 cpus,
             });
         }
-        bail!("gave up after repeated attach failures: {:?}", failures.reasons)
+        bail!(
+            "gave up after repeated attach failures: {:?}",
+            failures.reasons
+        )
     }
 
     /// The ring buffer, for the reader task (can be taken once).
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
-        Ok(aya::maps::RingBuf::try_from(take(&mut self.ebpf, MAP_EVENTS)?)?)
+        Ok(aya::maps::RingBuf::try_from(take(
+            &mut self.ebpf,
+            MAP_EVENTS,
+        )?)?)
     }
 
     /// Read the per-CPU maps and sum them.

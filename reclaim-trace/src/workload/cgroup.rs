@@ -41,10 +41,14 @@ impl MemoryHierarchy {
         let mut v1 = None;
         for line in mountinfo.lines() {
             // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let l: Vec<&str> = left.split_whitespace().collect();
             let r: Vec<&str> = right.split_whitespace().collect();
-            let (Some(mount), Some(fstype)) = (l.get(4), r.first()) else { continue };
+            let (Some(mount), Some(fstype)) = (l.get(4), r.first()) else {
+                continue;
+            };
             let mount = PathBuf::from(unescape(mount));
             match *fstype {
                 "cgroup2" => {
@@ -70,7 +74,9 @@ impl MemoryHierarchy {
         let mut out = BTreeMap::new();
         let mut stack = vec![(self.mount.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else { continue };
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
             let rel = dir.strip_prefix(&self.mount).unwrap_or(Path::new(""));
             out.insert(meta.ino(), format!("/{}", rel.display()));
             if depth >= max_depth {
@@ -89,7 +95,9 @@ impl MemoryHierarchy {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
 }
 
 /// A memory cgroup this process created; removed on drop.

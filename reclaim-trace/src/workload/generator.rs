@@ -103,7 +103,10 @@ fn map_anon(len: usize) -> Result<Region> {
         )
     };
     if p == libc::MAP_FAILED {
-        bail!("mmap of {len} anonymous bytes failed: {}", std::io::Error::last_os_error());
+        bail!(
+            "mmap of {len} anonymous bytes failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
     // Base pages: one folio per page keeps folios == pages in the kernel's counts.
     // SAFETY: advice on our own mapping.
@@ -129,7 +132,11 @@ fn map_file(path: &PathBuf, len: usize) -> Result<Region> {
         )
     };
     if p == libc::MAP_FAILED {
-        bail!("mmap of {} failed: {}", path.display(), std::io::Error::last_os_error());
+        bail!(
+            "mmap of {} failed: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
     // Random access: no readahead beyond the page touched, so the fault rate follows the
     // reclaim rate.
@@ -151,7 +158,14 @@ fn pin_to(cpu: u32) {
 }
 
 /// Touch `slice` of `region` page by page until `stop`: write (anon) or read (file).
-fn touch_loop(region: &Region, range: std::ops::Range<usize>, write: bool, seed: u64, stop: &AtomicBool, touched: &AtomicU64) {
+fn touch_loop(
+    region: &Region,
+    range: std::ops::Range<usize>,
+    write: bool,
+    seed: u64,
+    stop: &AtomicBool,
+    touched: &AtomicU64,
+) {
     let page = page_size();
     let mut x = seed | 1;
     let mut n = 0u64;
@@ -174,7 +188,7 @@ fn touch_loop(region: &Region, range: std::ops::Range<usize>, write: bool, seed:
             }
             off += page;
             n += 1;
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 touched.fetch_add(4096, Ordering::Relaxed);
                 if stop.load(Ordering::Relaxed) {
                     return;
@@ -188,8 +202,12 @@ fn touch_loop(region: &Region, range: std::ops::Range<usize>, write: bool, seed:
 /// and dropped from the page cache so that the child's faults charge it to the workload's memcg.
 pub fn create_data_file(path: &PathBuf, size: u64) -> Result<()> {
     use std::io::Write as _;
-    let mut f = fs::File::create(path)
-        .with_context(|| format!("cannot create the file workload's data file {}", path.display()))?;
+    let mut f = fs::File::create(path).with_context(|| {
+        format!(
+            "cannot create the file workload's data file {}",
+            path.display()
+        )
+    })?;
     let mut buf = vec![0u8; 1 << 20];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for chunk in buf.chunks_mut(8) {
@@ -221,7 +239,10 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
     // SAFETY: prctl with a valid NUL-terminated name.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"rt-workload".as_ptr()) };
     fs::write(&spec.cgroup_procs, std::process::id().to_string()).with_context(|| {
-        format!("cannot join the workload cgroup ({})", spec.cgroup_procs.display())
+        format!(
+            "cannot join the workload cgroup ({})",
+            spec.cgroup_procs.display()
+        )
     })?;
     let page = page_size() as u64;
     let threads = spec.threads.max(1) as usize;
@@ -245,7 +266,8 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
     let mut handles = Vec::new();
     for t in 0..threads {
         let cpu = spec.cpus.get(t % spec.cpus.len().max(1)).copied();
-        let (anon, file, stop, touched) = (anon.clone(), file.clone(), stop.clone(), touched.clone());
+        let (anon, file, stop, touched) =
+            (anon.clone(), file.clone(), stop.clone(), touched.clone());
         let name = format!("rt-{}-{t}", spec.kind.as_str());
         handles.push(thread::Builder::new().name(name).spawn(move || {
             if let Some(cpu) = cpu {
@@ -254,7 +276,13 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
             let seed = 0x2545_f491_4f6c_dd1d ^ (t as u64).wrapping_mul(0x9e37_79b9);
             // For `mixed`, even threads dirty anon memory and odd threads read the file.
             let target = match (&anon, &file) {
-                (Some(a), Some(f)) => if t % 2 == 0 { (a, true) } else { (f, false) },
+                (Some(a), Some(f)) => {
+                    if t % 2 == 0 {
+                        (a, true)
+                    } else {
+                        (f, false)
+                    }
+                }
                 (Some(a), None) => (a, true),
                 (None, Some(f)) => (f, false),
                 (None, None) => return,

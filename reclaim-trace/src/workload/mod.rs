@@ -98,7 +98,10 @@ fn data_dir(opts: &WorkloadOptions) -> Result<PathBuf> {
         }
     }
     let what = match &opts.file_dir {
-        Some(d) => format!("{} is not a directory on a disk-backed filesystem", d.display()),
+        Some(d) => format!(
+            "{} is not a directory on a disk-backed filesystem",
+            d.display()
+        ),
         None => "/var/tmp and /tmp are on tmpfs (or missing)".into(),
     };
     Err(BadInput(format!(
@@ -120,10 +123,14 @@ fn fs_magic(p: &Path) -> Option<i64> {
 }
 
 fn sweep_stale_cgroups(h: &MemoryHierarchy) {
-    let Ok(rd) = fs::read_dir(&h.mount) else { return };
+    let Ok(rd) = fs::read_dir(&h.mount) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(CGROUP_PREFIX).and_then(|p| p.parse::<u32>().ok())
+        let Some(pid) = name
+            .strip_prefix(CGROUP_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
@@ -132,7 +139,10 @@ fn sweep_stale_cgroups(h: &MemoryHierarchy) {
         }
         let _ = fs::remove_dir(e.path());
         if !e.path().exists() {
-            log::info!("removed cgroup {} left behind by pid {pid}", e.path().display());
+            log::info!(
+                "removed cgroup {} left behind by pid {pid}",
+                e.path().display()
+            );
         }
     }
 }

@@ -116,12 +116,14 @@ impl ZramSwap {
         let _ = fs::write(&z.state_file, format!("{}\n", hot_added as u8));
         let disksize = sys_block(dev).join("disksize");
         fs::write(&disksize, size.to_string()).with_context(|| {
-            format!("cannot set {} to {size} (is zram{dev} in use?)", disksize.display())
+            format!(
+                "cannot set {} to {size} (is zram{dev} in use?)",
+                disksize.display()
+            )
         })?;
         write_swap_header(&dev_path(dev), size)?;
-        swapon(&dev_path(dev)).with_context(|| {
-            format!("swapon {} failed", dev_path(dev).display())
-        })?;
+        swapon(&dev_path(dev))
+            .with_context(|| format!("swapon {} failed", dev_path(dev).display()))?;
         z.swapped_on = true;
         Ok(z)
     }
@@ -194,12 +196,20 @@ fn pick_device() -> Result<(u32, bool)> {
 /// Remove zram devices left by reclaim-trace processes that no longer exist (killed with
 /// SIGKILL, power loss of the session...).
 pub fn sweep_stale() {
-    let Ok(rd) = fs::read_dir(STATE_DIR) else { return };
+    let Ok(rd) = fs::read_dir(STATE_DIR) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("zram") else { continue };
-        let Some((dev, pid)) = rest.split_once('.') else { continue };
-        let (Ok(dev), Ok(pid)) = (dev.parse::<u32>(), pid.parse::<i32>()) else { continue };
+        let Some(rest) = name.strip_prefix("zram") else {
+            continue;
+        };
+        let Some((dev, pid)) = rest.split_once('.') else {
+            continue;
+        };
+        let (Ok(dev), Ok(pid)) = (dev.parse::<u32>(), pid.parse::<i32>()) else {
+            continue;
+        };
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }

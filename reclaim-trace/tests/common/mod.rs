@@ -1,0 +1,168 @@
+//! Helpers for the live-kernel tests: run the real binary, read independent kernel counters
+//! around it, and check that nothing is left behind.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reclaim-trace");
+
+/// Whether live tests run: `RECLAIM_TRACE_LIVE=require` (cargo xtask test) makes missing
+/// privileges a failure; `skip` skips; unset runs them when root and says so loudly otherwise.
+pub fn live() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let mode = std::env::var("RECLAIM_TRACE_LIVE").unwrap_or_default();
+    match (mode.as_str(), root) {
+        ("skip", _) => {
+            eprintln!("SKIPPED live-kernel test: RECLAIM_TRACE_LIVE=skip");
+            false
+        }
+        ("require", false) => panic!("live-kernel tests need root (RECLAIM_TRACE_LIVE=require)"),
+        (_, true) => true,
+        (_, false) => {
+            eprintln!(
+                "SKIPPED live-kernel test on {}: not root (eBPF programs cannot be loaded)",
+                kernel_release()
+            );
+            false
+        }
+    }
+}
+
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+pub fn vmstat() -> BTreeMap<String, u64> {
+    parse_kv(&fs::read_to_string("/proc/vmstat").unwrap())
+}
+
+pub fn parse_kv(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Σ over CPUs of the `TLB` row of /proc/interrupts (remote flushes received).
+pub fn tlb_interrupts() -> u64 {
+    fs::read_to_string("/proc/interrupts")
+        .unwrap()
+        .lines()
+        .find(|l| l.trim_start().starts_with("TLB:"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map_while(|w| w.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>, k: &str) -> u64 {
+    b.get(k).copied().unwrap_or(0) - a.get(k).copied().unwrap_or(0)
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run reclaim-trace")
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("reclaim-trace-test-{}", std::process::id()));
+    fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+pub fn json(path: &PathBuf) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+pub fn u(v: &serde_json::Value, ptr: &str) -> u64 {
+    v.pointer(ptr)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("{ptr} missing or not an integer"))
+}
+
+pub fn f(v: &serde_json::Value, ptr: &str) -> f64 {
+    v.pointer(ptr)
+        .and_then(|x| x.as_f64())
+        .unwrap_or_else(|| panic!("{ptr} missing or not a number"))
+}
+
+/// Assert |got - want| <= tol * want.
+pub fn within(what: &str, got: u64, want: u64, tol: f64) {
+    let diff = got.abs_diff(want) as f64;
+    assert!(
+        want > 0 && diff <= tol * want as f64,
+        "{what}: tool {got} vs kernel {want} (off by {:.2}%, allowed {:.1}%)",
+        100.0 * diff / want.max(1) as f64,
+        tol * 100.0
+    );
+    eprintln!(
+        "{what}: tool {got} vs kernel {want} ({:.3}% apart)",
+        100.0 * diff / want as f64
+    );
+}
+
+/// What reclaim-trace may leave behind: its cgroups, its swap devices, its BPF programs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Traces {
+    pub cgroups: Vec<String>,
+    pub swaps: Vec<String>,
+    pub programs: usize,
+}
+
+pub fn traces() -> Traces {
+    let mut cgroups = Vec::new();
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+    ] {
+        if let Ok(rd) = fs::read_dir(root) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("reclaim-trace-") {
+                    cgroups.push(format!("{root}/{n}"));
+                }
+            }
+        }
+    }
+    let swaps = fs::read_to_string("/proc/swaps")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    // Our program names (the kernel keeps the first 15 characters).
+    const OURS: &[&str] = &[
+        "tlb_flush",
+        "csd_queue_cpu",
+        "ipi_send_cpu",
+        "ipi_send_cpumas",
+        "vmscan_lru_isol",
+        "vmscan_lru_shri",
+        "vmscan_write_fo",
+    ];
+    let programs = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str().is_some_and(|n| OURS.contains(&n)))
+        .count();
+    Traces {
+        cgroups,
+        swaps,
+        programs,
+    }
+}

@@ -1,0 +1,234 @@
+//! `cargo xtask setup`: the eBPF toolchain and the Debian packages the tests use.
+//!
+//! Everything is checked first and only done when missing, so a second run takes about a
+//! second. bpf-linker must link the same LLVM as the nightly rustc that emits the bitcode: it is
+//! built against the nightly toolchain's own libLLVM through a prefix folder of symlinks
+//! (bpf-linker's `llvm-sys` wants `lib/libLLVM.so` and the exact soname there).
+
+use std::{
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::util::{capture, is_root, run, stdout_of};
+
+/// The toolchain that builds the eBPF crate (aya-build's default).
+pub const NIGHTLY: &str = "nightly";
+/// bpf-linker release line compatible with aya 0.14 / LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13";
+
+/// Debian packages used by the tests and tools, by the command that needs them.
+pub const PACKAGES: &[(&str, &str)] = &[("tmux", "tmux")];
+
+/// The environment the other tasks run commands in.
+pub struct Env {
+    /// PATH with the directory of bpf-linker first.
+    pub path: OsString,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME").map_or_else(|| home().join(".cargo"), PathBuf::from)
+}
+
+fn say(what: &str, state: &str) {
+    eprintln!("xtask setup: {what:<34} {state}");
+}
+
+pub fn setup(with_packages: bool) -> Result<Env> {
+    let bin_dir = cargo_home().join("bin");
+    let path = std::env::join_paths(std::iter::once(bin_dir.clone()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    let env = Env { path };
+    if stdout_of(Command::new("rustup").arg("--version")).is_none() {
+        bail!("rustup is not installed; install Rust with rustup (https://rustup.rs) first");
+    }
+    ensure_nightly()?;
+    let sysroot = nightly_sysroot()?;
+    ensure_rust_src(&sysroot)?;
+    ensure_bpf_linker(&sysroot, &bin_dir)?;
+    if with_packages {
+        ensure_packages(PACKAGES)?;
+    }
+    Ok(env)
+}
+
+fn ensure_nightly() -> Result<()> {
+    let list = stdout_of(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
+    if list.lines().any(|l| l.starts_with("nightly-")) {
+        say("nightly toolchain", "present");
+        return Ok(());
+    }
+    say("nightly toolchain", "installing");
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        NIGHTLY,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let out =
+        stdout_of(Command::new("rustup").args(["run", NIGHTLY, "rustc", "--print", "sysroot"]))
+            .ok_or_else(|| anyhow!("`rustup run nightly rustc --print sysroot` failed"))?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+fn ensure_rust_src(sysroot: &Path) -> Result<()> {
+    if sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .exists()
+    {
+        say("nightly rust-src", "present");
+        return Ok(());
+    }
+    say("nightly rust-src", "installing");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// The nightly toolchain's libLLVM soname (e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`) and
+/// its LLVM major version.
+fn nightly_llvm(sysroot: &Path) -> Result<(String, u32)> {
+    let vv = stdout_of(Command::new("rustup").args(["run", NIGHTLY, "rustc", "-vV"]))
+        .ok_or_else(|| anyhow!("`rustc +nightly -vV` failed"))?;
+    let major = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .ok_or_else(|| anyhow!("no LLVM version in `rustc +nightly -vV`"))?;
+    let lib = sysroot.join("lib");
+    let soname = fs::read_dir(&lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .ok_or_else(|| {
+            anyhow!(
+                "no libLLVM.so.* in {} (is this a rustup toolchain?)",
+                lib.display()
+            )
+        })?;
+    Ok((soname, major))
+}
+
+fn bpf_linker_ok(bin: &Path, soname: &str) -> bool {
+    let Some(v) = stdout_of(Command::new(bin).arg("--version")) else {
+        return false;
+    };
+    if !v.contains(&format!("bpf-linker {BPF_LINKER_VERSION}.")) {
+        return false;
+    }
+    // It must load the current nightly's LLVM, not a stale prefix.
+    stdout_of(Command::new("ldd").arg(bin))
+        .is_some_and(|l| l.contains(soname) && !l.contains("not found"))
+}
+
+fn ensure_bpf_linker(sysroot: &Path, bin_dir: &Path) -> Result<()> {
+    let (soname, major) = nightly_llvm(sysroot)?;
+    let bin = bin_dir.join("bpf-linker");
+    if bpf_linker_ok(&bin, &soname) {
+        say("bpf-linker", &format!("present (LLVM {major})"));
+        return Ok(());
+    }
+    say(
+        "bpf-linker",
+        &format!("building {BPF_LINKER_VERSION} against nightly LLVM {major} (~2 min)"),
+    );
+    let prefix = home()
+        .join(".cache/reclaim-trace")
+        .join(format!("llvm-{soname}"));
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
+    let target = sysroot.join("lib").join(&soname);
+    for name in ["libLLVM.so", soname.as_str()] {
+        let link = lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link)
+            .with_context(|| format!("cannot link {} -> {}", link.display(), target.display()))?;
+    }
+    run(Command::new("rustup")
+        .args(["run", NIGHTLY, "cargo", "install", "bpf-linker", "--force"])
+        .args(["--version", &format!("~{BPF_LINKER_VERSION}")])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
+        .arg("--root")
+        .arg(bin_dir.parent().unwrap_or(bin_dir))
+        .env("LLVM_PREFIX", &prefix))
+    .context("building bpf-linker failed")?;
+    if !bpf_linker_ok(&bin, &soname) {
+        bail!("bpf-linker was built but does not run against {soname}");
+    }
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    stdout_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+pub fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .filter(|(pkg, _)| !installed(pkg))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        say(
+            "Debian packages",
+            &format!(
+                "present ({})",
+                pkgs.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            ),
+        );
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "Debian packages {} are missing and installing them needs root: run \
+             `sudo apt-get install {}` or run xtask as root",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    say(
+        "Debian packages",
+        &format!("installing {}", missing.join(", ")),
+    );
+    let install = |update: bool| -> Result<bool> {
+        if update {
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+        }
+        let o = capture(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?
+        .ok_or_else(|| {
+            anyhow!(
+                "apt-get is not available: install {} by hand",
+                missing.join(" ")
+            )
+        })?;
+        Ok(o.status.success())
+    };
+    if !install(false)? && !install(true)? {
+        bail!("`apt-get install {}` failed", missing.join(" "));
+    }
+    Ok(())
+}
