@@ -22,9 +22,7 @@ fn lru_pages_reclaimed(s: &serde_json::Value) -> u64 {
 
 #[test]
 fn anon_workload_figures_match_the_kernel() {
-    if !live() {
-        return;
-    }
+    let Some(_lock) = live() else { return };
     let before_traces = traces();
     let out = tmp("anon.json");
     let (v0, t0) = (vmstat(), tlb_interrupts());
@@ -125,9 +123,7 @@ fn anon_workload_figures_match_the_kernel() {
 
 #[test]
 fn file_workload_flushes_clean_folios_in_batches() {
-    if !live() {
-        return;
-    }
+    let Some(_lock) = live() else { return };
     let before_traces = traces();
     let out = tmp("file.json");
     let v0 = vmstat();
@@ -210,23 +206,21 @@ fn interrupt_midway(signal: i32, name: &str) {
 
 #[test]
 fn sigint_midway_flushes_the_summary_and_cleans_up() {
-    if live() {
+    if let Some(_lock) = live() {
         interrupt_midway(libc::SIGINT, "SIGINT");
     }
 }
 
 #[test]
 fn sigterm_midway_flushes_the_summary_and_cleans_up() {
-    if live() {
+    if let Some(_lock) = live() {
         interrupt_midway(libc::SIGTERM, "SIGTERM");
     }
 }
 
 #[test]
 fn doctor_lists_every_signal_with_a_source_or_a_reason() {
-    if !live() {
-        return;
-    }
+    let Some(_lock) = live() else { return };
     let o = run(&["doctor", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -267,9 +261,7 @@ fn doctor_lists_every_signal_with_a_source_or_a_reason() {
 
 #[test]
 fn anon_without_swap_says_how_to_get_it_before_attaching() {
-    if !live() {
-        return;
-    }
+    let Some(_lock) = live() else { return };
     if !traces().swaps.is_empty() {
         eprintln!("SKIPPED: swap is active on this machine; the no-swap error cannot occur");
         return;
@@ -286,9 +278,7 @@ fn anon_without_swap_says_how_to_get_it_before_attaching() {
 
 #[test]
 fn unwritable_output_fails_before_attaching() {
-    if !live() {
-        return;
-    }
+    let Some(_lock) = live() else { return };
     let t = Instant::now();
     let o = run(&[
         "summary",
@@ -308,9 +298,7 @@ fn unwritable_output_fails_before_attaching() {
 
 #[test]
 fn unprivileged_user_is_told_to_run_as_root() {
-    if !live() {
-        return;
-    }
+    let Some(_lock) = live() else { return };
     let o = Command::new("setpriv")
         .args([
             "--reuid=65534",

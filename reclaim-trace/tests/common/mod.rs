@@ -13,7 +13,33 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_reclaim-trace");
 
 /// Whether live tests run: `RECLAIM_TRACE_LIVE=require` (cargo xtask test) makes missing
 /// privileges a failure; `skip` skips; unset runs them when root and says so loudly otherwise.
-pub fn live() -> bool {
+pub fn live() -> Option<LiveLock> {
+    live_allowed().then(LiveLock::acquire)
+}
+
+/// Live tests compare the tool with system-wide counters: two at once (from parallel test
+/// binaries, or other checkouts on the same machine) would pollute each other's deltas.
+/// Holding this lock serialises them machine-wide.
+pub struct LiveLock {
+    _file: fs::File,
+}
+
+impl LiveLock {
+    fn acquire() -> LiveLock {
+        use std::os::fd::AsRawFd as _;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/run/reclaim-trace-live.lock")
+            .expect("open /run/reclaim-trace-live.lock");
+        // SAFETY: flock on an open fd; blocks until the other live test finishes.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock /run/reclaim-trace-live.lock");
+        LiveLock { _file: file }
+    }
+}
+
+fn live_allowed() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     let mode = std::env::var("RECLAIM_TRACE_LIVE").unwrap_or_default();
     match (mode.as_str(), root) {
