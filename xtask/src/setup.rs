@@ -22,7 +22,11 @@ pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13";
 
 /// Debian packages used by the tests and tools, by the command that needs them.
-pub const PACKAGES: &[(&str, &str)] = &[("tmux", "tmux")];
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("tmux", "tmux"),
+    // promtool validates the /metrics exposition in the serve test.
+    ("prometheus", "promtool"),
+];
 
 /// The environment the other tasks run commands in.
 pub struct Env {

@@ -358,6 +358,54 @@ mod tests {
         assert!(t.ends_with("# EOF\n"));
     }
 
+    /// Every metric the Grafana dashboard queries is one the exporter produces (in the precise
+    /// tier, where all of them exist), so the dashboard cannot drift from the names.
+    #[test]
+    fn dashboard_uses_only_exported_metrics() {
+        let facts = FakeKernel::host_6_18().facts();
+        let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
+        let text = render(&anon_window(), &p, &kernel_info(), Format::Prometheus);
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../../dashboards/reclaim-trace.json")).unwrap();
+        let mut exprs = Vec::new();
+        fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match (k.as_str(), v.as_str()) {
+                            ("expr" | "query", Some(e)) => out.push(e),
+                            _ => walk(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        walk(&dash, &mut exprs);
+        assert!(exprs.len() > 10);
+        let mut used = 0;
+        for e in exprs {
+            for (i, _) in e.match_indices("reclaim_trace_") {
+                let name: String = e[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                used += 1;
+                assert!(
+                    exported.contains(name.as_str()),
+                    "dashboard uses {name}, not exported"
+                );
+            }
+        }
+        assert!(used > 20);
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
