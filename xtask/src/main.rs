@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run -- ARGS | test | vm | bench`.
 
+mod bench;
 mod setup;
 mod util;
 
@@ -40,6 +41,9 @@ enum Cmd {
         #[arg(long)]
         no_live: bool,
     },
+    /// Measure the tracer's cost: workload wall time with nothing, a do-nothing floor,
+    /// bpftrace, and reclaim-trace attached (interleaved rounds, as root).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -49,6 +53,7 @@ fn main() {
         Cmd::Build => setup::setup(false).and_then(|env| build(&env)).map(|_| ()),
         Cmd::Run { args } => run_tool(&args),
         Cmd::Test { no_live } => test(no_live),
+        Cmd::Bench(args) => bench::bench(args),
     };
     if let Err(e) = r {
         eprintln!("xtask: error: {e:#}");
@@ -57,7 +62,7 @@ fn main() {
 }
 
 /// `cargo build --release -p reclaim-trace`; returns the binary.
-fn build(env: &setup::Env) -> Result<PathBuf> {
+pub(crate) fn build(env: &setup::Env) -> Result<PathBuf> {
     let mut c = cargo(env);
     c.args(["build", "--release", "-p", "reclaim-trace"]);
     run(&mut c)?;
