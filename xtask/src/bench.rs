@@ -3,10 +3,11 @@
 //! Interleaved rounds on the live kernel. Each round runs the built-in anon workload (fixed
 //! work: `--sweeps` passes over `--size` in a `--memcg-limit` cgroup, 2 threads, zram swap)
 //! several times under each configuration, in a rotating order:
-//!   1. nothing attached;
-//!   2. floor: do-nothing programs at exactly the tool's attach points (`__bench-floor`);
-//!   3. bpftrace counting the same tracepoints with plain count()/sum() maps;
-//!   4. `reclaim-trace summary`, as users run it.
+//! 1. nothing attached;
+//! 2. floor: do-nothing programs at exactly the tool's attach points (`__bench-floor`);
+//! 3. bpftrace counting the same tracepoints with plain count()/sum() maps;
+//! 4. `reclaim-trace summary`, as users run it.
+//!
 //! Wall time of each workload run is measured from here. For the tool we also take its CPU time
 //! and peak RSS (wait4 rusage), its JSON (drops, records, hot events, load+attach time), and in
 //! one extra untimed run the kernel's BPF statistics per program.
