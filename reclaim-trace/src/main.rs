@@ -35,6 +35,7 @@ fn main() {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Summary(a) => cmd::summary::run(a).await,
+        Command::Top(a) => cmd::top::run(a).await,
         Command::Doctor(a) => cmd::doctor::run(a.json, a.probe.probe_mode),
         Command::Workload(a) => cmd::workload::run(a).await,
         Command::WorkloadChild { .. } => unreachable!("handled before the runtime starts"),

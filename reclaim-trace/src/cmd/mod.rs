@@ -3,4 +3,5 @@
 pub mod doctor;
 pub mod output;
 pub mod summary;
+pub mod top;
 pub mod workload;
