@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run -- ARGS | test | vm | bench`.
 
+mod screenshot;
 mod setup;
 mod util;
 
@@ -40,6 +41,12 @@ enum Cmd {
         #[arg(long)]
         no_live: bool,
     },
+    /// Render `reclaim-trace top` under the built-in anon workload to docs/top.png (root).
+    Screenshot {
+        /// How long the dashboard runs before the capture (history for the sparkline).
+        #[arg(long, default_value_t = 25)]
+        seconds: u64,
+    },
 }
 
 fn main() {
@@ -49,6 +56,10 @@ fn main() {
         Cmd::Build => setup::setup(false).and_then(|env| build(&env)).map(|_| ()),
         Cmd::Run { args } => run_tool(&args),
         Cmd::Test { no_live } => test(no_live),
+        Cmd::Screenshot { seconds } => setup::setup(true)
+            .and_then(|env| build(&env))
+            .and_then(|bin| screenshot::screenshot(&bin, seconds))
+            .map(|png| eprintln!("xtask screenshot: wrote {}", png.display())),
     };
     if let Err(e) = r {
         eprintln!("xtask: error: {e:#}");

@@ -22,7 +22,12 @@ pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13";
 
 /// Debian packages used by the tests and tools, by the command that needs them.
-pub const PACKAGES: &[(&str, &str)] = &[("tmux", "tmux")];
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("tmux", "tmux"),
+    // `cargo xtask screenshot` renders the dashboard's capture with xtask/src/ansi2png.py.
+    ("python3-pil", "python3"),
+    ("fonts-dejavu-core", "python3"),
+];
 
 /// The environment the other tasks run commands in.
 pub struct Env {

@@ -135,6 +135,12 @@ pub async fn run(opts: TopOptions) -> Result<()> {
         opts.interval.as_secs_f64(),
     );
     let mut quit_reason: Option<String> = None;
+    // Fault injection for the live test that checks that a panic restores the terminal and
+    // removes the workload: panic at the N-th refresh.
+    let panic_at: Option<u64> = std::env::var("RECLAIM_TRACE_TEST_PANIC_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut refreshes = 0u64;
     let mut stop = Stop::Requested;
     if outcome.is_ok() {
         outcome = guard
@@ -152,6 +158,10 @@ pub async fn run(opts: TopOptions) -> Result<()> {
                 };
                 let effect = match event {
                     Event::Tick => {
+                        refreshes += 1;
+                        if panic_at == Some(refreshes) {
+                            panic!("injected by RECLAIM_TRACE_TEST_PANIC_AFTER={refreshes}");
+                        }
                         app.ingest(sampler.sample(s));
                         None
                     }

@@ -44,19 +44,15 @@ pub fn plan_style(row: &PlanRow) -> Style {
     }
 }
 
-/// `reclaim-trace top  00:01:03 · drops 0 · BPF 0.90% CPU, 41.5k runs/s · self 0.40%`
+/// `reclaim-trace  00:01:03 · drops 0 · BPF 0.90% CPU, 41.5k runs/s · self 0.40%`
 /// (the kernel is on the tabs line).
-pub fn status_line(app: &App, compact: bool) -> Line<'static> {
+pub fn status_line(app: &App) -> Line<'static> {
     let f = &app.frame;
     let t = &f.total;
     let dim = Style::new().fg(Color::DarkGray);
     let sep = || Span::styled(" · ", dim);
     let mut spans = vec![Span::styled(
-        if compact {
-            " reclaim-trace "
-        } else {
-            " reclaim-trace top "
-        },
+        " reclaim-trace ",
         Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
     )];
     if app.paused {
@@ -65,6 +61,7 @@ pub fn status_line(app: &App, compact: bool) -> Line<'static> {
             Style::new().black().on_yellow().bold(),
         ));
     }
+    spans.push(Span::raw(" "));
     spans.push(Span::raw(hms(f.elapsed_s)));
     // After a reset the window is shorter than the session.
     if f.elapsed_s - t.duration_s > 1.5 {

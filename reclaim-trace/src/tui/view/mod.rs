@@ -103,7 +103,7 @@ fn full(app: &App, area: Rect, buf: &mut Buffer) {
         Constraint::Length(1),
     ])
     .areas(area);
-    header::status_line(app, false).render(status, buf);
+    header::status_line(app).render(status, buf);
     header::probe_line(app, probes.width).render(probes, buf);
     tabs_line(app, tabs.width).render(tabs, buf);
     footer_line(app).render(footer, buf);
@@ -185,7 +185,7 @@ fn compact(app: &App, area: Rect, buf: &mut Buffer) {
         Constraint::Length(1),
     ])
     .areas(area);
-    header::status_line(app, true).render(status, buf);
+    header::status_line(app).render(status, buf);
     Paragraph::new(headline::compact_lines(app)).render(head, buf);
     match app.view {
         View::Overview | View::Contexts => Contexts {
