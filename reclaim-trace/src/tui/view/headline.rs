@@ -33,6 +33,15 @@ pub fn spark_data(app: &App, width: usize) -> (Vec<SparklineBar>, u64) {
     (vals.into_iter().map(SparklineBar::from).collect(), max)
 }
 
+/// `1s`, `2.5s`, `500ms`.
+fn interval(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0}ms", s * 1000.0)
+    } else {
+        format!("{s}s")
+    }
+}
+
 fn ratio_lines(app: &App) -> Vec<Line<'static>> {
     let f = &app.frame;
     let big = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
@@ -55,7 +64,14 @@ fn ratio_lines(app: &App) -> Vec<Line<'static>> {
                 "{} since start",
                 ratio(f.total.flushes_per_reclaimed_folio)
             )),
-            Span::styled(format!(" · chart top {:.2}", max as f64 / SCALE), dim),
+            Span::styled(
+                format!(
+                    " · chart: 1 col/{}, top {:.2}",
+                    interval(app.interval_s),
+                    max as f64 / SCALE
+                ),
+                dim,
+            ),
         ])
     };
     vec![first, second]
