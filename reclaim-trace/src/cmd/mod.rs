@@ -1,7 +1,11 @@
 //! The subcommands.
 
+pub mod compare;
 pub mod doctor;
 pub mod output;
+pub mod record;
+pub mod report;
+pub mod serve;
 pub mod summary;
 pub mod top;
 pub mod workload;
