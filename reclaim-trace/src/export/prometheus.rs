@@ -144,9 +144,8 @@ fn histogram(
     sum: impl Fn(usize, &Histogram) -> f64,
 ) {
     o.family(name, "histogram", help);
-    for ctx in 0..N_CTX as usize {
+    for (ctx, &label) in CONTEXT_NAMES.iter().enumerate().take(N_CTX as usize) {
         let h = w.kernel.hist(metric, ctx as u32);
-        let label = CONTEXT_NAMES[ctx];
         let mut cum = 0u64;
         for (i, c) in h.buckets.iter().enumerate() {
             cum += c;
