@@ -265,6 +265,7 @@ fn dashboard_under_load_in_a_real_terminal() {
         "the path on screen is the file written"
     );
     check_export(&files[0]);
+    let _ = fs::remove_dir_all(&dir);
 
     t.keys("p");
     t.wait_for("PAUSED", 5, |s| s.contains("PAUSED"));
