@@ -37,6 +37,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Live dashboard: flushes per reclaimed folio, batch fill, IPI fan-out, by context,
+    /// reclaimer and CPU (keys: q quit, p pause, r reset, tab views, s sort, e export, ? help).
+    Top(TopArgs),
     /// Trace for a while, then print the summary (and write it as JSON).
     Summary(SummaryArgs),
     /// Show the kernel, privileges, and the probe chosen for every signal, and why.
@@ -190,6 +193,30 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Refresh interval (at least 100ms).
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Run the built-in reclaim workload until the dashboard quits.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub workload: Option<Kind>,
+    #[command(flatten)]
+    pub tuning: WorkloadTuning,
+    /// Show only reclaimers in this memory cgroup and below: a path below the memory
+    /// controller's mount (e.g. /system.slice) or a full cgroupfs path.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Show only reclaim done by this process (direct/memcg reclaim in its context).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Directory for the summary JSON files the `e` key writes [default: current directory].
+    #[arg(long, value_name = "DIR")]
+    pub export_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Print the report as JSON.
     #[arg(long)]
@@ -247,6 +274,40 @@ mod tests {
             let e = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn top_takes_the_workload_knobs_and_filters() {
+        let c = Cli::try_parse_from([
+            "reclaim-trace",
+            "top",
+            "--workload",
+            "anon",
+            "--zram",
+            "--threads",
+            "2",
+            "--cgroup",
+            "/system.slice",
+            "--pid",
+            "42",
+            "--interval",
+            "500ms",
+        ])
+        .unwrap();
+        let Command::Top(t) = c.command else { panic!() };
+        assert_eq!(t.interval, Duration::from_millis(500));
+        assert_eq!(t.workload, Some(Kind::Anon));
+        assert_eq!(t.tuning.threads, Some(2));
+        assert_eq!(
+            t.cgroup.as_deref(),
+            Some(std::path::Path::new("/system.slice"))
+        );
+        assert_eq!(t.pid, Some(42));
+        let d = Cli::try_parse_from(["reclaim-trace", "top"]).unwrap();
+        let Command::Top(t) = d.command else { panic!() };
+        assert_eq!(t.interval, Duration::from_secs(1));
+        let e = Cli::try_parse_from(["reclaim-trace", "top", "--pid", "x"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Layout: `kernel` (facts about the running kernel: tracefs, kallsyms, BTF), `plan` (the probe
 //! chosen per signal), `probe` (the only module that uses aya), `aggregate` (the model),
 //! `export` (summary JSON and text), `workload` (the built-in reclaim generator), `session`
-//! (one tracing run), `cmd` (subcommands).
+//! (one tracing run), `cmd` (subcommands), `tui` (the `top` dashboard).
 
 pub mod aggregate;
 pub mod cli;
@@ -14,5 +14,6 @@ pub mod kernel;
 pub mod plan;
 pub mod probe;
 pub mod session;
+pub mod tui;
 pub mod units;
 pub mod workload;

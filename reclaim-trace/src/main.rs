@@ -35,6 +35,7 @@ fn main() {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Summary(a) => cmd::summary::run(a).await,
+        Command::Top(a) => cmd::top::run(a).await,
         Command::Doctor(a) => cmd::doctor::run(a.json, a.probe.probe_mode),
         Command::Record(a) => cmd::record::run(a).await,
         Command::Report(a) => cmd::report::run(a),

@@ -63,6 +63,15 @@ pub fn gather_facts() -> KernelFacts {
     facts
 }
 
+/// What woke a `run_with` callback.
+#[derive(Debug)]
+pub enum Wake<T> {
+    /// A fresh map snapshot was taken (every interval).
+    Tick,
+    /// An item arrived on the caller's input channel.
+    Input(T),
+}
+
 /// Why the loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -83,7 +92,7 @@ pub struct Session {
     reader: Option<JoinHandle<()>>,
     clock: Instant,
     hierarchy: Option<MemoryHierarchy>,
-    stats: Option<StatsGuard>,
+    bpf_stats: Option<StatsGuard>,
     sigint: Signal,
     sigterm: Signal,
     pub workload_exit: Option<String>,
@@ -134,7 +143,7 @@ impl Session {
             reader: Some(reader),
             clock,
             hierarchy,
-            stats,
+            bpf_stats: stats,
             sigint,
             sigterm,
             workload_exit: None,
@@ -147,6 +156,11 @@ impl Session {
 
     pub fn tracer(&self) -> &Tracer {
         &self.tracer
+    }
+
+    /// Whether kernel BPF run-time statistics are on (asked for, and the kernel agreed).
+    pub fn bpf_stats_enabled(&self) -> bool {
+        self.bpf_stats.is_some()
     }
 
     pub fn workload(&self) -> Option<&Workload> {
@@ -176,6 +190,24 @@ impl Session {
         interval: Duration,
         mut on_tick: impl FnMut(&mut Session) -> Result<bool>,
     ) -> Result<Stop> {
+        // A channel that stays open and never yields: `run` has no other input.
+        let (_keep_open, mut none) = mpsc::unbounded_channel::<std::convert::Infallible>();
+        self.run_with(deadline, interval, &mut none, |s, wake| match wake {
+            Wake::Tick => on_tick(s),
+            Wake::Input(never) => match never {},
+        })
+        .await
+    }
+
+    /// Like `run`, and also wakes `on_wake` with each item of `input` as soon as it arrives
+    /// (the dashboard's keys), between snapshots. A closed `input` is simply no longer polled.
+    pub async fn run_with<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        interval: Duration,
+        input: &mut mpsc::UnboundedReceiver<T>,
+        mut on_wake: impl FnMut(&mut Session, Wake<T>) -> Result<bool>,
+    ) -> Result<Stop> {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate
@@ -197,7 +229,12 @@ impl Session {
                         self.workload_exit = Some(why);
                         return Ok(Stop::WorkloadExited);
                     }
-                    if !on_tick(self)? {
+                    if !on_wake(self, Wake::Tick)? {
+                        return Ok(Stop::Requested);
+                    }
+                }
+                Some(item) = input.recv() => {
+                    if !on_wake(self, Wake::Input(item))? {
                         return Ok(Stop::Requested);
                     }
                 }
@@ -221,11 +258,21 @@ impl Session {
         }
     }
 
-    fn cgroup_paths(&self) -> BTreeMap<u64, String> {
+    /// Memory cgroup id → path below the controller's mount (6 levels deep).
+    pub fn cgroup_paths(&self) -> BTreeMap<u64, String> {
         self.hierarchy
             .as_ref()
             .map(|h| h.paths_by_id(6))
             .unwrap_or_default()
+    }
+
+    /// The tracer's own figures (pass counts and hot events are filled per window).
+    pub fn tracer_info(&self) -> TracerInfo {
+        TracerInfo {
+            load_attach_s: self.tracer.load_attach_s,
+            programs: self.bpf_stats.as_ref().map(|_| self.tracer.program_stats()),
+            ..Default::default()
+        }
     }
 
     /// The summary of a window (the whole session: `self.agg.window()`).
@@ -238,11 +285,7 @@ impl Session {
                 plan: &self.tracer.plan,
                 workload: self.workload.as_ref().map(|w| w.info.clone()),
                 cgroup_paths: &paths,
-                tracer: Some(TracerInfo {
-                    load_attach_s: self.tracer.load_attach_s,
-                    programs: self.stats.as_ref().map(|_| self.tracer.program_stats()),
-                    ..Default::default()
-                }),
+                tracer: Some(self.tracer_info()),
             },
         )
     }

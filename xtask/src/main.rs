@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | run -- ARGS | test | vm | bench`.
 
 mod bench;
+mod screenshot;
 mod setup;
 mod util;
 
@@ -44,6 +45,12 @@ enum Cmd {
     /// Measure the tracer's cost: workload wall time with nothing, a do-nothing floor,
     /// bpftrace, and reclaim-trace attached (interleaved rounds, as root).
     Bench(bench::BenchArgs),
+    /// Render `reclaim-trace top` under the built-in anon workload to docs/top.png (root).
+    Screenshot {
+        /// How long the dashboard runs before the capture (history for the sparkline).
+        #[arg(long, default_value_t = 25)]
+        seconds: u64,
+    },
 }
 
 fn main() {
@@ -54,6 +61,10 @@ fn main() {
         Cmd::Run { args } => run_tool(&args),
         Cmd::Test { no_live } => test(no_live),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::Screenshot { seconds } => setup::setup(true)
+            .and_then(|env| build(&env))
+            .and_then(|bin| screenshot::screenshot(&bin, seconds))
+            .map(|png| eprintln!("xtask screenshot: wrote {}", png.display())),
     };
     if let Err(e) = r {
         eprintln!("xtask: error: {e:#}");

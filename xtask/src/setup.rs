@@ -26,6 +26,9 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("tmux", "tmux"),
     // promtool validates the /metrics exposition in the serve test.
     ("prometheus", "promtool"),
+    // `cargo xtask screenshot` renders the dashboard's capture with xtask/src/ansi2png.py.
+    ("python3-pil", "python3"),
+    ("fonts-dejavu-core", "python3"),
 ];
 
 /// The environment the other tasks run commands in.

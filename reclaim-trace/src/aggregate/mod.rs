@@ -132,11 +132,14 @@ impl KernelSnapshot {
 
 const _: () = assert!(N_HIST_CTX == N_CTX + 1);
 
-/// Who reclaimed: one row per (memory cgroup, command).
+/// Who reclaimed: one row per (memory cgroup, process, command).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReclaimerKey {
     pub cgroup_id: u64,
     pub comm: String,
+    /// Process (thread group) id of the reclaiming task: kswapd's pid for background reclaim,
+    /// the allocating process for direct and memcg reclaim (the dashboard's `--pid` filter).
+    pub tgid: u32,
 }
 
 /// Per-pass records folded by reclaimer, plus what the channel lost.
@@ -156,6 +159,7 @@ impl PassTable {
         let key = ReclaimerKey {
             cgroup_id: r.cgroup_id,
             comm,
+            tgid: r.tgid,
         };
         let e = self.by_reclaimer.entry(key).or_default();
         *e = e.wrapping_add(&r.counts);

@@ -8,4 +8,5 @@ pub mod record;
 pub mod report;
 pub mod serve;
 pub mod summary;
+pub mod top;
 pub mod workload;

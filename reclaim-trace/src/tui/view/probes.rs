@@ -1,0 +1,135 @@
+//! The probe plan (which source every signal comes from, degraded ones marked, with why) and
+//! what tracing costs: BPF run time per program, drops, program errors.
+
+use ratatui::{
+    buffer::Buffer,
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Style},
+    text::{Line, Span},
+    widgets::{Paragraph, Widget},
+};
+
+use super::{
+    fmt::{count, ns, pct},
+    header::plan_style,
+    table::{Col, NumTable, col, val},
+};
+use crate::tui::app::App;
+
+const COST_COLS: [Col; 5] = [
+    col("BPF program", 26, 0),
+    col("runs", 8, 0),
+    col("run time", 9, 0),
+    col("ns/run", 8, 1),
+    col("CPU now", 8, 0),
+];
+
+fn plan_lines(app: &App) -> Vec<Line<'static>> {
+    let plan = &app.frame.total.probe_plan;
+    let mut lines: Vec<Line> = plan
+        .iter()
+        .map(|r| {
+            let mark = if r.note.is_some() { "!" } else { " " };
+            Line::from(vec![
+                Span::styled(format!("{mark} {:<18}", r.signal), plan_style(r)),
+                Span::styled(format!("{:<11}", r.tier), plan_style(r)),
+                Span::raw(r.source.clone()),
+            ])
+        })
+        .collect();
+    for r in plan {
+        if let Some(note) = &r.note {
+            lines.push(Line::styled(
+                format!("! {}: {note}", r.signal),
+                Style::new().fg(Color::Yellow),
+            ));
+        }
+    }
+    lines
+}
+
+fn drops_line(app: &App) -> Line<'static> {
+    let t = &app.frame.total;
+    let errors: u64 = t.program_errors.values().sum();
+    let bad = t.drops.ringbuf + t.drops.decode_errors + errors > 0;
+    Line::styled(
+        format!(
+            "drops: ring buffer {} · decode errors {} · flush records {} · program errors {}",
+            count(t.drops.ringbuf),
+            count(t.drops.decode_errors),
+            count(t.drops.flush_records),
+            count(errors)
+        ),
+        if bad {
+            Style::new().fg(Color::Red)
+        } else {
+            Style::new().fg(Color::Gray)
+        },
+    )
+}
+
+fn cost_caption(app: &App) -> Line<'static> {
+    let c = &app.frame.cost;
+    if !c.stats_enabled {
+        return Line::styled(
+            "BPF run-time statistics are off (kernel.bpf_stats_enabled could not be set)",
+            Style::new().fg(Color::DarkGray),
+        );
+    }
+    Line::raw(format!(
+        "BPF total: {} runs, {} ({} of one CPU now){}",
+        count(c.bpf_run_count),
+        ns(c.bpf_run_time_ns as f64),
+        pct(c.bpf_cpu_pct_now),
+        c.tool_cpu_pct_now
+            .map_or_else(String::new, |p| format!(" · this process {} now", pct(p)))
+    ))
+}
+
+pub struct Probes<'a>(pub &'a App);
+
+impl Widget for Probes<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let app = self.0;
+        let plan = plan_lines(app);
+        let [plan_area, drops_area, caption_area, cost_area] = Layout::vertical([
+            Constraint::Length(plan.len() as u16 + 1),
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Min(0),
+        ])
+        .areas(area);
+        let mut head = vec![Line::styled(
+            "probe plan (! degraded; full reasons: reclaim-trace doctor)",
+            Style::new().fg(Color::White).bold(),
+        )];
+        head.extend(plan);
+        Paragraph::new(head).render(plan_area, buf);
+        Paragraph::new(drops_line(app)).render(drops_area, buf);
+        Paragraph::new(cost_caption(app)).render(caption_area, buf);
+        let rows = app
+            .frame
+            .cost
+            .programs
+            .iter()
+            .map(|p| {
+                vec![
+                    val(p.name.clone()),
+                    val(count(p.run_count)),
+                    val(ns(p.run_time_ns as f64)),
+                    val(p
+                        .ns_per_run()
+                        .map_or_else(|| "-".into(), |v| format!("{v:.0}"))),
+                    val(pct(p.cpu_pct_now)),
+                ]
+            })
+            .collect();
+        NumTable {
+            cols: &COST_COLS,
+            text_cols: 1,
+            rows,
+            sorted_by: None,
+        }
+        .render(cost_area, buf);
+    }
+}
