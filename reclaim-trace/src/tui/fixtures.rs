@@ -202,6 +202,7 @@ fn frame(plan: &Plan, total_s: u64, drops: u64) -> Frame {
         plan,
         workload: (total_s > 0).then(workload),
         cgroup_paths: &paths,
+        tracer: None,
     };
     let mut total_k = snapshot(total_s);
     total_k.counters[CNT_RINGBUF_DROPS as usize] = drops;
