@@ -32,6 +32,19 @@ pub struct SessionOptions {
     pub bpf_stats: bool,
 }
 
+/// User + system CPU seconds of this process so far (all its threads; not the workload, which
+/// is a separate process).
+pub fn process_cpu_s() -> Option<f64> {
+    // SAFETY: getrusage fills the struct we pass; zeroed is a valid initial value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
 /// Refuse early, with the fix, when privileges are missing.
 pub fn require_privileges(p: &Privileges, needs_admin: bool) -> Result<()> {
     if !p.can_trace() {
@@ -96,6 +109,8 @@ pub struct Session {
     sigint: Signal,
     sigterm: Signal,
     pub workload_exit: Option<String>,
+    /// Process CPU time when tracing began (after load and attach).
+    cpu_at_attach: Option<f64>,
 }
 
 impl Session {
@@ -128,6 +143,7 @@ impl Session {
         let reader = spawn_reader(events, tx, stop_rx)?;
         let clock = Instant::now();
         let initial = tracer.snapshot()?;
+        let cpu_at_attach = process_cpu_s();
         let agg = Aggregator::new(initial, 0.0);
         let workload = match (&opts.workload, &hierarchy) {
             (Some(w), Some(h)) => Some(Workload::start(w, h)?),
@@ -147,6 +163,7 @@ impl Session {
             sigint,
             sigterm,
             workload_exit: None,
+            cpu_at_attach,
         })
     }
 
@@ -270,6 +287,10 @@ impl Session {
     pub fn tracer_info(&self) -> TracerInfo {
         TracerInfo {
             load_attach_s: self.tracer.load_attach_s,
+            cpu_s: process_cpu_s()
+                .zip(self.cpu_at_attach)
+                .map(|(now, then)| now - then),
+            traced_s: self.agg.latest_s(),
             programs: self.bpf_stats.as_ref().map(|_| self.tracer.program_stats()),
             ..Default::default()
         }

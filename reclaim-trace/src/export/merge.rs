@@ -187,6 +187,8 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
         tracer: match (&a.tracer, &b.tracer) {
             (Some(x), Some(y)) => Some(super::summary::TracerInfo {
                 load_attach_s: x.load_attach_s,
+                cpu_s: y.cpu_s.or(x.cpu_s),
+                traced_s: y.traced_s.max(x.traced_s),
                 pass_records: x.pass_records + y.pass_records,
                 hot_events: y.hot_events.or(x.hot_events),
                 programs: y.programs.clone().or_else(|| x.programs.clone()),

@@ -200,6 +200,12 @@ pub struct ProgramStat {
 pub struct TracerInfo {
     /// Wall time to load the programs and attach them.
     pub load_attach_s: f64,
+    /// User + system CPU of the tracer process while tracing (after attach), and for how long
+    /// it traced: its own cost in userspace.
+    #[serde(default)]
+    pub cpu_s: Option<f64>,
+    #[serde(default)]
+    pub traced_s: f64,
     /// Per-pass records received over the ring buffer in this window.
     pub pass_records: u64,
     /// Runs of the hot programs (tlb_flush, csd_queue_cpu, ipi_send_*): every event they saw,

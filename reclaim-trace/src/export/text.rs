@@ -300,9 +300,17 @@ pub fn render(s: &Summary) -> String {
     if let Some(t) = &s.tracer {
         let _ = writeln!(
             o,
-            "tracer: load+attach {:.2} s, {} pass records{}",
+            "tracer: load+attach {:.2} s, {} pass records{}{}",
             t.load_attach_s,
             thousands(t.pass_records),
+            t.cpu_s
+                .filter(|_| t.traced_s > 0.0)
+                .map(|c| format!(
+                    ", userspace CPU {c:.2} s over {:.1} s ({:.2}% of one core)",
+                    t.traced_s,
+                    100.0 * c / t.traced_s
+                ))
+                .unwrap_or_default(),
             t.hot_events
                 .map(|h| format!(", {} hot events handled in the kernel", thousands(h)))
                 .unwrap_or_default()

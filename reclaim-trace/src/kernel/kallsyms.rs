@@ -39,11 +39,28 @@ impl Kallsyms {
     /// The symbols of `WANTED` (and their compiler clones) from /proc/kallsyms. Keeping only
     /// those makes this several times cheaper than indexing all ~120,000 text symbols.
     pub fn load() -> Result<Kallsyms> {
-        let text =
-            std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
-        Ok(Kallsyms::parse_filtered(&text, |name| {
-            WANTED.contains(&name.split('.').next().unwrap_or(name))
-        }))
+        use std::io::BufRead as _;
+        // Streamed: the file is ~10 MB of text that the kernel formats as it is read; holding
+        // it all would only add page faults.
+        let f = std::fs::File::open("/proc/kallsyms").context("cannot open /proc/kallsyms")?;
+        let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+        let mut k = Kallsyms::default();
+        let mut line = String::new();
+        let mut state = (false, false);
+        loop {
+            line.clear();
+            if r.read_line(&mut line)
+                .context("cannot read /proc/kallsyms")?
+                == 0
+            {
+                break;
+            }
+            k.add_line(&line, &mut state, |name| {
+                WANTED.contains(&name.split('.').next().unwrap_or(name))
+            });
+        }
+        k.addresses_hidden = state.0 && !state.1;
+        Ok(k)
     }
 
     /// Every text symbol (tests).
@@ -53,39 +70,43 @@ impl Kallsyms {
 
     pub fn parse_filtered(text: &str, keep: impl Fn(&str) -> bool) -> Kallsyms {
         let mut k = Kallsyms::default();
-        let mut nonzero = false;
-        let mut any = false;
+        let mut state = (false, false);
         for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            if it.next().is_some() {
-                continue; // "[module]": not part of vmlinux
-            }
-            let ty = ty.chars().next().unwrap_or('?');
-            if !matches!(ty, 't' | 'T' | 'w' | 'W') {
-                continue;
-            }
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            any = true;
-            nonzero |= addr != 0;
-            if !keep(name) {
-                continue;
-            }
-            if let Some((base, _)) = name.split_once('.') {
-                k.clones
-                    .entry(base.to_string())
-                    .or_default()
-                    .push(name.to_string());
-            }
-            *k.dups.entry(name.to_string()).or_default() += 1;
-            k.syms.entry(name.to_string()).or_insert((addr, ty));
+            k.add_line(line, &mut state, &keep);
         }
-        k.addresses_hidden = any && !nonzero;
+        k.addresses_hidden = state.0 && !state.1;
         k
+    }
+
+    /// One `addr type name [module]` line; `seen` is (any symbol, any non-zero address).
+    fn add_line(&mut self, line: &str, seen: &mut (bool, bool), keep: impl Fn(&str) -> bool) {
+        let mut it = line.split_whitespace();
+        let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
+            return;
+        };
+        if it.next().is_some() {
+            return; // "[module]": not part of vmlinux
+        }
+        if !matches!(ty.as_bytes().first(), Some(b't' | b'T' | b'w' | b'W')) {
+            return;
+        }
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        seen.0 = true;
+        seen.1 |= addr != 0;
+        if !keep(name) {
+            return;
+        }
+        let ty = ty.chars().next().unwrap_or('?');
+        if let Some((base, _)) = name.split_once('.') {
+            self.clones
+                .entry(base.to_string())
+                .or_default()
+                .push(name.to_string());
+        }
+        *self.dups.entry(name.to_string()).or_default() += 1;
+        self.syms.entry(name.to_string()).or_insert((addr, ty));
     }
 
     /// Address of a text symbol (None when absent or when addresses are hidden).

@@ -1,6 +1,7 @@
 //! Reads a frame out of the session every interval: the window since start (or reset), the
 //! last interval, the programs' run-time statistics and this process's CPU time.
 
+use crate::session::process_cpu_s;
 use crate::{
     aggregate::Mark,
     export::summary::{self, SummaryContext},
@@ -14,18 +15,6 @@ pub struct Sampler {
     mark: Mark,
     programs: Vec<ProgramStat>,
     cpu_s: Option<f64>,
-}
-
-/// User + system CPU seconds of this process (all its threads; not the workload's).
-pub fn process_cpu_s() -> Option<f64> {
-    // SAFETY: getrusage fills the struct we pass; zeroed is a valid initial value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; RUSAGE_SELF is always valid.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return None;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
 }
 
 impl Sampler {
