@@ -11,7 +11,7 @@ use reclaim_trace_common::{MAX_CPUMASK_WORDS, PROG_CSD, PROG_IPI};
 use crate::{
     config, count_error, current_tid_tgid,
     pass::{EP_OPEN, pass_of},
-    vmscan::{Record, field},
+    vmscan::{Record, at, field},
 };
 
 /// The flush episode open on the current task, if any.
@@ -41,14 +41,26 @@ pub fn csd_queue_cpu(ctx: TracePointContext) -> u32 {
 }
 
 fn try_csd_queue_cpu(ctx: &TracePointContext) -> Result<(), ()> {
-    let r = Record::<32>::read(ctx)?;
-    let func: u64 = r.get(ctx, config!(tp.csd_func))?;
+    // Usual layout (6.5 … 7.2): cpu at 8, func at 24.
+    let usual = config!(tp.csd_func) == 24 && config!(tp.csd_cpu) == 8;
+    let r = if usual {
+        None
+    } else {
+        Some(Record::<32>::read(ctx)?)
+    };
+    let func: u64 = match &r {
+        None => at::<24, u64>(ctx),
+        Some(r) => r.get(ctx, config!(tp.csd_func))?,
+    };
     if func != config!(flush_tlb_func) {
         return Ok(());
     }
     // The victim side, counted by the initiator in task context: unlike the victim's own
     // hardirq tlb_flush event, this is never skipped for BPF recursion.
-    let cpu: u32 = r.get(ctx, config!(tp.csd_cpu))?;
+    let cpu: u32 = match &r {
+        None => at::<8, u32>(ctx),
+        Some(r) => r.get(ctx, config!(tp.csd_cpu))?,
+    };
     if let Some(v) = crate::VICTIMS.get_ptr_mut(cpu) {
         // SAFETY: valid map value pointer; several CPUs add to one slot, hence atomic.
         // (The bpfel target has no compare-and-swap, so core's AtomicU64::fetch_add is missing;
@@ -80,7 +92,12 @@ pub fn ipi_send_cpu(ctx: TracePointContext) -> u32 {
 
 fn try_ipi_send_cpu(ctx: &TracePointContext) -> Result<(), ()> {
     // Reschedule IPIs (callback 0) and other cross-calls are filtered out first.
-    let callback: u64 = field(ctx, config!(tp.ipi_cpu_callback))?;
+    let off = config!(tp.ipi_cpu_callback);
+    let callback: u64 = if off == 24 {
+        at::<24, u64>(ctx)
+    } else {
+        field(ctx, off)?
+    };
     if callback != config!(ipi_callback) {
         return Ok(());
     }

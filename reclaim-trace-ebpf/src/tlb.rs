@@ -21,7 +21,7 @@ use crate::{
         EP_DONE, EP_NONE, EP_OPEN, EP_UNBATCHED, PassState, close_episode, open_episode, pass_of,
         task_of, task_or_insert,
     },
-    vmscan::Record,
+    vmscan::{Record, at},
 };
 
 // name: tlb_flush (6.18)
@@ -36,8 +36,17 @@ pub fn tlb_flush(ctx: TracePointContext) -> u32 {
 }
 
 fn try_tlb_flush(ctx: &TracePointContext) -> Result<(), ()> {
-    let r = Record::<24>::read(ctx)?;
-    let reason: i32 = r.get(ctx, config!(tp.tlb_reason))?;
+    // Usual layout (6.1 … 7.2): reason at 8, pages at 16.
+    let usual = config!(tp.tlb_reason) == 8 && config!(tp.tlb_pages) == 16;
+    let r = if usual {
+        None
+    } else {
+        Some(Record::<24>::read(ctx)?)
+    };
+    let reason: i32 = match &r {
+        None => at::<8, i32>(ctx),
+        Some(r) => r.get(ctx, config!(tp.tlb_reason))?,
+    };
     let reason = reason as u32;
     match reason {
         TLB_REMOTE_SHOOTDOWN => {
@@ -58,7 +67,10 @@ fn try_tlb_flush(ctx: &TracePointContext) -> Result<(), ()> {
     if is_self(tgid) {
         return Ok(());
     }
-    let pages: u64 = r.get(ctx, config!(tp.tlb_pages))?;
+    let pages: u64 = match &r {
+        None => at::<16, u64>(ctx),
+        Some(r) => r.get(ctx, config!(tp.tlb_pages))?,
+    };
     match pass_of(tid) {
         Some(p) => in_pass(p, reason, pages),
         None => outside_pass(tid, reason, pages),

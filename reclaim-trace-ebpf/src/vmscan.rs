@@ -2,7 +2,7 @@
 //! reclaim-context windows. Field offsets come from each event's tracefs `format` (they differ
 //! between kernels), handed over in `CONFIG.tp`.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
 use reclaim_trace_common::{
     CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CNT_PAGEOUTS_OUTSIDE,
     CNT_PASS_END_WITHOUT_START, CTX_RECLAIM_PAGES, OFF_NONE, PASS_F_HAS_START, PROG_LRU_ISOLATE,
@@ -26,6 +26,17 @@ pub(crate) fn field<T>(ctx: &TracePointContext, off: u32) -> Result<T, ()> {
     // SAFETY: the offset comes from this kernel's tracefs format for this event; the helper
     // behind read_at copies with fault handling.
     unsafe { ctx.read_at::<T>(off as usize).map_err(|_| ()) }
+}
+
+/// A field at a fixed offset, read with a direct context load: no helper call. For the hot
+/// events' usual layouts (unchanged 6.1 … 7.2), where a run-time offset would cost a
+/// `bpf_probe_read_kernel` per field. Volatile, so that LLVM keeps the constant offset in the
+/// load instruction (the verifier rejects context pointers with arithmetic applied).
+#[inline(always)]
+pub(crate) fn at<const OFF: usize, T: Copy>(ctx: &TracePointContext) -> T {
+    // SAFETY: callers use OFF only where this kernel's format puts a T at OFF (checked against
+    // CONFIG.tp at run time); records are at least that long.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(OFF).cast::<T>()) }
 }
 
 /// The first `N` bytes of a tracepoint record, copied with one helper call. Hot programs read
