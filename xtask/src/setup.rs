@@ -22,7 +22,17 @@ pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13";
 
 /// Debian packages used by the tests and tools, by the command that needs them.
-pub const PACKAGES: &[(&str, &str)] = &[("tmux", "tmux")];
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("tmux", "tmux"),
+    // `cargo xtask vm`: the kernel matrix under qemu (software emulation).
+    ("qemu-system-x86", "qemu-system-x86_64"),
+    ("busybox-static", "busybox"),
+    ("cpio", "cpio"),
+    ("e2fsprogs", "mkfs.ext4"),
+    ("xz-utils", "xz"),
+    ("zstd", "zstd"),
+    ("kmod", "depmod"),
+];
 
 /// The environment the other tasks run commands in.
 pub struct Env {

@@ -1,0 +1,320 @@
+//! `cargo xtask vm`: the real-kernel matrix. Boots Debian cloud kernels (bookworm 6.1, trixie
+//! 6.12, the newest in sid) under qemu software emulation with the tool, busybox and the
+//! needed modules in an initramfs; runs the built-in workload (4 threads, zram swap, a memory
+//! cgroup) under `reclaim-trace summary`; checks the tool's figures against the guest kernel's
+//! own counters read around the run (/proc/vmstat, /proc/interrupts).
+
+mod check;
+mod guest;
+mod initramfs;
+mod kernel;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use self::{
+    check::{Check, KernelDeltas},
+    kernel::Kernel,
+};
+use crate::util::workspace_root;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct VmArgs {
+    /// `6.1` (bookworm), `6.12` (trixie), `sid` (the newest), or a folder with a kernel's .deb
+    /// files. Without --kernel and --workload: the whole matrix (three kernels with anon, file
+    /// on 6.12 and sid).
+    #[arg(long, value_name = "6.1|6.12|sid|PATH")]
+    pub kernel: Option<String>,
+    /// Workload of the measured run [default: anon].
+    #[arg(long, value_parser = ["anon", "file"])]
+    pub workload: Option<String>,
+    /// Extra arguments for `reclaim-trace summary` in the guest (e.g. `--probe-mode kprobe`);
+    /// arguments starting with a subcommand (e.g. `doctor`) replace the measured command, and
+    /// then no checks are made.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// How long the measured run traces (under TCG a guest second is slow; ≈20 s fits the budget).
+const RUN_SECONDS: u32 = 20;
+/// Upper bound of one boot, workload included (normal: ≈40 s boot + the run + doctor).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// The default matrix: every kernel with anon; the file workload where `shrink_folio_list`
+/// flushes the free batch every 31 folios (6.12+).
+pub const MATRIX: &[(&str, &str)] = &[
+    ("6.1", "anon"),
+    ("6.12", "anon"),
+    ("sid", "anon"),
+    ("6.12", "file"),
+    ("sid", "file"),
+];
+
+impl VmArgs {
+    /// The whole matrix, default arguments.
+    pub fn matrix() -> VmArgs {
+        VmArgs {
+            kernel: None,
+            workload: None,
+            args: vec![],
+        }
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RECLAIM_TRACE_VM_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/reclaim-trace/vm")
+}
+
+/// One finished guest run.
+pub struct RunResult {
+    pub name: String,
+    pub checks: Vec<Check>,
+    pub row: Option<String>,
+    pub wall_s: f64,
+    pub dir: PathBuf,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// The kernels and workloads `args` ask for.
+fn selection(args: &VmArgs) -> Vec<(String, String)> {
+    match (&args.kernel, &args.workload) {
+        (None, None) => MATRIX
+            .iter()
+            .map(|(k, w)| (k.to_string(), w.to_string()))
+            .collect(),
+        (None, Some(w)) => kernel::RELEASES
+            .iter()
+            .map(|r| (r.label.to_string(), w.clone()))
+            .collect(),
+        (Some(k), w) => vec![(k.clone(), w.clone().unwrap_or_else(|| "anon".into()))],
+    }
+}
+
+/// `cargo xtask vm`: fetch, boot, check; print a table; fail if any check failed.
+pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
+    let started = Instant::now();
+    let cache = cache_dir();
+    fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
+    let runs = selection(args);
+    let mut kernels: Vec<(String, Kernel)> = Vec::new();
+    // Fetch every kernel first: one that cannot be had is a loud failure, before any boot.
+    for (label, _) in &runs {
+        if kernels.iter().any(|(l, _)| l == label) {
+            continue;
+        }
+        let k = match kernel::release(label) {
+            Some(r) => kernel::fetch(&cache, r),
+            None if Path::new(label).is_dir() => kernel::local(&cache, Path::new(label)),
+            None => bail!(
+                "--kernel {label}: expected 6.1, 6.12, sid, or a folder with a kernel's .deb files"
+            ),
+        }
+        .with_context(|| format!("cannot get the {label} kernel"))?;
+        eprintln!(
+            "xtask vm: kernel {label}: {} ({})",
+            k.abi,
+            if k.packages.is_empty() {
+                "local".to_string()
+            } else {
+                k.packages.join(", ")
+            }
+        );
+        kernels.push((label.clone(), k));
+    }
+    let mut results = Vec::new();
+    for (label, workload) in &runs {
+        let Some((_, k)) = kernels.iter().find(|(l, _)| l == label) else {
+            continue;
+        };
+        let r = run_one(tool, &cache, k, workload, &args.args)?;
+        eprintln!(
+            "xtask vm: {} {} in {:.0} s (report in {})",
+            r.name,
+            if r.passed() { "PASS" } else { "FAIL" },
+            r.wall_s,
+            r.dir.display()
+        );
+        for c in &r.checks {
+            eprintln!(
+                "  {} {:<52} {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        results.push(r);
+    }
+    let rows: Vec<&String> = results.iter().filter_map(|r| r.row.as_ref()).collect();
+    if !rows.is_empty() {
+        println!("\n{}", check::TABLE_HEADER);
+        for r in rows {
+            println!("{r}");
+        }
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.name.as_str())
+        .collect();
+    eprintln!(
+        "\nxtask vm: {} run(s) in {:.0} s; reports in {}",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        out_root().display()
+    );
+    if !failed.is_empty() {
+        bail!(
+            "kernel matrix failed: {} (console logs and reports in {})",
+            failed.join(", "),
+            out_root().display()
+        );
+    }
+    Ok(())
+}
+
+fn out_root() -> PathBuf {
+    workspace_root().join("target/vm")
+}
+
+fn tool_args(workload: &str, extra: &[String]) -> (Vec<String>, bool) {
+    if extra.first().is_some_and(|a| !a.starts_with('-')) {
+        return (extra.to_vec(), false);
+    }
+    let mut a: Vec<String> = [
+        "summary",
+        "--duration",
+        &format!("{RUN_SECONDS}s"),
+        "--workload",
+        workload,
+        "--threads",
+        &guest::VCPUS.to_string(),
+        "--json",
+        "/tmp/summary.json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if workload == "anon" {
+        a.push("--zram".into());
+    } else {
+        a.extend(["--file-dir".into(), "/mnt".into()]);
+    }
+    a.extend(extra.iter().cloned());
+    (a, true)
+}
+
+fn run_one(
+    tool: &Path,
+    _cache: &Path,
+    k: &Kernel,
+    workload: &str,
+    extra: &[String],
+) -> Result<RunResult> {
+    let name = format!("{}/{workload}", k.label);
+    let dir = out_root().join(format!(
+        "{}-{workload}",
+        k.label.replace(['/', '.'], "_").trim_matches('_')
+    ));
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (args, measured) = tool_args(workload, extra);
+    let disk = workload == "file";
+    let plan = initramfs::InitPlan {
+        tool_args: args,
+        disk,
+    };
+    let cpio = dir.join("initramfs.cpio");
+    initramfs::build(tool, k, &plan, &dir, &cpio)?;
+    let disk_path = dir.join("disk.img");
+    if disk {
+        guest::make_disk(&disk_path, 1024)?;
+    }
+    eprintln!("xtask vm: booting {name} ({})", k.abi);
+    let report = guest::boot(&guest::Boot {
+        vmlinuz: &k.vmlinuz,
+        initramfs: &cpio,
+        disk: disk.then_some(disk_path.as_path()),
+        work: &dir,
+        timeout: BOOT_TIMEOUT,
+    })
+    .with_context(|| format!("guest {name}"))?;
+    let _ = fs::remove_file(&disk_path);
+    let _ = fs::remove_dir_all(dir.join("initramfs"));
+    for (sec, file) in [
+        ("doctor", "doctor.txt"),
+        ("summary_json", "summary.json"),
+        ("stdout", "stdout.txt"),
+        ("stderr", "stderr.txt"),
+    ] {
+        if let Ok(t) = report.section(sec) {
+            fs::write(dir.join(file), t)?;
+        }
+    }
+    let mut checks = Vec::new();
+    for e in &report.errors {
+        checks.push(Check {
+            name: "guest setup".into(),
+            ok: false,
+            detail: e.clone(),
+        });
+    }
+    let exit = report.exit;
+    checks.push(Check {
+        name: "reclaim-trace exits with 0".into(),
+        ok: exit == Some(0),
+        detail: format!(
+            "exit {exit:?}; stderr: {}",
+            report
+                .section("stderr")
+                .unwrap_or("")
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ),
+    });
+    let mut row = None;
+    if measured && exit == Some(0) {
+        let s: Value = serde_json::from_str(report.section("summary_json")?)
+            .context("the guest's summary JSON does not parse")?;
+        let deltas = KernelDeltas::from_text(
+            report.section("vmstat_before")?,
+            report.section("vmstat_after")?,
+            report.section("interrupts_before")?,
+            report.section("interrupts_after")?,
+        );
+        checks.extend(check::checks(workload, &s, &deltas));
+        let uname = report.section("uname").unwrap_or(&k.abi).trim().to_string();
+        let kernel = if k.version.is_empty() {
+            uname
+        } else {
+            format!("{uname} ({})", k.version)
+        };
+        row = Some(check::table_row(&kernel, workload, &s, &deltas));
+    } else if !measured {
+        println!("{}", report.section("stdout").unwrap_or(""));
+        eprintln!("{}", report.section("stderr").unwrap_or(""));
+    }
+    Ok(RunResult {
+        name,
+        checks,
+        row,
+        wall_s: report.wall_s,
+        dir,
+    })
+}
