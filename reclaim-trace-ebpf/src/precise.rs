@@ -22,11 +22,11 @@ use aya_ebpf::{
 };
 use reclaim_trace_common::{
     CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STAT_NR_RECLAIMED,
-    CNT_FOLIO_WALK_TRUNCATED, CNT_OTHER_FLUSH_CANDIDATES, CNT_OTHER_FLUSHES, CNT_PAGEOUTS_OUTSIDE,
-    CTX_KSWAPD, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE, FLUSH_OTHER, HIST_FANOUT_CANDIDATES,
-    MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT, PASS_F_FOLIOS_IN_TRUNCATED,
-    PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH, PROG_FLUSH_DIRTY, PROG_PAGEOUT,
-    PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH,
+    CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FOLIO_WALK_TRUNCATED, CNT_OTHER_FLUSH_CANDIDATES,
+    CNT_OTHER_FLUSHES, CNT_PAGEOUTS_OUTSIDE, CTX_KSWAPD, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE,
+    FLUSH_OTHER, HIST_FANOUT_CANDIDATES, MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT,
+    PASS_F_FOLIOS_IN_TRUNCATED, PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH,
+    PROG_FLUSH_DIRTY, PROG_PAGEOUT, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH,
 };
 
 use crate::{
@@ -134,6 +134,9 @@ fn shrink_exit_core(ret: u64) -> Result<(), ()> {
         + kread::<u32>(stat, config!(btf.stat_nr_activate1)).unwrap_or(0) as u64;
     s.counts.nr_unmap_fail =
         kread::<u32>(stat, config!(btf.stat_nr_unmap_fail)).unwrap_or(0) as u64;
+    if s.await_pageout != 0 {
+        count(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, 1);
+    }
     end_pass(tid, tgid, p);
     Ok(())
 }
@@ -271,6 +274,10 @@ fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
                 let f = (*p).unmaps_since_flush;
                 (*p).dirty_pending = 0;
                 (*p).unmaps_since_flush = 0;
+                if (*p).await_pageout != 0 {
+                    count(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, 1);
+                }
+                (*p).await_pageout = d as u32;
                 (d, f)
             };
             open_episode(p, dirty, cands, fill);
@@ -341,7 +348,10 @@ fn pageout_core(ret: u64) -> Result<(), ()> {
     }
     match pass_of(tid) {
         // SAFETY: map value owned by this task.
-        Some(p) => unsafe { (*p).counts.pageouts += 1 },
+        Some(p) => unsafe {
+            (*p).counts.pageouts += 1;
+            (*p).await_pageout = 0;
+        },
         None => count(CNT_PAGEOUTS_OUTSIDE, 1),
     }
     Ok(())

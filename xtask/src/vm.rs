@@ -34,6 +34,10 @@ pub struct VmArgs {
     /// Workload of the measured run [default: anon].
     #[arg(long, value_parser = ["anon", "file"])]
     pub workload: Option<String>,
+    /// Switch MGLRU (`/sys/kernel/mm/lru_gen/enabled`) on or off in the guest before the run
+    /// [default: the kernel's default: on in sid's 7.x, off in 6.1 and 6.12].
+    #[arg(long, value_parser = ["on", "off"])]
+    pub mglru: Option<String>,
     /// Extra arguments for `reclaim-trace summary` in the guest (e.g. `--probe-mode kprobe`);
     /// arguments starting with a subcommand (e.g. `doctor`) replace the measured command, and
     /// then no checks are made.
@@ -47,13 +51,17 @@ const RUN_SECONDS: u32 = 20;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
 /// The default matrix: every kernel with anon; the file workload where `shrink_folio_list`
-/// flushes the free batch every 31 folios (6.12+).
-pub const MATRIX: &[(&str, &str)] = &[
-    ("6.1", "anon"),
-    ("6.12", "anon"),
-    ("sid", "anon"),
-    ("6.12", "file"),
-    ("sid", "file"),
+/// flushes the free batch every 31 folios (6.12+). sid's anon run is made twice: with its
+/// default MGLRU (on), where pageout() keeps a few percent of the folios it was handed after
+/// their dirty flush, and with the classic LRU, where every dirty flush is followed by its
+/// pageout (6.1 and 6.12 run the classic LRU by default).
+pub const MATRIX: &[(&str, &str, Option<&str>)] = &[
+    ("6.1", "anon", None),
+    ("6.12", "anon", None),
+    ("sid", "anon", None),
+    ("sid", "anon", Some("off")),
+    ("6.12", "file", None),
+    ("sid", "file", None),
 ];
 
 impl VmArgs {
@@ -62,6 +70,7 @@ impl VmArgs {
         VmArgs {
             kernel: None,
             workload: None,
+            mglru: None,
             args: vec![],
         }
     }
@@ -90,18 +99,22 @@ impl RunResult {
     }
 }
 
-/// The kernels and workloads `args` ask for.
-fn selection(args: &VmArgs) -> Vec<(String, String)> {
+/// The kernels, workloads and MGLRU settings `args` ask for.
+fn selection(args: &VmArgs) -> Vec<(String, String, Option<String>)> {
+    let mglru = args.mglru.clone();
     match (&args.kernel, &args.workload) {
-        (None, None) => MATRIX
+        (None, None) if mglru.is_none() => MATRIX
             .iter()
-            .map(|(k, w)| (k.to_string(), w.to_string()))
+            .map(|(k, w, m)| (k.to_string(), w.to_string(), m.map(String::from)))
             .collect(),
-        (None, Some(w)) => kernel::RELEASES
+        (None, w) => kernel::RELEASES
             .iter()
-            .map(|r| (r.label.to_string(), w.clone()))
+            .map(|r| {
+                let w = w.clone().unwrap_or_else(|| "anon".into());
+                (r.label.to_string(), w, mglru.clone())
+            })
             .collect(),
-        (Some(k), w) => vec![(k.clone(), w.clone().unwrap_or_else(|| "anon".into()))],
+        (Some(k), w) => vec![(k.clone(), w.clone().unwrap_or_else(|| "anon".into()), mglru)],
     }
 }
 
@@ -113,7 +126,7 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
     let runs = selection(args);
     let mut kernels: Vec<(String, Kernel)> = Vec::new();
     // Fetch every kernel first: one that cannot be had is a loud failure, before any boot.
-    for (label, _) in &runs {
+    for (label, _, _) in &runs {
         if kernels.iter().any(|(l, _)| l == label) {
             continue;
         }
@@ -137,11 +150,16 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
         kernels.push((label.clone(), k));
     }
     let mut results = Vec::new();
-    for (label, workload) in &runs {
+    for (label, workload, mglru) in &runs {
         let Some((_, k)) = kernels.iter().find(|(l, _)| l == label) else {
             continue;
         };
-        let r = run_one(tool, &cache, k, workload, &args.args)?;
+        let lru_gen = match mglru.as_deref() {
+            Some("on") => Some("y"),
+            Some("off") => Some("n"),
+            _ => None,
+        };
+        let r = run_one(tool, k, workload, lru_gen, &args.args)?;
         eprintln!(
             "xtask vm: {} {} in {:.0} s (report in {})",
             r.name,
@@ -220,15 +238,25 @@ fn tool_args(workload: &str, extra: &[String]) -> (Vec<String>, bool) {
 
 fn run_one(
     tool: &Path,
-    _cache: &Path,
     k: &Kernel,
     workload: &str,
+    lru_gen: Option<&'static str>,
     extra: &[String],
 ) -> Result<RunResult> {
-    let name = format!("{}/{workload}", k.label);
+    let mglru = match lru_gen {
+        Some("y") => " (MGLRU on)",
+        Some(_) => " (MGLRU off)",
+        None => "",
+    };
+    let name = format!("{}/{workload}{mglru}", k.label);
     let dir = out_root().join(format!(
-        "{}-{workload}",
-        k.label.replace(['/', '.'], "_").trim_matches('_')
+        "{}-{workload}{}",
+        k.label.replace(['/', '.'], "_").trim_matches('_'),
+        mglru
+            .trim_matches([' ', '(', ')'])
+            .replace(' ', "-")
+            .to_lowercase()
+            .replace("mglru", "-mglru")
     ));
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (args, measured) = tool_args(workload, extra);
@@ -236,6 +264,7 @@ fn run_one(
     let plan = initramfs::InitPlan {
         tool_args: args,
         disk,
+        lru_gen,
     };
     let cpio = dir.join("initramfs.cpio");
     initramfs::build(tool, k, &plan, &dir, &cpio)?;
@@ -305,7 +334,12 @@ fn run_one(
         } else {
             format!("{uname} ({})", k.version)
         };
-        row = Some(check::table_row(&kernel, workload, &s, &deltas));
+        row = Some(check::table_row(
+            &kernel,
+            &format!("{workload}{mglru}"),
+            &s,
+            &deltas,
+        ));
     } else if !measured {
         println!("{}", report.section("stdout").unwrap_or(""));
         eprintln!("{}", report.section("stderr").unwrap_or(""));

@@ -29,6 +29,8 @@ pub struct InitPlan {
     pub tool_args: Vec<String>,
     /// Mount /dev/vda (ext4) on /mnt for the file workload.
     pub disk: bool,
+    /// Value written to /sys/kernel/mm/lru_gen/enabled before the run (`y`/`n`), if any.
+    pub lru_gen: Option<&'static str>,
 }
 
 fn sh_quote(s: &str) -> String {
@@ -44,6 +46,13 @@ pub fn init_script(p: &InitPlan) -> String {
          else mark error 'cannot mount /dev/vda (ext4) on /mnt'; fi\n"
     } else {
         ""
+    };
+    let lru_gen = match p.lru_gen {
+        Some(v) => format!(
+            "if ! echo {v} >/sys/kernel/mm/lru_gen/enabled; then \
+             mark error 'cannot set /sys/kernel/mm/lru_gen/enabled to {v}'; fi\n"
+        ),
+        None => String::new(),
     };
     format!(
         r#"#!/bin/busybox sh
@@ -65,7 +74,7 @@ for m in $(cat /etc/modules.order); do
     mark error "insmod $m: $(cat /tmp/insmod.log)"
   fi
 done
-{disk}uname -r >/tmp/uname; section uname /tmp/uname
+{disk}{lru_gen}uname -r >/tmp/uname; section uname /tmp/uname
 cat /sys/kernel/mm/lru_gen/enabled >/tmp/lru_gen 2>/dev/null; section lru_gen /tmp/lru_gen
 echo "doctor" >/dev/console
 /reclaim-trace doctor >/tmp/doctor.txt 2>&1; echo "exit $?" >>/tmp/doctor.txt
@@ -207,9 +216,11 @@ mod tests {
         let s = init_script(&InitPlan {
             tool_args: vec!["summary".into(), "--json".into(), "/tmp/it's.json".into()],
             disk: true,
+            lru_gen: Some("n"),
         });
         assert!(s.contains(r"/reclaim-trace 'summary' '--json' '/tmp/it'\''s.json' >/tmp/stdout"));
         assert!(s.contains("mount -t ext4 /dev/vda /mnt"));
+        assert!(s.contains("echo n >/sys/kernel/mm/lru_gen/enabled"));
         assert!(s.starts_with("#!/bin/busybox sh\n"));
     }
 }

@@ -338,7 +338,12 @@ pub fn fetch(cache: &Path, r: Release) -> Result<Kernel> {
         .into_iter()
         .map(|(n, _)| n)
         .find(|n| n.starts_with("linux-image-") && n != META)
-        .ok_or_else(|| anyhow!("{META} {version} of {} depends on no linux-image-*", r.suite))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "{META} {version} of {} depends on no linux-image-*",
+                r.suite
+            )
+        })?;
     let abi = image.trim_start_matches("linux-image-").to_string();
     // The image package holds the kernel and modules up to 6.12; newer ones split them into
     // linux-binary-<abi> (vmlinuz), linux-modules-<abi> and linux-base-<abi> (seen on 7.2).
@@ -400,11 +405,7 @@ pub fn local(cache: &Path, path: &Path) -> Result<Kernel> {
     let (root, files) = if debs.is_empty() {
         (path.to_path_buf(), vec![])
     } else {
-        let name = path
-            .canonicalize()?
-            .display()
-            .to_string()
-            .replace('/', "_");
+        let name = path.canonicalize()?.display().to_string().replace('/', "_");
         (cache.join("kernels").join(format!("local{name}")), debs)
     };
     if !files.is_empty() {
@@ -605,7 +606,9 @@ mod tests {
     #[test]
     fn candidate_and_depends() {
         assert_eq!(
-            parse_candidate("linux-image-cloud-amd64:\n  Installed: (none)\n  Candidate: 7.2.13-1\n"),
+            parse_candidate(
+                "linux-image-cloud-amd64:\n  Installed: (none)\n  Candidate: 7.2.13-1\n"
+            ),
             Some("7.2.13-1".into())
         );
         assert_eq!(parse_candidate("x:\n  Candidate: (none)\n"), None);
