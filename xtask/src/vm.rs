@@ -54,15 +54,25 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 /// flushes the free batch every 31 folios (6.12+). sid's anon run is made twice: with its
 /// default MGLRU (on), where pageout() keeps a few percent of the folios it was handed after
 /// their dirty flush, and with the classic LRU, where every dirty flush is followed by its
-/// pageout (6.1 and 6.12 run the classic LRU by default).
-pub const MATRIX: &[(&str, &str, Option<&str>)] = &[
-    ("6.1", "anon", None),
-    ("6.12", "anon", None),
-    ("sid", "anon", None),
-    ("sid", "anon", Some("off")),
-    ("6.12", "file", None),
-    ("sid", "file", None),
+/// pageout (6.1 runs the classic LRU by default, 6.12 and 7.2 MGLRU). fentry loads on all
+/// three, so the kprobe flavour of the precise tier gets a run of its own on the oldest kernel.
+pub const MATRIX: &[(&str, &str, Option<&str>, &[&str])] = &[
+    ("6.1", "anon", None, &[]),
+    ("6.12", "anon", None, &[]),
+    ("sid", "anon", None, &[]),
+    ("sid", "anon", Some("off"), &[]),
+    ("6.1", "anon", None, &["--probe-mode", "kprobe"]),
+    ("6.12", "file", None, &[]),
+    ("sid", "file", None, &[]),
 ];
+
+/// One guest run of the selection.
+struct RunSpec {
+    kernel: String,
+    workload: String,
+    mglru: Option<String>,
+    extra: Vec<String>,
+}
 
 impl VmArgs {
     /// The whole matrix, default arguments.
@@ -99,22 +109,32 @@ impl RunResult {
     }
 }
 
-/// The kernels, workloads and MGLRU settings `args` ask for.
-fn selection(args: &VmArgs) -> Vec<(String, String, Option<String>)> {
-    let mglru = args.mglru.clone();
-    match (&args.kernel, &args.workload) {
-        (None, None) if mglru.is_none() => MATRIX
+/// The runs `args` ask for.
+fn selection(args: &VmArgs) -> Vec<RunSpec> {
+    let spec = |k: &str, w: &str, m: Option<String>, extra: Vec<String>| RunSpec {
+        kernel: k.to_string(),
+        workload: w.to_string(),
+        mglru: m,
+        extra,
+    };
+    let w = args.workload.clone().unwrap_or_else(|| "anon".into());
+    match &args.kernel {
+        None if args.workload.is_none() && args.mglru.is_none() && args.args.is_empty() => MATRIX
             .iter()
-            .map(|(k, w, m)| (k.to_string(), w.to_string(), m.map(String::from)))
-            .collect(),
-        (None, w) => kernel::RELEASES
-            .iter()
-            .map(|r| {
-                let w = w.clone().unwrap_or_else(|| "anon".into());
-                (r.label.to_string(), w, mglru.clone())
+            .map(|(k, w, m, x)| {
+                spec(
+                    k,
+                    w,
+                    m.map(String::from),
+                    x.iter().map(|s| s.to_string()).collect(),
+                )
             })
             .collect(),
-        (Some(k), w) => vec![(k.clone(), w.clone().unwrap_or_else(|| "anon".into()), mglru)],
+        None => kernel::RELEASES
+            .iter()
+            .map(|r| spec(r.label, &w, args.mglru.clone(), args.args.clone()))
+            .collect(),
+        Some(k) => vec![spec(k, &w, args.mglru.clone(), args.args.clone())],
     }
 }
 
@@ -126,7 +146,7 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
     let runs = selection(args);
     let mut kernels: Vec<(String, Kernel)> = Vec::new();
     // Fetch every kernel first: one that cannot be had is a loud failure, before any boot.
-    for (label, _, _) in &runs {
+    for RunSpec { kernel: label, .. } in &runs {
         if kernels.iter().any(|(l, _)| l == label) {
             continue;
         }
@@ -150,16 +170,16 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
         kernels.push((label.clone(), k));
     }
     let mut results = Vec::new();
-    for (label, workload, mglru) in &runs {
-        let Some((_, k)) = kernels.iter().find(|(l, _)| l == label) else {
+    for run in &runs {
+        let Some((_, k)) = kernels.iter().find(|(l, _)| *l == run.kernel) else {
             continue;
         };
-        let lru_gen = match mglru.as_deref() {
+        let lru_gen = match run.mglru.as_deref() {
             Some("on") => Some("y"),
             Some("off") => Some("n"),
             _ => None,
         };
-        let r = run_one(tool, k, workload, lru_gen, &args.args)?;
+        let r = run_one(tool, k, &run.workload, lru_gen, &run.extra)?;
         eprintln!(
             "xtask vm: {} {} in {:.0} s (report in {})",
             r.name,
@@ -261,16 +281,25 @@ fn run_one(
         Some(_) => " (MGLRU off)",
         None => "",
     };
-    let name = format!("{}/{workload}{mglru}", k.label);
-    let dir = out_root().join(format!(
-        "{}-{workload}{}",
-        k.label.replace(['/', '.'], "_").trim_matches('_'),
-        mglru
-            .trim_matches([' ', '(', ')'])
-            .replace(' ', "-")
-            .to_lowercase()
-            .replace("mglru", "-mglru")
-    ));
+    let variant = format!(
+        "{mglru}{}",
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", extra.join(" "))
+        }
+    );
+    let name = format!("{}/{workload}{variant}", k.label);
+    let slug: String = format!("{}-{workload}{variant}", k.label)
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let dir = out_root().join(slug);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (args, measured) = tool_args(workload, extra);
     let disk = workload == "file";
@@ -349,7 +378,7 @@ fn run_one(
         };
         row = Some(check::table_row(
             &kernel,
-            &format!("{workload}{mglru}"),
+            &format!("{workload}{variant}"),
             &s,
             &deltas,
         ));
