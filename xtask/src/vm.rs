@@ -4,10 +4,12 @@
 //! cgroup) under `reclaim-trace summary`; checks the tool's figures against the guest kernel's
 //! own counters read around the run (/proc/vmstat, /proc/interrupts).
 
+mod apt;
 mod check;
 mod guest;
 mod initramfs;
 mod kernel;
+mod modules;
 
 use std::{
     fs,

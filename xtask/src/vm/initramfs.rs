@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use super::kernel::{Kernel, ModuleIndex};
+use super::{kernel::Kernel, modules::ModuleIndex};
 use crate::util::{capture, run};
 
 /// Modules the runs need. zram pulls its compressors and zsmalloc through modules.dep (e.g.
@@ -189,7 +189,7 @@ pub fn build(tool: &Path, kernel: &Kernel, plan: &InitPlan, work: &Path, out: &P
     fs::create_dir_all(&moddir)?;
     let mut names = Vec::new();
     for rel in &order {
-        let name = format!("{}.ko", super::kernel::module_name(rel));
+        let name = format!("{}.ko", super::modules::module_name(rel));
         copy_module(&kernel.modules.join(rel), &moddir.join(&name))?;
         names.push(name);
     }
