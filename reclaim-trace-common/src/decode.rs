@@ -79,3 +79,61 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind => Err(DecodeError::UnknownKind { kind }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FlushRecord, PassCounts};
+
+    fn bytes_of<T>(v: &T) -> &[u8] {
+        // SAFETY: reading the bytes of a plain #[repr(C)] integer struct.
+        unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    #[test]
+    fn round_trips_pass_and_flush_records() {
+        let p = PassRecord {
+            kind: RECORD_PASS,
+            tid: 7,
+            cgroup_id: 99,
+            comm: *b"rt-anon-0\0\0\0\0\0\0\0",
+            counts: PassCounts {
+                passes: 1,
+                dirty_flushes: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(decode(bytes_of(&p)), Ok(Record::Pass(p)));
+        let f = FlushRecord {
+            kind: RECORD_FLUSH,
+            targets: 3,
+            ..Default::default()
+        };
+        assert_eq!(decode(bytes_of(&f)), Ok(Record::Flush(f)));
+    }
+
+    #[test]
+    fn rejects_short_unknown_and_missized_items() {
+        assert_eq!(decode(&[1, 0]), Err(DecodeError::Truncated { len: 2 }));
+        assert_eq!(
+            decode(&[9, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::UnknownKind { kind: 9 })
+        );
+        let p = PassRecord {
+            kind: RECORD_PASS,
+            ..Default::default()
+        };
+        let b = bytes_of(&p);
+        assert!(matches!(
+            decode(&b[..b.len() - 8]),
+            Err(DecodeError::WrongSize {
+                kind: RECORD_PASS,
+                ..
+            })
+        ));
+        let mut long = b.to_vec();
+        long.extend_from_slice(&[0; 8]);
+        assert!(matches!(decode(&long), Err(DecodeError::WrongSize { .. })));
+    }
+}

@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::{
+    export::compare::FailIf,
     plan::ProbeMode,
     units::{parse_duration, parse_size},
     workload::{Kind, WorkloadOptions},
@@ -40,6 +41,14 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Show the kernel, privileges, and the probe chosen for every signal, and why.
     Doctor(DoctorArgs),
+    /// Record interval snapshots as JSON lines (one per --interval, then the whole run).
+    Record(RecordArgs),
+    /// Summarise a recording (no kernel or root needed).
+    Report(ReportArgs),
+    /// Compare two summaries or recordings (A = baseline, B = candidate), optionally as a gate.
+    Compare(CompareArgs),
+    /// Serve Prometheus/OpenMetrics on /metrics and the summary JSON on /snapshot.json.
+    Serve(ServeArgs),
     /// Run the built-in reclaim workload on its own (until --duration or Ctrl-C).
     Workload(WorkloadArgs),
     /// Internal: the workload's child process.
@@ -107,6 +116,71 @@ pub struct SummaryArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// JSON-lines file to write (schema reclaim-trace/record/v1), or `-` for stdout.
+    #[arg(long, short, value_name = "PATH|-")]
+    pub output: PathBuf,
+    /// Length of each interval line.
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Run the built-in reclaim workload while recording.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub workload: Option<Kind>,
+    #[command(flatten)]
+    pub tuning: WorkloadTuning,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A recording written by `record`.
+    #[arg(value_name = "FILE.jsonl")]
+    pub file: PathBuf,
+    /// Also write the summary as JSON to PATH, or `-` for stdout (text then goes to stderr).
+    #[arg(long, value_name = "PATH|-")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Baseline: a summary JSON or a recording.
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// Candidate: a summary JSON or a recording.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Print the comparison as JSON (schema reclaim-trace/compare/v1).
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when B/A of METRIC crosses RATIO, e.g. `flushes_per_reclaimed_folio>1.5` or
+    /// `rates.folios_reclaimed_per_s<0.9`. METRIC is a dotted path into the summary JSON.
+    #[arg(long = "fail-if", value_name = "METRIC>RATIO")]
+    pub fail_if: Vec<FailIf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Loopback by default; any other address exposes the statistics
+    /// to whoever can reach it.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// How often the exported figures are refreshed.
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Run the built-in reclaim workload while serving.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub workload: Option<Kind>,
+    #[command(flatten)]
+    pub tuning: WorkloadTuning,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Print the report as JSON.
     #[arg(long)]
@@ -146,6 +220,16 @@ mod tests {
             &["reclaim-trace", "summary", "--workload", "bogus"],
             &["reclaim-trace", "summary", "--memcg-limit", "12X"],
             &["reclaim-trace", "frobnicate"],
+            &[
+                "reclaim-trace",
+                "compare",
+                "a.json",
+                "b.json",
+                "--fail-if",
+                "ratio",
+            ],
+            &["reclaim-trace", "serve", "--listen", "localhost"],
+            &["reclaim-trace", "record"],
         ] {
             let e = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");

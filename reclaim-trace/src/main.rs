@@ -36,6 +36,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Summary(a) => cmd::summary::run(a).await,
         Command::Doctor(a) => cmd::doctor::run(a.json, a.probe.probe_mode),
+        Command::Record(a) => cmd::record::run(a).await,
+        Command::Report(a) => cmd::report::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
+        Command::Serve(a) => cmd::serve::run(a).await,
         Command::Workload(a) => cmd::workload::run(a).await,
         Command::WorkloadChild { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -238,9 +238,9 @@ impl Session {
         )
     }
 
-    /// Stop the workload, read what is left in the ring buffer, take the final snapshot,
-    /// detach, remove the workload's cgroup and swap. Returns the session's summary.
-    pub async fn finish(mut self) -> Result<Summary> {
+    /// Stop the workload, read what is left in the ring buffer, and take the final snapshot.
+    /// The session's window is then complete; `close` detaches and cleans up.
+    pub async fn stop(&mut self) -> Result<()> {
         if let Some(w) = self.workload.as_mut() {
             w.stop();
         }
@@ -251,16 +251,27 @@ impl Session {
         while let Ok(batch) = self.rx.try_recv() {
             self.absorb(batch);
         }
-        self.refresh()?;
-        // Resolve cgroup names while the workload's cgroup still exists.
-        let summary = self.summarize(&self.agg.window());
+        self.refresh()
+    }
+
+    /// Detach every program and remove the workload's cgroup and swap.
+    pub fn close(self) -> Result<()> {
         let Session {
             tracer, workload, ..
         } = self;
         drop(tracer); // detaches every program
-        if let Some(w) = workload {
-            w.cleanup()?;
+        match workload {
+            Some(w) => w.cleanup(),
+            None => Ok(()),
         }
+    }
+
+    /// `stop`, the summary of the whole session, `close`.
+    pub async fn finish(mut self) -> Result<Summary> {
+        self.stop().await?;
+        // Resolve cgroup names while the workload's cgroup still exists.
+        let summary = self.summarize(&self.agg.window());
+        self.close()?;
         Ok(summary)
     }
 }

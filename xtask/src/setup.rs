@@ -24,6 +24,8 @@ const BPF_LINKER_VERSION: &str = "0.13";
 /// Debian packages used by the tests and tools, by the command that needs them.
 pub const PACKAGES: &[(&str, &str)] = &[
     ("tmux", "tmux"),
+    // promtool validates the /metrics exposition in the serve test.
+    ("prometheus", "promtool"),
     // `cargo xtask vm`: the kernel matrix under qemu (software emulation).
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("busybox-static", "busybox"),

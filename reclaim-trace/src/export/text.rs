@@ -149,7 +149,11 @@ pub fn render(s: &Summary) -> String {
         o,
         "  fan-out: targets {}   candidates {}   IPIs {}   flushes without IPI {}",
         thousands(t.fanout_targets),
-        thousands(t.fanout_candidates),
+        if s.ipi_fanout.candidates.is_some() {
+            thousands(t.fanout_candidates)
+        } else {
+            "n/a".to_string()
+        },
         thousands(t.ipis),
         thousands(t.flushes_without_ipi)
     );
@@ -315,5 +319,14 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(98535), "98,535");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    #[test]
+    fn text_summary_snapshot() {
+        let s = crate::export::summary::tests::anon_summary();
+        insta::assert_snapshot!("text_summary_anon", super::render(&s));
     }
 }

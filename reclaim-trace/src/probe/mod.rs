@@ -120,7 +120,13 @@ impl Tracer {
                     }),
                     Err(e) => {
                         let why = explain_load_error(&e);
-                        log::warn!("attaching {} to {tgt} failed: {why}", p.program);
+                        // An fentry refusal is routine (kernels without BPF trampolines, or
+                        // with them locked down): the plan says so; don't alarm on stderr.
+                        if matches!(p.attach, Attach::Fentry { .. }) {
+                            log::info!("attaching {} to {tgt} failed: {why}", p.program);
+                        } else {
+                            log::warn!("attaching {} to {tgt} failed: {why}", p.program);
+                        }
                         match &p.attach {
                             Attach::Fentry { function, .. } => {
                                 failures.fentry = true;

@@ -2,6 +2,8 @@
 //! around it, and check that nothing is left behind.
 #![allow(dead_code)]
 
+pub mod schema;
+
 use std::{
     collections::BTreeMap,
     fs,

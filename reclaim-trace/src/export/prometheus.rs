@@ -1,0 +1,413 @@
+//! Prometheus text exposition (0.0.4) and OpenMetrics 1.0 of a window.
+//!
+//! Counters for the totals and histograms for batch fill and fan-out, labelled only by reclaim
+//! context; the probe plan and build as info metrics. Metric names are the JSON names with a
+//! `reclaim_trace_` prefix.
+
+use std::fmt::Write as _;
+
+use reclaim_trace_common::{
+    CNT_OTHER_FLUSHES, CNT_RINGBUF_DROPS, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES,
+    HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, bucket_upper_bound,
+};
+
+use super::summary::{KernelInfo, Totals};
+use crate::{
+    aggregate::{CONTEXT_NAMES, Histogram, Window},
+    plan::{Plan, Signal, Tier},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`
+    Prometheus,
+    /// `application/openmetrics-text; version=1.0.0`
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Escape a label value (backslash, double quote, newline).
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out {
+    s: String,
+    format: Format,
+}
+
+impl Out {
+    /// `# HELP`/`# TYPE` for a family. Counters are named `<family>_total`; in OpenMetrics the
+    /// family name itself has no suffix.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let fam = match (self.format, kind) {
+            (Format::OpenMetrics, "counter") => name.trim_end_matches("_total"),
+            (Format::OpenMetrics, "info") => name.trim_end_matches("_info"),
+            (Format::Prometheus, "info") => {
+                let _ = writeln!(self.s, "# HELP {name} {help}");
+                let _ = writeln!(self.s, "# TYPE {name} gauge");
+                return;
+            }
+            _ => name,
+        };
+        let _ = writeln!(self.s, "# HELP {fam} {help}");
+        let _ = writeln!(self.s, "# TYPE {fam} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        if l.is_empty() {
+            let _ = writeln!(self.s, "{name} {value}");
+        } else {
+            let _ = writeln!(self.s, "{name}{{{}}} {value}", l.join(","));
+        }
+    }
+}
+
+/// Per-context counters: (metric, help, accessor).
+type Field = (&'static str, &'static str, fn(&Totals) -> u64);
+
+const CONTEXT_COUNTERS: &[Field] = &[
+    ("passes", "Reclaim passes (shrink_folio_list calls).", |t| {
+        t.passes
+    }),
+    ("folios_reclaimed", "Folios reclaimed.", |t| {
+        t.folios_reclaimed
+    }),
+    ("pages_reclaimed", "Base pages reclaimed.", |t| {
+        t.pages_reclaimed
+    }),
+    ("pages_scanned", "Base pages scanned.", |t| t.pages_scanned),
+    ("pageouts", "Folios written out by pageout().", |t| {
+        t.pageouts
+    }),
+    ("flushes", "Reclaim TLB flushes (dirty + batch).", |t| {
+        t.flushes
+    }),
+    (
+        "dirty_flushes",
+        "TLB flushes forced before pageout() (try_to_unmap_flush_dirty).",
+        |t| t.dirty_flushes,
+    ),
+    (
+        "batch_flushes",
+        "TLB flushes of the free batch or at the end of a pass.",
+        |t| t.batch_flushes,
+    ),
+    (
+        "unbatched_flushes",
+        "Immediate, non-batched flushes inside reclaim passes.",
+        |t| t.unbatched_flushes,
+    ),
+    ("ipis", "IPIs sent by reclaim TLB flushes.", |t| t.ipis),
+    (
+        "fanout_targets",
+        "CPUs reached by reclaim TLB flushes (sum over flushes).",
+        |t| t.fanout_targets,
+    ),
+    (
+        "fanout_candidates",
+        "CPUs in the flushed batches' cpumasks (sum over flushes).",
+        |t| t.fanout_candidates,
+    ),
+    (
+        "flushes_without_ipi",
+        "Reclaim flushes that reached no other CPU.",
+        |t| t.flushes_without_ipi,
+    ),
+    (
+        "batched_unmaps",
+        "Folios deferred into a flush batch (try_to_unmap with TTU_BATCH_FLUSH).",
+        |t| t.batched_unmaps,
+    ),
+];
+
+fn histogram(
+    o: &mut Out,
+    name: &str,
+    help: &str,
+    w: &Window,
+    metric: u32,
+    sum: impl Fn(usize, &Histogram) -> f64,
+) {
+    o.family(name, "histogram", help);
+    for ctx in 0..N_CTX as usize {
+        let h = w.kernel.hist(metric, ctx as u32);
+        let label = CONTEXT_NAMES[ctx];
+        let mut cum = 0u64;
+        for (i, c) in h.buckets.iter().enumerate() {
+            cum += c;
+            let le = match bucket_upper_bound(i) {
+                u64::MAX => "+Inf".to_string(),
+                v => format!("{v}"),
+            };
+            o.sample(
+                &format!("{name}_bucket"),
+                &[("context", label), ("le", &le)],
+                cum,
+            );
+        }
+        o.sample(&format!("{name}_sum"), &[("context", label)], sum(ctx, h));
+        o.sample(&format!("{name}_count"), &[("context", label)], h.total());
+    }
+}
+
+/// Σ value × count over the exact buckets; log2 buckets count at their upper bound.
+fn bucket_sum(h: &Histogram) -> f64 {
+    h.mean().map_or(0.0, |m| m * h.total() as f64)
+}
+
+pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> String {
+    let mut o = Out {
+        s: String::new(),
+        format,
+    };
+    let totals: Vec<Totals> = w.kernel.totals.iter().map(Totals::of_passes).collect();
+    let has_candidates = plan.signal(Signal::Flush).tier < Tier::Tracepoint;
+    for (metric, help, get) in CONTEXT_COUNTERS {
+        // Never export a zero for something this kernel's probes cannot see.
+        if (*metric == "fanout_candidates" && !has_candidates)
+            || (*metric == "batched_unmaps" && !plan.batch_fill_exact)
+        {
+            continue;
+        }
+        let name = format!("reclaim_trace_{metric}_total");
+        o.family(&name, "counter", help);
+        for (ctx, t) in totals.iter().enumerate() {
+            o.sample(&name, &[("context", CONTEXT_NAMES[ctx])], get(t));
+        }
+    }
+    for (name, help, v) in [
+        (
+            "reclaim_trace_other_flushes_total",
+            "Batched TLB flushes outside reclaim (migration, compaction, NUMA balancing).",
+            w.kernel.counter(CNT_OTHER_FLUSHES),
+        ),
+        (
+            "reclaim_trace_remote_shootdowns_total",
+            "Remote TLB flushes received by any CPU (all causes).",
+            w.kernel.victims_by_cpu.iter().sum::<u64>(),
+        ),
+        (
+            "reclaim_trace_ringbuf_drops_total",
+            "Per-pass records lost to a full ring buffer (totals are unaffected).",
+            w.kernel.counter(CNT_RINGBUF_DROPS),
+        ),
+        (
+            "reclaim_trace_decode_errors_total",
+            "Ring-buffer records that could not be decoded.",
+            w.passes.decode_errors,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        o.sample(name, &[], v);
+    }
+    let all = Totals::of_passes(&w.kernel.all_contexts());
+    o.family(
+        "reclaim_trace_flushes_per_reclaimed_folio",
+        "gauge",
+        "Reclaim TLB flushes per reclaimed folio since the exporter started.",
+    );
+    o.sample(
+        "reclaim_trace_flushes_per_reclaimed_folio",
+        &[],
+        all.flushes_per_reclaimed_folio()
+            .map_or_else(|| "NaN".to_string(), |v| format!("{v}")),
+    );
+    o.family(
+        "reclaim_trace_uptime_seconds",
+        "gauge",
+        "Seconds since tracing started.",
+    );
+    o.sample("reclaim_trace_uptime_seconds", &[], w.duration_s);
+
+    let fill_exact = plan.batch_fill_exact;
+    histogram(
+        &mut o,
+        "reclaim_trace_batch_fill",
+        if fill_exact {
+            "Folios deferred into each reclaim TLB flush."
+        } else {
+            "Folios per reclaim TLB flush (estimated: unmaps are not observable with tracepoints)."
+        },
+        w,
+        HIST_BATCH_FILL,
+        |ctx, h| {
+            if fill_exact {
+                totals[ctx].batched_unmaps as f64
+            } else {
+                bucket_sum(h)
+            }
+        },
+    );
+    if plan.signal(Signal::FanoutTargets).tier != Tier::None {
+        histogram(
+            &mut o,
+            "reclaim_trace_ipi_fanout",
+            "CPUs each reclaim TLB flush reached (csd_queue_cpu targets).",
+            w,
+            HIST_FANOUT_TARGETS,
+            |ctx, _| totals[ctx].fanout_targets as f64,
+        );
+        histogram(
+            &mut o,
+            "reclaim_trace_ipis_per_flush",
+            "IPIs sent per reclaim TLB flush.",
+            w,
+            HIST_IPIS,
+            |ctx, _| totals[ctx].ipis as f64,
+        );
+    }
+    if has_candidates {
+        histogram(
+            &mut o,
+            "reclaim_trace_fanout_candidates",
+            "CPUs in each flushed batch's cpumask other than the flushing one.",
+            w,
+            HIST_FANOUT_CANDIDATES,
+            |ctx, _| totals[ctx].fanout_candidates as f64,
+        );
+    }
+    o.family(
+        "reclaim_trace_probe_info",
+        "info",
+        "Probe chosen for each signal on this kernel.",
+    );
+    for s in &plan.signals {
+        o.sample(
+            "reclaim_trace_probe_info",
+            &[("signal", s.signal.name()), ("tier", s.tier.as_str())],
+            1,
+        );
+    }
+    o.family(
+        "reclaim_trace_build_info",
+        "info",
+        "Tool version, kernel and probe mode.",
+    );
+    o.sample(
+        "reclaim_trace_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("kernel", &kernel.release),
+            ("probe_mode", &kernel.probe_mode),
+        ],
+        1,
+    );
+    if format == Format::OpenMetrics {
+        o.s.push_str("# EOF\n");
+    }
+    o.s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        export::summary::tests::{anon_window, kernel_info},
+        plan::{Failures, ProbeMode, plan, tests::FakeKernel},
+    };
+
+    fn exposition(format: Format) -> String {
+        let facts = FakeKernel::host_6_18().facts();
+        let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
+        render(&anon_window(), &p, &kernel_info(), format)
+    }
+
+    #[test]
+    fn counters_histograms_and_info() {
+        let t = exposition(Format::Prometheus);
+        assert!(t.contains("# TYPE reclaim_trace_dirty_flushes_total counter\n"));
+        assert!(t.contains("reclaim_trace_dirty_flushes_total{context=\"memcg\"} 300\n"));
+        assert!(t.contains("reclaim_trace_folios_reclaimed_total{context=\"reclaim_pages\"} 50\n"));
+        assert!(t.contains("reclaim_trace_other_flushes_total 3\n"));
+        assert!(t.contains("reclaim_trace_remote_shootdowns_total 290\n"));
+        // Cumulative buckets: 10 flushes reached 0 CPUs, 300 reached at most 1.
+        assert!(t.contains("reclaim_trace_ipi_fanout_bucket{context=\"memcg\",le=\"0\"} 10\n"));
+        assert!(t.contains("reclaim_trace_ipi_fanout_bucket{context=\"memcg\",le=\"1\"} 300\n"));
+        assert!(t.contains("reclaim_trace_ipi_fanout_bucket{context=\"memcg\",le=\"+Inf\"} 300\n"));
+        assert!(t.contains("reclaim_trace_ipi_fanout_sum{context=\"memcg\"} 290\n"));
+        assert!(t.contains("reclaim_trace_ipi_fanout_count{context=\"memcg\"} 300\n"));
+        assert!(t.contains("reclaim_trace_probe_info{signal=\"flush\",tier=\"tracepoint\"} 1\n"));
+        assert!(
+            !t.contains("reclaim_trace_fanout_candidates"),
+            "no cpumask in this tier"
+        );
+        assert!(!t.contains("# EOF"));
+    }
+
+    #[test]
+    fn openmetrics_names_families_without_suffixes_and_ends_with_eof() {
+        let t = exposition(Format::OpenMetrics);
+        assert!(t.contains("# TYPE reclaim_trace_passes counter\n"));
+        assert!(t.contains("reclaim_trace_passes_total{context=\"memcg\"} 10\n"));
+        assert!(t.contains("# TYPE reclaim_trace_probe info\n"));
+        assert!(t.ends_with("# EOF\n"));
+    }
+
+    /// Every metric the Grafana dashboard queries is one the exporter produces (in the precise
+    /// tier, where all of them exist), so the dashboard cannot drift from the names.
+    #[test]
+    fn dashboard_uses_only_exported_metrics() {
+        let facts = FakeKernel::host_6_18().facts();
+        let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
+        let text = render(&anon_window(), &p, &kernel_info(), Format::Prometheus);
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../../dashboards/reclaim-trace.json")).unwrap();
+        let mut exprs = Vec::new();
+        fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match (k.as_str(), v.as_str()) {
+                            ("expr" | "query", Some(e)) => out.push(e),
+                            _ => walk(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        walk(&dash, &mut exprs);
+        assert!(exprs.len() > 10);
+        let mut used = 0;
+        for e in exprs {
+            for (i, _) in e.match_indices("reclaim_trace_") {
+                let name: String = e[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                used += 1;
+                assert!(
+                    exported.contains(name.as_str()),
+                    "dashboard uses {name}, not exported"
+                );
+            }
+        }
+        assert!(used > 20);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

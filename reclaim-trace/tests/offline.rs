@@ -1,0 +1,230 @@
+//! Tests of the commands that need no kernel: `report` and `compare` on recordings made on a
+//! real 6.18 kernel (fixtures/*.jsonl, recorded with `record --workload anon|file`), the JSON
+//! Schema files against real output, and bad input.
+
+mod common;
+
+use std::{path::PathBuf, process::Command};
+
+use common::{schema::validate, *};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn lines(name: &str) -> Vec<Value> {
+    std::fs::read_to_string(fixture(name))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn recorded_lines_match_the_record_schema() {
+    for f in ["anon-6.18.jsonl", "file-6.18.jsonl"] {
+        let ls = lines(f);
+        assert!(ls.len() >= 3, "{f}");
+        for l in &ls {
+            validate("record-v1.schema.json", l);
+            validate("summary-v1.schema.json", l);
+        }
+        assert_eq!(ls.last().unwrap()["record"]["type"], "summary");
+    }
+}
+
+#[test]
+fn report_totals_are_the_sum_of_the_interval_lines() {
+    let out = tmp("report.json");
+    let o = run(&[
+        "report",
+        fixture("anon-6.18.jsonl").to_str().unwrap(),
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out);
+    validate("summary-v1.schema.json", &r);
+    let intervals: Vec<Value> = lines("anon-6.18.jsonl")
+        .into_iter()
+        .filter(|l| l["record"]["type"] == "interval")
+        .collect();
+    let totals = r["totals"].as_object().unwrap();
+    for (k, v) in totals {
+        let sum: u64 = intervals
+            .iter()
+            // A key added after the fixture was recorded reads as 0 there (serde default).
+            .map(|l| l["totals"].get(k).map_or(Some(0), Value::as_u64).unwrap())
+            .sum();
+        assert_eq!(v.as_u64().unwrap(), sum, "totals.{k}");
+    }
+    let dur: f64 = intervals
+        .iter()
+        .map(|l| l["duration_s"].as_f64().unwrap())
+        .sum();
+    assert!((r["duration_s"].as_f64().unwrap() - dur).abs() < 1e-6);
+    let flushes = r["totals"]["flushes"].as_f64().unwrap();
+    let folios = r["totals"]["folios_reclaimed"].as_f64().unwrap();
+    assert!((r["flushes_per_reclaimed_folio"].as_f64().unwrap() - flushes / folios).abs() < 1e-12);
+    // Histogram counts add up too.
+    let count: u64 = intervals
+        .iter()
+        .map(|l| l["ipi_fanout"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(r["ipi_fanout"]["count"].as_u64().unwrap(), count);
+    // A clean recording's final line agrees with the sum of its intervals.
+    let last = lines("anon-6.18.jsonl").pop().unwrap();
+    let zero = Value::from(0);
+    for (k, v) in r["totals"].as_object().unwrap() {
+        assert_eq!(
+            last["totals"].get(k).unwrap_or(&zero),
+            v,
+            "final line totals.{k}"
+        );
+    }
+    for k in last["totals"].as_object().unwrap().keys() {
+        assert!(r["totals"].get(k).is_some(), "report lost totals.{k}");
+    }
+}
+
+#[test]
+fn report_skips_corrupt_lines_and_names_them() {
+    let text = std::fs::read_to_string(fixture("anon-6.18.jsonl")).unwrap();
+    let mut ls: Vec<&str> = text.lines().collect();
+    let cut = &ls[2][..ls[2].len() / 2];
+    ls[2] = cut;
+    ls.insert(4, "garbage");
+    ls.pop(); // as if killed before the final line
+    let p = tmp("corrupt.jsonl");
+    std::fs::write(&p, ls.join("\n")).unwrap();
+    let o = run(&["report", p.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains(":3: not valid JSON") && e.contains(":5: not valid JSON"),
+        "{e}"
+    );
+    assert!(e.contains("no final summary line"), "{e}");
+}
+
+#[test]
+fn compare_of_anon_and_file_gates_on_flushes_per_folio() {
+    let (anon, file) = (fixture("anon-6.18.jsonl"), fixture("file-6.18.jsonl"));
+    let o = run(&[
+        "compare",
+        anon.to_str().unwrap(),
+        file.to_str().unwrap(),
+        "--json",
+        "--fail-if",
+        "flushes_per_reclaimed_folio>1.5",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c: Value = serde_json::from_slice(&o.stdout).unwrap();
+    validate("compare-v1.schema.json", &c);
+    let row = c["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metric"] == "flushes_per_reclaimed_folio")
+        .unwrap();
+    let ratio = row["ratio"].as_f64().unwrap();
+    assert!(
+        ratio < 0.2,
+        "clean file folios need far fewer flushes than dirty anon: B/A {ratio}"
+    );
+    // The other way round it is a >5x regression: the gate fails and names the metric.
+    let o = run(&[
+        "compare",
+        file.to_str().unwrap(),
+        anon.to_str().unwrap(),
+        "--fail-if",
+        "flushes_per_reclaimed_folio>1.5",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("regression gate failed: flushes_per_reclaimed_folio>1.5"),
+        "{e}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL flushes_per_reclaimed_folio>1.5"));
+}
+
+/// Bad input: one line on stderr that names the problem, exit status 2.
+fn bad(args: &[&str], needle: &str) {
+    let o = run(args);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+    assert_eq!(
+        e.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {e}"
+    );
+    assert!(e.contains(needle), "{args:?}: {e}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_status_2() {
+    let empty = tmp("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let future = tmp("future.json");
+    let mut s = lines("anon-6.18.jsonl").pop().unwrap();
+    s["schema"] = "reclaim-trace/summary/v2".into();
+    std::fs::write(&future, s.to_string()).unwrap();
+    let anon = fixture("anon-6.18.jsonl");
+    let a = anon.to_str().unwrap();
+    bad(
+        &["report", "/nonexistent/rec.jsonl"],
+        "cannot open /nonexistent/rec.jsonl",
+    );
+    bad(&["report", empty.to_str().unwrap()], "the file is empty");
+    bad(
+        &["compare", a, future.to_str().unwrap()],
+        "newer than this reclaim-trace",
+    );
+    bad(
+        &["compare", a, "/nonexistent/b.json"],
+        "cannot read /nonexistent/b.json",
+    );
+    bad(
+        &["compare", a, a, "--fail-if", "nonsense>2"],
+        "no numeric metric `nonsense`",
+    );
+    bad(
+        &["report", a, "--json", "/proc/nope/out.json"],
+        "cannot write /proc/nope/out.json",
+    );
+    bad(
+        &[
+            "record",
+            "--output",
+            "/proc/nope/rec.jsonl",
+            "--duration",
+            "1s",
+        ],
+        "cannot write /proc/nope/rec.jsonl",
+    );
+}
+
+#[test]
+fn serve_refuses_a_port_in_use_before_attaching() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    bad(
+        &["serve", "--listen", &addr],
+        &format!("cannot listen on {addr}"),
+    );
+}
+
+#[test]
+fn help_documents_every_command() {
+    let o = Command::new(BIN).arg("--help").output().unwrap();
+    let h = String::from_utf8_lossy(&o.stdout);
+    for c in [
+        "summary", "doctor", "record", "report", "compare", "serve", "workload",
+    ] {
+        assert!(h.contains(c), "{c} missing from --help:\n{h}");
+    }
+}
