@@ -14,6 +14,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod floor;
 mod pass;
 mod precise;
 mod smp;

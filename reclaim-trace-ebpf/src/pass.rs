@@ -7,7 +7,7 @@ use reclaim_trace_common::{
     CFG_EMIT_FLUSHES, CNT_FLUSH_RECORD_DROPS, CNT_PASS_MAP_FULL, CNT_RINGBUF_DROPS, CTX_DIRECT,
     CTX_KSWAPD, CTX_MEMCG, CTX_OTHER, FLUSH_BATCH, FLUSH_DIRTY, FlushRecord, HIST_BATCH_FILL,
     HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, PASS_F_FILL_EXACT, PF_KSWAPD,
-    PassCounts, PassRecord, RECORD_FLUSH, RECORD_PASS,
+    PassCounts, PassRecord, RECORD_FLUSH, RECORD_PASS, WAKEUP_BYTES,
 };
 
 use crate::{EVENTS, PASSES, TASKS, TOTALS, ZERO, config, count, hist_add, kread};
@@ -236,6 +236,20 @@ impl PassState {
     }
 }
 
+/// Submit flags: wake the reader only when a quarter of the buffer is waiting (it also drains
+/// on a timer), so that the common case costs no irq_work.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 #[inline(always)]
 pub fn emit_flush(class: u32, ctx: u32, fill: u64, candidates: u64, targets: u64, ipis: u64) {
     let Some(mut entry) = EVENTS.reserve::<FlushRecord>(0) else {
@@ -258,7 +272,7 @@ pub fn emit_flush(class: u32, ctx: u32, fill: u64, candidates: u64, targets: u64
         (*r).targets = targets;
         (*r).ipis = ipis;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 #[inline(always)]
@@ -337,7 +351,7 @@ pub fn end_pass(tid: u32, tgid: u32, p: *mut PassState) {
                 (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
                 (*r).counts = s.counts;
             }
-            entry.submit(0);
+            entry.submit(submit_flags());
         }
         None => count(CNT_RINGBUF_DROPS, 1),
     }

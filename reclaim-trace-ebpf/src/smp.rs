@@ -7,14 +7,12 @@
 //! open on the current task.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use reclaim_trace_common::{
-    CNT_HOT_EVENTS, CNT_TLB_TARGETS_ALL, MAX_CPUMASK_WORDS, PROG_CSD, PROG_IPI,
-};
+use reclaim_trace_common::{MAX_CPUMASK_WORDS, PROG_CSD, PROG_IPI};
 
 use crate::{
-    config, count, count_error, current_tid_tgid,
+    config, count_error, current_tid_tgid,
     pass::{EP_OPEN, pass_of},
-    vmscan::field,
+    vmscan::{Record, field},
 };
 
 /// The flush episode open on the current task, if any.
@@ -44,15 +42,14 @@ pub fn csd_queue_cpu(ctx: TracePointContext) -> u32 {
 }
 
 fn try_csd_queue_cpu(ctx: &TracePointContext) -> Result<(), ()> {
-    let func: u64 = field(ctx, config!(tp.csd_func))?;
+    let r = Record::<32>::read(ctx)?;
+    let func: u64 = r.get(ctx, config!(tp.csd_func))?;
     if func != config!(flush_tlb_func) {
         return Ok(());
     }
-    count(CNT_TLB_TARGETS_ALL, 1);
-    count(CNT_HOT_EVENTS, 1);
     // The victim side, counted by the initiator in task context: unlike the victim's own
     // hardirq tlb_flush event, this is never skipped for BPF recursion.
-    let cpu: u32 = field(ctx, config!(tp.csd_cpu))?;
+    let cpu: u32 = r.get(ctx, config!(tp.csd_cpu))?;
     if let Some(v) = crate::VICTIMS.get_ptr_mut(cpu) {
         // SAFETY: valid map value pointer; several CPUs add to one slot, hence atomic.
         // (The bpfel target has no compare-and-swap, so core's AtomicU64::fetch_add is missing;
@@ -89,7 +86,6 @@ fn try_ipi_send_cpu(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     if let Some(p) = open_episode_of_current() {
-        count(CNT_HOT_EVENTS, 1);
         // SAFETY: map value owned by this task.
         unsafe { (*p).ep_ipis += 1 };
     }
@@ -116,7 +112,6 @@ fn try_ipi_send_cpumask(ctx: &TracePointContext) -> Result<(), ()> {
     let Some(p) = open_episode_of_current() else {
         return Ok(());
     };
-    count(CNT_HOT_EVENTS, 1);
     // __data_loc: low 16 bits offset of the bitmap in the record, high 16 bits its length.
     let loc: u32 = field(ctx, config!(tp.ipi_mask_cpumask))?;
     let off = loc & 0xffff;

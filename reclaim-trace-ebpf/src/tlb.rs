@@ -10,9 +10,9 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use reclaim_trace_common::{
-    CFG_PRECISE_FLUSH, CNT_HOT_EVENTS, CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS,
-    CNT_REMOTE_WRONG_CPU, PROG_TLB_FLUSH, TLB_FLUSH_ALL, TLB_LOCAL_MM_SHOOTDOWN,
-    TLB_LOCAL_SHOOTDOWN, TLB_REMOTE_SEND_IPI, TLB_REMOTE_SHOOTDOWN, TLB_REMOTE_WRONG_CPU,
+    CFG_PRECISE_FLUSH, CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU,
+    PROG_TLB_FLUSH, TLB_FLUSH_ALL, TLB_LOCAL_MM_SHOOTDOWN, TLB_LOCAL_SHOOTDOWN,
+    TLB_REMOTE_SEND_IPI, TLB_REMOTE_SHOOTDOWN, TLB_REMOTE_WRONG_CPU,
 };
 
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
         EP_DONE, EP_NONE, EP_OPEN, EP_UNBATCHED, PassState, close_episode, open_episode, pass_of,
         task_of, task_or_insert,
     },
-    vmscan::field,
+    vmscan::Record,
 };
 
 // name: tlb_flush (6.18)
@@ -36,7 +36,8 @@ pub fn tlb_flush(ctx: TracePointContext) -> u32 {
 }
 
 fn try_tlb_flush(ctx: &TracePointContext) -> Result<(), ()> {
-    let reason: i32 = field(ctx, config!(tp.tlb_reason))?;
+    let r = Record::<24>::read(ctx)?;
+    let reason: i32 = r.get(ctx, config!(tp.tlb_reason))?;
     let reason = reason as u32;
     match reason {
         TLB_REMOTE_SHOOTDOWN => {
@@ -57,8 +58,7 @@ fn try_tlb_flush(ctx: &TracePointContext) -> Result<(), ()> {
     if is_self(tgid) {
         return Ok(());
     }
-    count(CNT_HOT_EVENTS, 1);
-    let pages: u64 = field(ctx, config!(tp.tlb_pages))?;
+    let pages: u64 = r.get(ctx, config!(tp.tlb_pages))?;
     match pass_of(tid) {
         Some(p) => in_pass(p, reason, pages),
         None => outside_pass(tid, reason, pages),

@@ -54,6 +54,10 @@ pub enum Command {
     /// Internal: the workload's child process.
     #[command(name = "__workload-child", hide = true)]
     WorkloadChild { spec: String },
+    /// Internal (`cargo xtask bench`): attach do-nothing programs at the tool's attach points
+    /// until SIGINT/SIGTERM.
+    #[command(name = "__bench-floor", hide = true)]
+    BenchFloor(ProbeArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -93,6 +97,7 @@ impl WorkloadTuning {
             zram: self.zram,
             file_dir: self.file_dir.clone(),
             duration,
+            sweeps: None,
         }
     }
 }
@@ -113,6 +118,10 @@ pub struct SummaryArgs {
     pub tuning: WorkloadTuning,
     #[command(flatten)]
     pub probe: ProbeArgs,
+    /// Turn on kernel BPF statistics for the run and report each program's run time and
+    /// count (costs two clock reads per program run; restored afterwards).
+    #[arg(long)]
+    pub bpf_stats: bool,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +206,10 @@ pub struct WorkloadArgs {
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Stop after each thread has written (or read) its share of the memory N times: a fixed
+    /// amount of work, for timing it from outside.
+    #[arg(long, value_name = "N")]
+    pub sweeps: Option<u64>,
     #[command(flatten)]
     pub tuning: WorkloadTuning,
 }

@@ -956,6 +956,7 @@ pub(crate) mod tests {
                 },
                 tracefs: Some("/sys/kernel/tracing".into()),
                 tracefs_error: None,
+                fentry_supported: None,
                 btf: true,
                 btf_error: None,
                 kprobes: self.kprobes,

@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     aggregate::{Aggregator, Window},
-    export::summary::{self, KernelInfo, Summary, SummaryContext},
+    export::summary::{self, KernelInfo, Summary, SummaryContext, TracerInfo},
     kernel::{KernelFacts, Privileges, tracefs::Tracefs},
     probe::{RecordBatch, Tracer, TracerOptions, spawn_reader, stats::StatsGuard},
     workload::{Workload, WorkloadOptions, cgroup::MemoryHierarchy, preflight},
@@ -56,7 +56,11 @@ pub fn require_privileges(p: &Privileges, needs_admin: bool) -> Result<()> {
 /// Facts about the kernel, mounting tracefs if needed.
 pub fn gather_facts() -> KernelFacts {
     let tracefs = Tracefs::find_or_mount();
-    KernelFacts::gather(tracefs.as_ref())
+    let mut facts = KernelFacts::gather(tracefs.as_ref());
+    if facts.privileges.can_trace() {
+        facts.fentry_supported = crate::probe::fentry_supported();
+    }
+    facts
 }
 
 /// Why the loop ended.
@@ -79,7 +83,7 @@ pub struct Session {
     reader: Option<JoinHandle<()>>,
     clock: Instant,
     hierarchy: Option<MemoryHierarchy>,
-    _stats: Option<StatsGuard>,
+    stats: Option<StatsGuard>,
     sigint: Signal,
     sigterm: Signal,
     pub workload_exit: Option<String>,
@@ -130,7 +134,7 @@ impl Session {
             reader: Some(reader),
             clock,
             hierarchy,
-            _stats: stats,
+            stats,
             sigint,
             sigterm,
             workload_exit: None,
@@ -188,7 +192,7 @@ impl Session {
                 _ = ticker.tick() => {
                     self.refresh()?;
                     if let Some(w) = self.workload.as_mut()
-                        && let Some(why) = w.exited()
+                        && let Some((_, why)) = w.exited()
                     {
                         self.workload_exit = Some(why);
                         return Ok(Stop::WorkloadExited);
@@ -234,6 +238,11 @@ impl Session {
                 plan: &self.tracer.plan,
                 workload: self.workload.as_ref().map(|w| w.info.clone()),
                 cgroup_paths: &paths,
+                tracer: Some(TracerInfo {
+                    load_attach_s: self.tracer.load_attach_s,
+                    programs: self.stats.as_ref().map(|_| self.tracer.program_stats()),
+                    ..Default::default()
+                }),
             },
         )
     }

@@ -55,8 +55,8 @@ fn anon_workload_figures_match_the_kernel() {
         0.03,
     );
     within(
-        "flush targets vs /proc/interrupts TLB",
-        u(&s, "/totals/tlb_targets_all"),
+        "remote shootdowns vs /proc/interrupts TLB",
+        u(&s, "/totals/remote_shootdowns"),
         t1 - t0,
         0.03,
     );

@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run -- ARGS | test | vm | bench`.
 
+mod bench;
 mod setup;
 mod util;
 mod vm;
@@ -47,6 +48,9 @@ enum Cmd {
     /// Boot Debian kernels under qemu and check the tool against each guest kernel's counters
     /// (the real-kernel matrix; see `cargo xtask vm --help`).
     Vm(vm::VmArgs),
+    /// Measure the tracer's cost: workload wall time with nothing, a do-nothing floor,
+    /// bpftrace, and reclaim-trace attached (interleaved rounds, as root).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -59,6 +63,7 @@ fn main() {
         Cmd::Vm(args) => setup::setup(true)
             .and_then(|env| build(&env))
             .and_then(|bin| vm::vm(&bin, &args)),
+        Cmd::Bench(args) => bench::bench(args),
     };
     if let Err(e) = r {
         eprintln!("xtask: error: {e:#}");
@@ -67,7 +72,7 @@ fn main() {
 }
 
 /// `cargo build --release -p reclaim-trace`; returns the binary.
-fn build(env: &setup::Env) -> Result<PathBuf> {
+pub(crate) fn build(env: &setup::Env) -> Result<PathBuf> {
     let mut c = cargo(env);
     c.args(["build", "--release", "-p", "reclaim-trace"]);
     run(&mut c)?;

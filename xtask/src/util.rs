@@ -17,12 +17,7 @@ pub fn workspace_root() -> PathBuf {
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc_geteuid() == 0 }
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Run, inheriting stdio; fail with the command line on a non-zero exit.

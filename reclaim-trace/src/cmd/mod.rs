@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod doctor;
+pub mod floor;
 pub mod output;
 pub mod record;
 pub mod report;

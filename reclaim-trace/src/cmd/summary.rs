@@ -20,7 +20,7 @@ pub async fn run(args: SummaryArgs) -> Result<()> {
             extra_flags: 0,
         },
         workload: args.workload.map(|k| args.tuning.options(k, None)),
-        bpf_stats: false,
+        bpf_stats: args.bpf_stats,
     };
     let mut session = Session::start(&opts).await?;
     eprintln!(

@@ -16,7 +16,8 @@ pub async fn run(args: WorkloadArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     require_privileges(&Privileges::current(), true)?;
-    let opts = args.tuning.options(args.kind, None);
+    let mut opts = args.tuning.options(args.kind, None);
+    opts.sweeps = args.sweeps;
     let h = preflight(&opts)?;
     let mut w = Workload::start(&opts, &h)?;
     eprintln!(
@@ -30,7 +31,8 @@ pub async fn run(args: WorkloadArgs) -> Result<()> {
     );
     let start = Instant::now();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Short ticks: with --sweeps the end of the work is timed from outside.
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut exited = None;
     loop {
         let until = async {
@@ -41,8 +43,11 @@ pub async fn run(args: WorkloadArgs) -> Result<()> {
         };
         tokio::select! {
             _ = tick.tick() => {
-                if let Some(why) = w.exited() {
-                    exited = Some(why);
+                if let Some((ok, why)) = w.exited() {
+                    // With --sweeps the generator ends by itself when its work is done.
+                    if !(ok && args.sweeps.is_some()) {
+                        exited = Some(why);
+                    }
                     break;
                 }
             }

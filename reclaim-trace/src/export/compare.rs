@@ -149,7 +149,7 @@ fn known(summary: &serde_json::Value, name: &str) -> bool {
 fn ratio(a: Option<f64>, b: Option<f64>) -> f64 {
     match (a, b) {
         (Some(a), Some(b)) if a == 0.0 && b == 0.0 => 1.0,
-        (Some(a), Some(b)) if a == 0.0 => f64::INFINITY * b.signum(),
+        (Some(0.0), Some(b)) => f64::INFINITY * b.signum(),
         (Some(a), Some(b)) => b / a,
         _ => f64::NAN,
     }

@@ -184,6 +184,15 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
             flush_records: a.drops.flush_records + b.drops.flush_records,
         },
         program_errors,
+        tracer: match (&a.tracer, &b.tracer) {
+            (Some(x), Some(y)) => Some(super::summary::TracerInfo {
+                load_attach_s: x.load_attach_s,
+                pass_records: x.pass_records + y.pass_records,
+                hot_events: y.hot_events.or(x.hot_events),
+                programs: y.programs.clone().or_else(|| x.programs.clone()),
+            }),
+            (x, y) => x.clone().or_else(|| y.clone()),
+        },
         totals,
     }
 }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use reclaim_trace_common::{
     CNT_OTHER_FLUSHES, CNT_RINGBUF_DROPS, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES,
-    HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, bucket_upper_bound,
+    HIST_FANOUT_TARGETS, HIST_IPIS, bucket_upper_bound,
 };
 
 use super::summary::{KernelInfo, Totals};
@@ -144,9 +144,8 @@ fn histogram(
     sum: impl Fn(usize, &Histogram) -> f64,
 ) {
     o.family(name, "histogram", help);
-    for ctx in 0..N_CTX as usize {
+    for (ctx, label) in CONTEXT_NAMES.iter().copied().enumerate() {
         let h = w.kernel.hist(metric, ctx as u32);
-        let label = CONTEXT_NAMES[ctx];
         let mut cum = 0u64;
         for (i, c) in h.buckets.iter().enumerate() {
             cum += c;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use reclaim_trace_common::{
     CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES,
     CNT_PAGEOUTS_OUTSIDE, CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU,
-    CNT_RINGBUF_DROPS, CNT_TLB_TARGETS_ALL, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES,
-    HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, PassCounts,
+    CNT_RINGBUF_DROPS, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS,
+    N_CTX, PassCounts,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +43,6 @@ pub struct Totals {
     pub remote_shootdowns: u64,
     /// The same seen as `tlb_flush` reason 1/5 on the victim (undercounts under BPF nesting).
     pub remote_shootdowns_traced: u64,
-    pub tlb_targets_all: u64,
     pub pageouts_outside_reclaim: u64,
     pub passes_without_start: u64,
     /// Dirty flushes not followed by a pageout in their pass (precise tier): pageout() kept
@@ -194,6 +193,28 @@ pub struct WorkloadInfo {
     pub swap: String,
 }
 
+/// Run time and count of one BPF program (kernel BPF statistics).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgramStat {
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+/// The tracer's own figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TracerInfo {
+    /// Wall time to load the programs and attach them.
+    pub load_attach_s: f64,
+    /// Per-pass records received over the ring buffer in this window.
+    pub pass_records: u64,
+    /// Runs of the hot programs (tlb_flush, csd_queue_cpu, ipi_send_*): every event they saw,
+    /// task switches included. From the kernel's BPF statistics: only with `--bpf-stats`.
+    pub hot_events: Option<u64>,
+    /// Per program, since statistics were enabled (only with `--bpf-stats`).
+    pub programs: Option<Vec<ProgramStat>>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub schema: String,
@@ -216,6 +237,8 @@ pub struct Summary {
     pub pass_duration_us: HistStats,
     pub drops: Drops,
     pub program_errors: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub tracer: Option<TracerInfo>,
 }
 
 /// What a summary needs besides the window.
@@ -224,6 +247,7 @@ pub struct SummaryContext<'a> {
     pub plan: &'a Plan,
     pub workload: Option<WorkloadInfo>,
     pub cgroup_paths: &'a BTreeMap<u64, String>,
+    pub tracer: Option<TracerInfo>,
 }
 
 /// Largest number of cgroups listed in `by_cgroup` (by folios reclaimed).
@@ -243,7 +267,6 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
         k.reason1_by_cpu.clone()
     };
     totals.remote_shootdowns = victims.iter().sum();
-    totals.tlb_targets_all = k.counter(CNT_TLB_TARGETS_ALL);
     totals.pageouts_outside_reclaim = k.counter(CNT_PAGEOUTS_OUTSIDE);
     totals.passes_without_start = k.counter(CNT_PASS_END_WITHOUT_START);
     totals.dirty_flushes_without_pageout = k.counter(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT);
@@ -370,6 +393,24 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
             flush_records: k.counter(CNT_FLUSH_RECORD_DROPS),
         },
         program_errors: k.program_errors(),
+        tracer: cx.tracer.clone().map(|t| TracerInfo {
+            pass_records: w.passes.pass_records,
+            hot_events: t.programs.as_ref().map(|p| {
+                p.iter()
+                    .filter(|p| {
+                        [
+                            "tlb_flush",
+                            "csd_queue_cpu",
+                            "ipi_send_cpu",
+                            "ipi_send_cpumask",
+                        ]
+                        .contains(&p.name.as_str())
+                    })
+                    .map(|p| p.run_count)
+                    .sum()
+            }),
+            ..t
+        }),
         totals,
     }
 }
@@ -492,6 +533,7 @@ pub(crate) mod tests {
                 plan: &p,
                 workload: None,
                 cgroup_paths: &paths,
+                tracer: None,
             },
         )
     }
@@ -558,6 +600,7 @@ pub(crate) mod tests {
                 plan: &p,
                 workload: None,
                 cgroup_paths: &BTreeMap::new(),
+                tracer: None,
             },
         );
         assert_eq!(s.flushes_per_reclaimed_folio, None);

@@ -297,6 +297,36 @@ pub fn render(s: &Summary) -> String {
             ""
         }
     );
+    if let Some(t) = &s.tracer {
+        let _ = writeln!(
+            o,
+            "tracer: load+attach {:.2} s, {} pass records{}",
+            t.load_attach_s,
+            thousands(t.pass_records),
+            t.hot_events
+                .map(|h| format!(", {} hot events handled in the kernel", thousands(h)))
+                .unwrap_or_default()
+        );
+        if let Some(progs) = &t.programs {
+            let rows: Vec<Vec<String>> = progs
+                .iter()
+                .filter(|p| p.run_count > 0)
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        thousands(p.run_count),
+                        format!("{:.0}", p.run_time_ns as f64 / p.run_count as f64),
+                        format!("{:.1}", p.run_time_ns as f64 / 1e6),
+                    ]
+                })
+                .collect();
+            table(
+                &mut o,
+                &["BPF program", "runs", "ns/run", "total ms"],
+                &rows,
+            );
+        }
+    }
     if !s.program_errors.is_empty() {
         let errs: Vec<String> = s
             .program_errors

@@ -6,16 +6,42 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result, anyhow};
-use btf_rs::{Btf, BtfType, Type};
+use anyhow::{Context as _, Result};
 use reclaim_trace_common::{BtfOffsets, OFF_NONE};
 use serde::Serialize;
 
+use super::btf_reader::{
+    BtfReader, KIND_CONST, KIND_ENUM, KIND_FUNC, KIND_FUNC_PROTO, KIND_RESTRICT, KIND_STRUCT,
+    KIND_TYPE_TAG, KIND_TYPEDEF, KIND_UNION, KIND_VOLATILE, TypeRec,
+};
+
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Every named type or function the layout looks up (the reader indexes only these).
+const WANTED: &[&str] = &[
+    "task_struct",
+    "css_set",
+    "cgroup_subsys_state",
+    "cgroup",
+    "kernfs_node",
+    "mem_cgroup",
+    "scan_control",
+    "reclaim_stat",
+    "arch_tlbflush_unmap_batch",
+    "list_head",
+    "cpumask",
+    "cgroup_subsys_id",
+    "shrink_folio_list",
+    "shrink_page_list",
+    "try_to_unmap",
+    "try_to_unmap_flush_dirty",
+    "arch_tlbbatch_flush",
+    "pageout",
+];
 
 /// The running kernel's BTF.
 pub struct KernelBtf {
-    btf: Btf,
+    r: BtfReader,
 }
 
 /// Where a member lives: byte offset, and for bitfields the bit within that byte and width.
@@ -33,64 +59,72 @@ impl KernelBtf {
     }
 
     pub fn from_file(path: &Path) -> Result<KernelBtf> {
-        let btf = Btf::from_file(path)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| {
-                format!(
-                    "cannot parse {} (kernel built without CONFIG_DEBUG_INFO_BTF?)",
-                    path.display()
-                )
-            })?;
-        Ok(KernelBtf { btf })
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read {} (kernel built without CONFIG_DEBUG_INFO_BTF?)",
+                path.display()
+            )
+        })?;
+        Self::from_bytes(&bytes).with_context(|| format!("cannot parse {}", path.display()))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<KernelBtf> {
+        Ok(KernelBtf {
+            r: BtfReader::parse(bytes, WANTED)?,
+        })
     }
 
     /// Follow typedefs and qualifiers.
-    fn strip(&self, mut ty: Type) -> Option<Type> {
+    fn strip(&self, mut id: u32) -> Option<TypeRec> {
         for _ in 0..16 {
-            match &ty {
-                Type::Typedef(_)
-                | Type::Const(_)
-                | Type::Volatile(_)
-                | Type::Restrict(_)
-                | Type::TypeTag(_) => {
-                    ty = self.btf.resolve_chained_type(ty.as_btf_type()?).ok()?;
+            let t = self.r.type_by_id(id)?;
+            match t.kind {
+                KIND_TYPEDEF | KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type;
                 }
-                _ => return Some(ty),
+                _ => return Some(t),
             }
         }
         None
     }
 
-    fn struct_by_name(&self, name: &str) -> Option<btf_rs::Struct> {
-        let types = self.btf.resolve_types_by_name(name).ok()?;
-        // Prefer a full definition over a forward declaration; several definitions of one
-        // name (e.g. `struct scan_control` is private to mm/vmscan.c) are identical in vmlinux.
-        types.into_iter().find_map(|t| match t {
-            Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s),
-            _ => None,
-        })
+    fn struct_by_name(&self, name: &str) -> Option<TypeRec> {
+        // A full definition, not a forward declaration (those have no members).
+        self.r
+            .ids(name)
+            .iter()
+            .filter_map(|&id| self.r.type_by_id(id))
+            .find(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION) && t.vlen > 0)
     }
 
     /// Find `name` among `s`'s members, descending into anonymous structs and unions.
-    fn find_member(&self, s: &btf_rs::Struct, name: &str, base_bits: u32) -> Option<MemberLoc> {
-        for m in &s.members {
-            let mname = self.btf.resolve_name(m).unwrap_or_default();
-            let bits = base_bits + m.bit_offset();
+    fn find_member(
+        &self,
+        s: &TypeRec,
+        name: &str,
+        base_bits: u32,
+        depth: u32,
+    ) -> Option<MemberLoc> {
+        if depth > 8 {
+            return None;
+        }
+        for m in self.r.members(s) {
+            let bits = base_bits + m.bit_offset;
+            let mname = self.r.str_at(m.name_off);
             if mname == name {
                 return Some(MemberLoc {
                     byte: bits / 8,
                     bit: bits % 8,
-                    bitfield_size: m.bitfield_size().filter(|&s| s != 0),
-                    type_id: m.get_type_id()?,
+                    bitfield_size: m.bitfield_size,
+                    type_id: m.type_id,
                 });
             }
-            if mname.is_empty() {
-                let inner = self.strip(self.btf.resolve_chained_type(m).ok()?)?;
-                if let Type::Struct(inner) | Type::Union(inner) = inner
-                    && let Some(found) = self.find_member(&inner, name, bits)
-                {
-                    return Some(found);
-                }
+            if mname.is_empty()
+                && let Some(inner) = self.strip(m.type_id)
+                && matches!(inner.kind, KIND_STRUCT | KIND_UNION)
+                && let Some(found) = self.find_member(&inner, name, bits, depth + 1)
+            {
+                return Some(found);
             }
         }
         None
@@ -102,7 +136,7 @@ impl KernelBtf {
         let mut total = 0u32;
         let mut loc = None;
         for (i, name) in path.iter().enumerate() {
-            let found = self.find_member(&s, name, 0)?;
+            let found = self.find_member(&s, name, 0, 0)?;
             total += found.byte * 8 + found.bit;
             loc = Some(MemberLoc {
                 byte: total / 8,
@@ -110,11 +144,9 @@ impl KernelBtf {
                 ..found
             });
             if i + 1 < path.len() {
-                let ty = self.strip(self.btf.resolve_type_by_id(found.type_id).ok()?)?;
-                s = match ty {
-                    Type::Struct(s) | Type::Union(s) => s,
-                    _ => return None,
-                };
+                s = self
+                    .strip(found.type_id)
+                    .filter(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION))?;
             }
         }
         loc
@@ -129,33 +161,23 @@ impl KernelBtf {
 
     /// Size in bytes of `struct name`.
     pub fn struct_size(&self, name: &str) -> Option<u32> {
-        self.struct_by_name(name).map(|s| s.size() as u32)
+        self.struct_by_name(name).map(|t| t.size_or_type)
     }
 
     /// Value of enumerator `member` of `enum name`.
     pub fn enum_value(&self, name: &str, member: &str) -> Option<u32> {
-        for t in self.btf.resolve_types_by_name(name).ok()? {
-            if let Type::Enum(e) = t {
-                for m in &e.members {
-                    if self.btf.resolve_name(m).ok()? == member {
-                        return Some(m.val());
-                    }
-                }
-            }
-        }
-        None
+        let (_, e) = self.r.find(name, &[KIND_ENUM])?;
+        self.r
+            .enumerators(&e)
+            .find(|(n, _)| *n == member)
+            .map(|(_, v)| v)
     }
 
     /// The prototype of function `name`: (number of parameters, returns void).
     pub fn func_proto(&self, name: &str) -> Option<(usize, bool)> {
-        for t in self.btf.resolve_types_by_name(name).ok()? {
-            if let Type::Func(f) = t
-                && let Ok(Type::FuncProto(p)) = self.btf.resolve_chained_type(&f)
-            {
-                return Some((p.parameters.len(), p.return_type_id() == 0));
-            }
-        }
-        None
+        let (_, f) = self.r.find(name, &[KIND_FUNC])?;
+        let p = self.r.type_by_id(f.size_or_type)?;
+        (p.kind == KIND_FUNC_PROTO).then(|| (self.r.params(&p), p.size_or_type == 0))
     }
 }
 
@@ -297,5 +319,48 @@ impl Layout {
 
     pub fn has(&self, off: u32) -> bool {
         off != OFF_NONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running kernel's BTF, when it has one: the offsets the programs would get.
+    #[test]
+    fn resolves_this_kernels_layout() {
+        let Ok(btf) = KernelBtf::load() else {
+            eprintln!("SKIPPED: no {VMLINUX_BTF} on this kernel");
+            return;
+        };
+        let l = Layout::resolve(&btf);
+        assert!(l.missing.is_empty(), "missing: {:?}", l.missing);
+        let o = l.offsets;
+        // tlb_ubc = { arch_tlbflush_unmap_batch arch; bool flush_required; bool writable; }
+        assert_eq!(o.task_tlb_ubc_writable, o.task_tlb_ubc_flush_required + 1);
+        assert_eq!(o.batch_cpumask, 0);
+        assert_ne!(o.sc_proactive_mask, 0);
+        assert!(l.shrink_folio_list_params.is_some_and(|n| n == 5 || n == 6));
+        assert!(l.cpumask_bytes.is_some_and(|b| b >= 8 && b % 8 == 0));
+        assert!(l.funcs.contains("arch_tlbbatch_flush"));
+    }
+
+    #[test]
+    fn member_paths_bitfields_and_enums_in_a_synthetic_blob() {
+        let btf = KernelBtf {
+            r: BtfReader::parse(&crate::kernel::btf_reader::tests::blob(), &["s", "e", "f"])
+                .unwrap(),
+        };
+        assert_eq!(btf.offset("s", &["a"]), Some(0));
+        assert_eq!(
+            btf.offset("s", &["b"]),
+            None,
+            "bitfields have no byte offset"
+        );
+        let c = btf.member("s", &["c"]).unwrap();
+        assert_eq!((c.byte, c.bit, c.bitfield_size), (4, 3, Some(1)));
+        assert_eq!(btf.enum_value("e", "X"), Some(7));
+        assert_eq!(btf.func_proto("f"), Some((2, true)));
+        assert_eq!(btf.struct_size("s"), Some(8));
     }
 }

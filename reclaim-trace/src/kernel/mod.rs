@@ -2,6 +2,7 @@
 //! Plain data: the probe plan is computed from it by a pure function.
 
 pub mod btf;
+pub mod btf_reader;
 pub mod kallsyms;
 pub mod tracefs;
 pub mod variants;
@@ -96,6 +97,8 @@ pub struct KernelFacts {
     pub btf_error: Option<String>,
     /// `perf_kprobe` PMU present (CONFIG_KPROBES with perf support).
     pub kprobes: bool,
+    /// The kernel accepts tracing (fentry/fexit) programs; None when not probed.
+    pub fentry_supported: Option<bool>,
     pub kallsyms_addresses_hidden: bool,
     /// `nr_cpu_ids` (from /sys/devices/system/cpu/possible).
     pub possible_cpus: u32,
@@ -153,6 +156,7 @@ impl KernelFacts {
             btf,
             btf_error,
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
+            fentry_supported: None,
             kallsyms_addresses_hidden: kallsyms.addresses_hidden,
             possible_cpus: cpu_list_len("/sys/devices/system/cpu/possible").unwrap_or(1),
             online_cpus: cpu_list_len("/sys/devices/system/cpu/online").unwrap_or(1),

@@ -28,6 +28,13 @@ use crate::{
 /// The eBPF object, built by build.rs (empty when built with AYA_BUILD_SKIP=1).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reclaim-trace"));
 
+/// Whether the kernel accepts BPF tracing programs (fentry/fexit) at all: a cheap probe that
+/// saves loading the whole object only to have every fentry program refused. `None` when the
+/// probe itself failed (then loading decides).
+pub fn fentry_supported() -> Option<bool> {
+    aya::sys::is_program_supported(aya::programs::ProgramType::Tracing).ok()
+}
+
 /// True when this binary carries real eBPF programs.
 pub fn object_embedded() -> bool {
     !EBPF_OBJECT.is_empty()
@@ -98,11 +105,29 @@ impl Tracer {
         }
         let started = Instant::now();
         let mut failures = Failures::default();
-        let btf = Btf::from_sys_fs().ok();
+        if facts.fentry_supported == Some(false) {
+            failures.fentry = true;
+            failures.reasons.push((
+                "fentry".into(),
+                "this kernel does not accept tracing (fentry/fexit) programs".into(),
+            ));
+        }
+        // aya's copy of the kernel BTF (~5 MB to parse) is needed only to load fentry programs.
+        let mut btf: Option<Btf> = None;
         for _round in 0..6 {
             let plan = plan::plan(facts, opts.mode, &failures)?;
+            let wants_fentry = plan
+                .programs
+                .iter()
+                .any(|p| matches!(p.attach, Attach::Fentry { .. }));
+            if wants_fentry && btf.is_none() {
+                btf = Btf::from_sys_fs().ok();
+            }
             let config = plan::build_config(facts, &plan, std::process::id(), opts.extra_flags);
+            // One parse of the kernel's BTF for every attempt (EbpfLoader::new() would parse
+            // it again each time: ~5 MB, the bulk of start-up CPU).
             let mut ebpf = EbpfLoader::new()
+                .btf(if wants_fentry { btf.as_ref() } else { None })
                 .override_global(GLOBAL_CONFIG, &config, true)
                 .load(EBPF_OBJECT)
                 .context("loading the eBPF object (maps and programs) failed")?;
@@ -297,5 +322,77 @@ fn note_tracepoint_failures(plan: &mut Plan, outcomes: &[AttachOutcome]) {
                 });
             }
         }
+    }
+}
+
+/// The benchmark floor: `floor_*` programs (which return at once) attached at the attach
+/// points the tool would use on this kernel. fentry points get the kprobe floor (the floor
+/// object has no per-function fentry programs); on tracepoint-only kernels the points are
+/// identical to the tool's.
+pub struct Floor {
+    _ebpf: Ebpf,
+    pub plan: Plan,
+    pub attach_points: usize,
+}
+
+impl Floor {
+    pub fn start(facts: &KernelFacts, mode: ProbeMode) -> Result<Floor> {
+        if !object_embedded() {
+            bail!("this binary was built without its eBPF programs (AYA_BUILD_SKIP=1)");
+        }
+        let failures = Failures {
+            fentry: true,
+            ..Default::default()
+        };
+        let plan = plan::plan(facts, mode, &failures)?;
+        let config = plan::build_config(facts, &plan, std::process::id(), 0);
+        // Nothing here needs BTF relocations or fentry.
+        let mut ebpf = EbpfLoader::new()
+            .btf(None)
+            .override_global(GLOBAL_CONFIG, &config, true)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object failed")?;
+        let mut loaded = std::collections::BTreeSet::new();
+        let mut n = 0;
+        for p in &plan.programs {
+            let (name, ret) = match &p.attach {
+                Attach::Tracepoint { .. } => ("floor_tp", false),
+                Attach::Kprobe { ret, .. } | Attach::Fentry { exit: ret, .. } => {
+                    if *ret {
+                        ("floor_kr", true)
+                    } else {
+                        ("floor_kp", false)
+                    }
+                }
+            };
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+            match &p.attach {
+                Attach::Tracepoint { category, name: tp } => {
+                    let t: &mut TracePoint = prog.try_into()?;
+                    if loaded.insert(name) {
+                        t.load()?;
+                    }
+                    t.attach(category, tp)
+                        .with_context(|| format!("floor on tracepoint {category}:{tp}"))?;
+                }
+                Attach::Kprobe { function, .. } | Attach::Fentry { function, .. } => {
+                    let k: &mut KProbe = prog.try_into()?;
+                    if loaded.insert(name) {
+                        k.load()?;
+                    }
+                    let _ = ret;
+                    k.attach(function, 0)
+                        .with_context(|| format!("floor on kprobe {function}"))?;
+                }
+            }
+            n += 1;
+        }
+        Ok(Floor {
+            _ebpf: ebpf,
+            plan,
+            attach_points: n,
+        })
     }
 }

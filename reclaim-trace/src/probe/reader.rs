@@ -3,7 +3,10 @@
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use reclaim_trace_common::decode::{Record, decode};
+use reclaim_trace_common::{
+    READER_POLL_MS,
+    decode::{Record, decode},
+};
 use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, watch},
@@ -55,8 +58,17 @@ pub fn spawn_reader(
     // AsyncFd owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register(rb)? };
     Ok(tokio::spawn(async move {
+        // Producers wake us only when the buffer is a quarter full (see WAKEUP_BYTES); the
+        // rest of the time records are collected on this timer.
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(READER_POLL_MS));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = poll.tick() => {
+                    if !drain(fd.get_mut(), &tx) {
+                        return;
+                    }
+                }
                 guard = fd.readable_mut() => {
                     let Ok(mut guard) = guard else { break };
                     let open = drain(guard.get_inner_mut(), &tx);

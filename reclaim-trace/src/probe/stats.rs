@@ -3,7 +3,6 @@
 use std::os::fd::OwnedFd;
 
 use aya::Ebpf;
-use serde::Serialize;
 
 /// Keeps kernel BPF statistics on while alive; dropping it restores the previous state (the
 /// kernel counts enablers: stats stay on only if someone else also asked).
@@ -19,12 +18,7 @@ impl StatsGuard {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct ProgramStat {
-    pub name: String,
-    pub run_time_ns: u64,
-    pub run_count: u64,
-}
+pub use crate::export::summary::ProgramStat;
 
 /// Run time and count of every loaded program of this object.
 pub fn collect(ebpf: &Ebpf) -> Vec<ProgramStat> {

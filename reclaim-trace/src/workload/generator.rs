@@ -66,6 +66,9 @@ pub struct ChildSpec {
     pub file: Option<PathBuf>,
     /// Stop after this long (None: until killed).
     pub duration_s: Option<f64>,
+    /// Stop after this many sweeps over each thread's slice (None: no limit).
+    #[serde(default)]
+    pub sweeps: Option<u64>,
 }
 
 struct Region {
@@ -157,19 +160,23 @@ fn pin_to(cpu: u32) {
     }
 }
 
-/// Touch `slice` of `region` page by page until `stop`: write (anon) or read (file).
+/// Touch `range` of `region` page by page until `stop` (or `sweeps` passes over it): write
+/// (anon) or read (file).
 fn touch_loop(
     region: &Region,
     range: std::ops::Range<usize>,
     write: bool,
     seed: u64,
+    sweeps: Option<u64>,
     stop: &AtomicBool,
     touched: &AtomicU64,
 ) {
     let page = page_size();
     let mut x = seed | 1;
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    let mut done = 0u64;
+    while !stop.load(Ordering::Relaxed) && sweeps.is_none_or(|s| done < s) {
+        done += 1;
         let mut off = range.start;
         while off + 8 <= range.end {
             // xorshift64: cheap, never zero, different in every page.
@@ -262,6 +269,7 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
         _ => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let sweeps = spec.sweeps;
     let touched = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for t in 0..threads {
@@ -298,12 +306,15 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
             };
             let slice = region.len / sharers;
             let range = idx * slice..(idx + 1) * slice;
-            touch_loop(region, range, write, seed, &stop, &touched);
+            touch_loop(region, range, write, seed, sweeps, &stop, &touched);
         })?);
     }
     let started = Instant::now();
     loop {
-        thread::sleep(Duration::from_millis(100));
+        thread::sleep(Duration::from_millis(10));
+        if handles.iter().all(|h| h.is_finished()) {
+            break;
+        }
         if let Some(d) = spec.duration_s
             && started.elapsed().as_secs_f64() >= d
         {

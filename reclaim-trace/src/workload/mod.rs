@@ -40,6 +40,8 @@ pub struct WorkloadOptions {
     /// Directory for the file workload's data (must be on a disk-backed filesystem).
     pub file_dir: Option<PathBuf>,
     pub duration: Option<Duration>,
+    /// Stop after this many sweeps over each thread's share of the memory.
+    pub sweeps: Option<u64>,
 }
 
 impl WorkloadOptions {
@@ -203,6 +205,7 @@ impl Workload {
             cgroup_procs: procs,
             file: data_file.clone(),
             duration_s: opts.duration.map(|d| d.as_secs_f64()),
+            sweeps: opts.sweeps,
         };
         let exe = std::env::current_exe().context("cannot find this program's executable")?;
         let child = Command::new(exe)
@@ -231,11 +234,12 @@ impl Workload {
         })
     }
 
-    /// The child's exit status if it has already ended (it should not before `stop`).
-    pub fn exited(&mut self) -> Option<String> {
+    /// How the child ended, if it has (it should not before `stop` unless it was given a
+    /// fixed amount of work): (exited successfully, description).
+    pub fn exited(&mut self) -> Option<(bool, String)> {
         let c = self.child.as_mut()?;
         match c.try_wait() {
-            Ok(Some(st)) => Some(describe_exit(st)),
+            Ok(Some(st)) => Some((st.success(), describe_exit(st))),
             _ => None,
         }
     }
@@ -281,7 +285,7 @@ impl Drop for Workload {
     }
 }
 
-fn describe_exit(st: std::process::ExitStatus) -> String {
+pub fn describe_exit(st: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt as _;
     match (st.code(), st.signal()) {
         (_, Some(9)) => {

@@ -218,8 +218,8 @@ pub fn checks(workload: &str, s: &Value, k: &KernelDeltas) -> Vec<Check> {
         && let Some(irqs) = k.tlb_irqs
     {
         out.push(close(
-            "flush targets vs /proc/interrupts TLB",
-            u(s, "/totals/tlb_targets_all"),
+            "remote shootdowns (csd targets) vs /proc/interrupts TLB",
+            u(s, "/totals/remote_shootdowns"),
             irqs,
             0.03,
             1000,
@@ -305,7 +305,7 @@ mod tests {
         serde_json::json!({
             "kernel": {"probe_mode": "fentry"},
             "totals": {"pages_reclaimed": pages, "dirty_flushes": dirty, "pageouts": pageouts,
-                       "tlb_targets_all": 3000},
+                       "remote_shootdowns": 3000},
             "by_context": {"reclaim_pages": {"pages_reclaimed": 0},
                            "other": {"pages_reclaimed": 0}},
             "flushes_per_reclaimed_folio": 1.0,

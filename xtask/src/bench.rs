@@ -1,0 +1,517 @@
+//! `cargo xtask bench`: what reclaim-trace costs the reclaim it measures.
+//!
+//! Interleaved rounds on the live kernel. Each round runs the built-in anon workload (fixed
+//! work: `--sweeps` passes over `--size` in a `--memcg-limit` cgroup, 2 threads, zram swap)
+//! several times under each configuration, in a rotating order:
+//! 1. nothing attached;
+//! 2. floor: do-nothing programs at exactly the tool's attach points (`__bench-floor`);
+//! 3. bpftrace counting the same tracepoints with plain count()/sum() maps;
+//! 4. `reclaim-trace summary`, as users run it.
+//!
+//! Wall time of each workload run is measured from here. For the tool we also take its CPU time
+//! and peak RSS (wait4 rusage), its JSON (drops, records, hot events, load+attach time), and in
+//! one extra untimed run the kernel's BPF statistics per program.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    setup,
+    util::{is_root, run, workspace_root},
+};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 4)]
+    rounds: u32,
+    /// Workload runs per configuration per round.
+    #[arg(long, default_value_t = 2)]
+    runs: u32,
+    /// Passes of each workload thread over its share of the memory.
+    #[arg(long, default_value_t = 3)]
+    sweeps: u32,
+    #[arg(long, default_value = "400M")]
+    size: String,
+    #[arg(long, default_value = "200M")]
+    memcg_limit: String,
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Write all results (raw times included) as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Config {
+    Nothing,
+    Floor,
+    Bpftrace,
+    ReclaimTrace,
+}
+
+impl Config {
+    const ALL: [Config; 4] = [
+        Config::Nothing,
+        Config::Floor,
+        Config::Bpftrace,
+        Config::ReclaimTrace,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Config::Nothing => "nothing",
+            Config::Floor => "floor",
+            Config::Bpftrace => "bpftrace",
+            Config::ReclaimTrace => "reclaim-trace",
+        }
+    }
+}
+
+/// A background tracer: started, waited for until attached, stopped with SIGINT.
+struct Tracer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Tracer {
+    fn start(mut c: Command, ready: &str) -> Result<Tracer> {
+        // bpftrace announces on stdout, reclaim-trace on stderr: read both.
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {c:?}"))?;
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let err = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for l in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(ready) => break,
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!("{c:?} did not print `{ready}` within 60 s");
+                }
+            }
+        }
+        // bpftrace announces before it attaches; give every tracer the same settling time.
+        thread::sleep(Duration::from_secs(1));
+        Ok(Tracer { child, lines: rx })
+    }
+
+    /// SIGINT, wait, and return (exit ok, user+sys CPU s, peak RSS KiB, lifetime lines).
+    fn stop(self) -> Result<(bool, f64, u64, Vec<String>)> {
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 on our own child.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r != pid {
+            bail!("wait4({pid}) failed: {}", std::io::Error::last_os_error());
+        }
+        let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
+        let lines: Vec<String> = self.lines.try_iter().collect();
+        Ok((
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            cpu,
+            ru.ru_maxrss as u64,
+            lines,
+        ))
+    }
+}
+
+/// Wait for `pid`: (exited with 0, user+sys CPU s of it and the children it reaped).
+fn wait_rusage(pid: i32) -> Result<(bool, f64)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 on our own child with valid pointers.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    if r != pid {
+        bail!("wait4({pid}) failed: {}", std::io::Error::last_os_error());
+    }
+    Ok((
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+    ))
+}
+
+fn tv(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// bpftrace probes for the same tracepoints, counted the way a user would.
+fn bpftrace_script(tracepoints: &[String]) -> String {
+    let mut s = String::new();
+    for tp in tracepoints {
+        let var = tp.replace(':', "_");
+        let body = match tp.as_str() {
+            "vmscan:mm_vmscan_lru_isolate" => {
+                format!("@{var} = count(); @taken = sum(args->nr_taken);")
+            }
+            "vmscan:mm_vmscan_lru_shrink_inactive" | "vmscan:mm_vmscan_reclaim_pages" => {
+                format!("@{var} = count(); @{var}_reclaimed = sum(args->nr_reclaimed);")
+            }
+            "tlb:tlb_flush" => "@tlb_flush[args->reason] = count();".to_string(),
+            _ => format!("@{var} = count();"),
+        };
+        s.push_str(&format!("tracepoint:{tp} {{ {body} }}\n"));
+    }
+    s
+}
+
+/// A zram swap device for the duration of the bench (when no swap is active).
+struct Swap {
+    dev: Option<u32>,
+}
+
+impl Swap {
+    fn ensure(size_bytes: u64) -> Result<Swap> {
+        let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+        if swaps.lines().count() > 1 {
+            return Ok(Swap { dev: None });
+        }
+        let _ = Command::new("modprobe")
+            .arg("zram")
+            .stderr(Stdio::null())
+            .status(); // a no-op where zram is built in
+        let dev: u32 = fs::read_to_string("/sys/class/zram-control/hot_add")
+            .context("no zram-control: the bench needs swap (or a kernel with zram)")?
+            .trim()
+            .parse()?;
+        let swap = Swap { dev: Some(dev) };
+        fs::write(
+            format!("/sys/block/zram{dev}/disksize"),
+            size_bytes.to_string(),
+        )?;
+        run(Command::new("mkswap")
+            .arg(format!("/dev/zram{dev}"))
+            .stdout(Stdio::null()))?;
+        run(Command::new("swapon").arg(format!("/dev/zram{dev}")))?;
+        Ok(swap)
+    }
+}
+
+impl Drop for Swap {
+    fn drop(&mut self) {
+        if let Some(dev) = self.dev {
+            let _ = Command::new("swapoff")
+                .arg(format!("/dev/zram{dev}"))
+                .status();
+            let _ = fs::write(format!("/sys/block/zram{dev}/reset"), "1");
+            let _ = fs::write("/sys/class/zram-control/hot_remove", dev.to_string());
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().with_context(|| format!("bad size {s}"))?;
+    Ok(n * match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => bail!("bad size unit in {s} (K, M, G)"),
+    })
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    if !is_root() {
+        bail!("the bench loads eBPF programs and creates cgroups: run it as root");
+    }
+    let started = Instant::now();
+    let env = setup::setup(false)?;
+    setup::ensure_packages(&[("bpftrace", "bpftrace")])?;
+    let bin = crate::build(&env)?;
+    let dir = workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let size = parse_size(&args.size)?;
+    let _swap = Swap::ensure(size * 2)?;
+
+    // The tracepoints the tool attaches on this kernel, from its own (verified) plan.
+    let doctor = Command::new(&bin).args(["doctor", "--json"]).output()?;
+    let d: Value = serde_json::from_slice(&doctor.stdout).context("doctor --json")?;
+    let tracepoints: Vec<String> = d["attach"]
+        .as_array()
+        .ok_or_else(|| anyhow!("doctor --json has no attach list"))?
+        .iter()
+        .filter(|a| a["ok"] == true)
+        .filter_map(|a| {
+            a["target"]
+                .as_str()?
+                .strip_prefix("tracepoint:")
+                .map(String::from)
+        })
+        .collect();
+    let probe_mode = d["probe_mode"].as_str().unwrap_or("?").to_string();
+    let script = bpftrace_script(&tracepoints);
+    fs::write(dir.join("same-tracepoints.bt"), &script)?;
+
+    // One workload run: (wall s, CPU s of the workload and its generator process). Reclaim
+    // runs in the workload's own threads (memcg limit reclaim), and so do the tracepoint
+    // programs: the tracer's cost shows in this CPU time, which other load on the machine
+    // disturbs far less than wall time.
+    let workload = |log: &mut Vec<(f64, f64)>| -> Result<()> {
+        let t = Instant::now();
+        let child = Command::new(&bin)
+            .args(["workload", "--kind", "anon", "--size", &args.size])
+            .args([
+                "--memcg-limit",
+                &args.memcg_limit,
+                "--threads",
+                &args.threads.to_string(),
+            ])
+            .args(["--sweeps", &args.sweeps.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let (ok, cpu) = wait_rusage(child.id() as i32)?;
+        if !ok {
+            bail!("workload run failed");
+        }
+        log.push((t.elapsed().as_secs_f64(), cpu));
+        Ok(())
+    };
+
+    let mut times: Vec<Vec<(f64, f64)>> = vec![Vec::new(); 4];
+    let mut tool_runs = Vec::new();
+    // One warm-up run (page tables, zram, caches) that is not counted.
+    workload(&mut Vec::new())?;
+    for round in 0..args.rounds {
+        for k in 0..4 {
+            let cfg = Config::ALL[(k + round as usize) % 4];
+            eprintln!(
+                "xtask bench: round {}/{} {}",
+                round + 1,
+                args.rounds,
+                cfg.name()
+            );
+            let json_out = dir.join(format!("summary-round{round}.json"));
+            let tracer = match cfg {
+                Config::Nothing => None,
+                Config::Floor => {
+                    let mut c = Command::new(&bin);
+                    c.arg("__bench-floor");
+                    Some(Tracer::start(c, "floor attached")?)
+                }
+                Config::Bpftrace => {
+                    let mut c = Command::new("bpftrace");
+                    c.arg(dir.join("same-tracepoints.bt"));
+                    Some(Tracer::start(c, "Attaching")?)
+                }
+                Config::ReclaimTrace => {
+                    let mut c = Command::new(&bin);
+                    c.args(["summary", "--duration", "1h", "--json"])
+                        .arg(&json_out);
+                    Some(Tracer::start(c, "tracing for")?)
+                }
+            };
+            let t0 = Instant::now();
+            let mut r = Ok(());
+            for _ in 0..args.runs {
+                r = r.and_then(|()| workload(&mut times[cfg as usize]));
+            }
+            if let Some(t) = tracer {
+                let life = t0.elapsed().as_secs_f64() + 1.0;
+                let (ok, cpu, rss, _) = t.stop()?;
+                if !ok {
+                    bail!("{} did not exit cleanly", cfg.name());
+                }
+                if cfg == Config::ReclaimTrace {
+                    let s: Value = serde_json::from_str(&fs::read_to_string(&json_out)?)?;
+                    tool_runs.push(json!({
+                        "cpu_s": cpu, "lifetime_s": life, "cpu_pct_of_one_core": 100.0 * cpu / life,
+                        "max_rss_kib": rss,
+                        "ringbuf_drops": s["drops"]["ringbuf"],
+                        "decode_errors": s["drops"]["decode_errors"],
+                        "pass_records": s["tracer"]["pass_records"],
+                        "duration_s": s["duration_s"],
+                        "load_attach_s": s["tracer"]["load_attach_s"],
+                        "folios_reclaimed": s["totals"]["folios_reclaimed"],
+                    }));
+                }
+            }
+            r?;
+        }
+    }
+
+    // Untimed: the programs' own cost, from kernel BPF statistics (on only for this run).
+    let json_out = dir.join("summary-bpf-stats.json");
+    let mut c = Command::new(&bin);
+    c.args(["summary", "--duration", "1h", "--bpf-stats", "--json"])
+        .arg(&json_out);
+    let t = Tracer::start(c, "tracing for")?;
+    workload(&mut Vec::new())?;
+    t.stop()?;
+    let stats: Value = serde_json::from_str(&fs::read_to_string(&json_out)?)?;
+    let hot_events_per_s = stats["tracer"]["hot_events"].as_f64().unwrap_or(0.0)
+        / stats["duration_s"].as_f64().unwrap_or(f64::NAN);
+
+    let wall = |i: usize| times[i].iter().map(|t| t.0).collect::<Vec<f64>>();
+    let cpu = |i: usize| times[i].iter().map(|t| t.1).collect::<Vec<f64>>();
+    let (nothing_wall, nothing_cpu) = (median(&wall(0)), median(&cpu(0)));
+    let mut configs = Vec::new();
+    for cfg in Config::ALL {
+        let (w, c) = (wall(cfg as usize), cpu(cfg as usize));
+        let (mw, mc) = (median(&w), median(&c));
+        configs.push(json!({
+            "config": cfg.name(),
+            "runs": w.len(),
+            "median_s": mw,
+            "min_s": w.iter().copied().fold(f64::INFINITY, f64::min),
+            "max_s": w.iter().copied().fold(0.0, f64::max),
+            "ratio_to_nothing": mw / nothing_wall,
+            "slowdown_pct": 100.0 * (mw / nothing_wall - 1.0),
+            "cpu_median_s": mc,
+            "cpu_ratio_to_nothing": mc / nothing_cpu,
+            "cpu_slowdown_pct": 100.0 * (mc / nothing_cpu - 1.0),
+            "times_s": w,
+            "cpu_s": c,
+        }));
+    }
+    let slow = |i: usize| configs[i]["slowdown_pct"].as_f64().unwrap_or(f64::NAN);
+    let cpu_slow = |i: usize| configs[i]["cpu_slowdown_pct"].as_f64().unwrap_or(f64::NAN);
+    let (floor, bpftrace, tool) = (slow(1), slow(2), slow(3));
+    let sum = |k: &str| {
+        tool_runs
+            .iter()
+            .map(|r| r[k].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let tool_summary = json!({
+        "ringbuf_drops": sum("ringbuf_drops"),
+        "records_per_s": sum("pass_records") / sum("duration_s"),
+        "hot_events_per_s": hot_events_per_s,
+        "cpu_pct_of_one_core": 100.0 * sum("cpu_s") / sum("lifetime_s"),
+        "max_rss_kib": tool_runs.iter().map(|r| r["max_rss_kib"].as_u64().unwrap_or(0)).max(),
+        "load_attach_s_max": tool_runs.iter().map(|r| r["load_attach_s"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max),
+        "runs": tool_runs,
+        "bpf_programs": stats["tracer"]["programs"],
+    });
+    let result = json!({
+        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "probe_mode": probe_mode,
+        "workload": {"kind": "anon", "size": args.size, "memcg_limit": args.memcg_limit, "threads": args.threads, "sweeps": args.sweeps},
+        "rounds": args.rounds, "runs_per_round": args.runs,
+        "configs": configs,
+        "reclaim_trace": tool_summary,
+        "checks": {
+            "tool_vs_floor": tool / floor,
+            "tool_vs_bpftrace": tool / bpftrace,
+            "cpu_tool_vs_floor": cpu_slow(3) / cpu_slow(1),
+            "cpu_tool_vs_bpftrace": cpu_slow(3) / cpu_slow(2),
+        },
+        "bench_wall_s": started.elapsed().as_secs_f64(),
+    });
+    let text = serde_json::to_string_pretty(&result)?;
+    fs::write(dir.join("results.json"), &text)?;
+    if let Some(p) = &args.json {
+        fs::write(p, &text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    print!("{}", markdown(&result));
+    Ok(())
+}
+
+/// The README table.
+fn markdown(r: &Value) -> String {
+    let mut o = String::new();
+    o.push_str(&format!(
+        "Kernel {} ({} tier), anon workload {} in a {} memcg, {} threads, {} sweeps; {} rounds x {} runs per configuration.\n\n",
+        r["kernel"].as_str().unwrap_or("?"),
+        r["probe_mode"].as_str().unwrap_or("?"),
+        r["workload"]["size"].as_str().unwrap_or("?"),
+        r["workload"]["memcg_limit"].as_str().unwrap_or("?"),
+        r["workload"]["threads"],
+        r["workload"]["sweeps"],
+        r["rounds"],
+        r["runs_per_round"],
+    ));
+    o.push_str("| configuration | median wall time | min | max | wall vs nothing | median workload CPU | CPU vs nothing |\n|---|---|---|---|---|---|---|\n");
+    for c in r["configs"].as_array().into_iter().flatten() {
+        o.push_str(&format!(
+            "| {} | {:.3} s | {:.3} s | {:.3} s | {:+.1}% | {:.3} s | {:+.1}% |\n",
+            c["config"].as_str().unwrap_or("?"),
+            c["median_s"].as_f64().unwrap_or(f64::NAN),
+            c["min_s"].as_f64().unwrap_or(f64::NAN),
+            c["max_s"].as_f64().unwrap_or(f64::NAN),
+            c["slowdown_pct"].as_f64().unwrap_or(f64::NAN),
+            c["cpu_median_s"].as_f64().unwrap_or(f64::NAN),
+            c["cpu_slowdown_pct"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    let t = &r["reclaim_trace"];
+    o.push_str(&format!(
+        "\nreclaim-trace: wall-time slowdown {:.2}x the floor's and {:.2}x bpftrace's (CPU time: {:.2}x and {:.2}x); ring-buffer drops {}; {:.0} pass records/s; {:.0} hot events/s handled in the kernel; userspace CPU {:.2}% of one core; peak RSS {} KiB; load+attach {:.2} s (max).\n",
+        r["checks"]["tool_vs_floor"].as_f64().unwrap_or(f64::NAN),
+        r["checks"]["tool_vs_bpftrace"].as_f64().unwrap_or(f64::NAN),
+        r["checks"]["cpu_tool_vs_floor"].as_f64().unwrap_or(f64::NAN),
+        r["checks"]["cpu_tool_vs_bpftrace"].as_f64().unwrap_or(f64::NAN),
+        t["ringbuf_drops"],
+        t["records_per_s"].as_f64().unwrap_or(0.0),
+        t["hot_events_per_s"].as_f64().unwrap_or(0.0),
+        t["cpu_pct_of_one_core"].as_f64().unwrap_or(0.0),
+        t["max_rss_kib"],
+        t["load_attach_s_max"].as_f64().unwrap_or(0.0),
+    ));
+    if let Some(progs) = t["bpf_programs"].as_array() {
+        o.push_str("\n| BPF program | runs | ns/run |\n|---|---|---|\n");
+        for p in progs {
+            let (n, ns) = (
+                p["run_count"].as_u64().unwrap_or(0),
+                p["run_time_ns"].as_u64().unwrap_or(0),
+            );
+            if n > 0 {
+                o.push_str(&format!(
+                    "| {} | {} | {:.0} |\n",
+                    p["name"].as_str().unwrap_or("?"),
+                    n,
+                    ns as f64 / n as f64
+                ));
+            }
+        }
+    }
+    o
+}
