@@ -207,8 +207,8 @@ pub fn fe_try_to_unmap(ctx: FEntryContext) -> u32 {
 
 // ------------------------------------------------------------------ try_to_unmap_flush_dirty
 
-// With MGLRU on (the default of Debian's 6.12.118 and 7.2.13) pageout() keeps 0-9% of the
-// folios right after this flush (another thread faulted on them and holds a reference), so
+// With MGLRU on (the default of Debian's 6.12.118 and 7.2.13) pageout() keeps 0-12% of the
+// folios right after this flush (presumably an extra reference from a fault; not verified), so
 // dirty flushes exceed pageouts; `await_pageout` counts those (CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT).
 // With the classic LRU (6.1.192; 7.2.13 with MGLRU off) they matched one to one.
 fn flush_dirty_core() -> Result<(), ()> {

@@ -94,7 +94,7 @@ pub fn variants(i: &VariantInputs<'_>) -> Vec<Variant> {
             Some(true) => "MGLRU on (the default of Debian's 6.12.118 and 7.2.13): passes come \
                            from evict_folios, which calls shrink_folio_list (the precise tier \
                            sees them; before 6.12 evict_folios emits no lru_shrink_inactive). \
-                           pageout() then keeps 0-9% of the folios right after their dirty \
+                           pageout() then keeps 0-12% of the folios right after their dirty \
                            flush (dirty_flushes_without_pageout; 0 with MGLRU off)"
                 .into(),
             Some(false) => "classic LRU (MGLRU built in but off: Debian 6.1.192's default): \

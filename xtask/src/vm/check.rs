@@ -152,9 +152,9 @@ pub fn checks(workload: &str, s: &Value, k: &KernelDeltas) -> Vec<Check> {
         let dirty = u(s, "/totals/dirty_flushes");
         let pageouts = u(s, "/totals/pageouts").unwrap_or(0);
         if mglru {
-            // With MGLRU on (7.2.13), pageout() keeps 2-9% of the folios it is handed right
-            // after their dirty flush (another thread faulted on them: extra reference), so
-            // dirty flushes exceed pageouts by that much. What must hold: the flushes that a
+            // With MGLRU on (6.12.118, 7.2.13), pageout() keeps 0-12% of the folios it is handed
+            // after their dirty flush (presumably a thread faulted on them: an extra reference;
+            // not verified), so dirty flushes exceed pageouts by that much. What must hold: the flushes that a
             // pageout followed are at most the pageouts, and every pageout was preceded by a
             // try_to_unmap_flush_dirty() call.
             let kept = u(s, "/totals/dirty_flushes_without_pageout");
