@@ -48,7 +48,8 @@ pub struct PassState {
     /// Precise tier: `try_to_unmap_flush_dirty` saw `tlb_ubc.writable`; the next
     /// `arch_tlbbatch_flush` on this task is a dirty flush.
     pub dirty_pending: u32,
-    pub _pad: u32,
+    /// Precise tier: a dirty flush happened and no pageout has followed it yet.
+    pub await_pageout: u32,
     /// Precise tier: arguments of shrink_folio_list, kept for the exit probe.
     pub sc: u64,
     pub stat: u64,

@@ -1,4 +1,5 @@
-//! `csd:csd_queue_cpu` (6.5+) and `ipi:ipi_send_*` (6.4+): who a flush really reached.
+//! `csd:csd_queue_cpu` (6.5+) and `ipi:ipi_send_*` (6.4+): who a flush really reached. Absent
+//! on Debian's 6.1.192: the plan then reports the batch cpumask (precise tier) as fan-out.
 //!
 //! `smp_call_function_many_cond` queues one csd per target CPU that is not lazy
 //! (`should_flush_tlb`), then sends an IPI only to targets whose queue was empty. So csd targets

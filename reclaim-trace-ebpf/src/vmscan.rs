@@ -253,7 +253,10 @@ fn try_write_folio(_ctx: &TracePointContext) -> Result<(), ()> {
         close_episode(p, true);
     }
     // SAFETY: as above.
-    unsafe { (*p).counts.pageouts += 1 };
+    unsafe {
+        (*p).counts.pageouts += 1;
+        (*p).await_pageout = 0;
+    }
     Ok(())
 }
 

@@ -973,9 +973,11 @@ pub(crate) mod tests {
                     shrink_folio_list_params: Some(5),
                     shrink_folio_list_void: self.void_shrink,
                     cpumask_bytes: Some(32),
+                    batch_unmapped_pages: false,
                     funcs: self.btf_funcs.iter().map(|s| s.to_string()).collect(),
                     missing: vec![],
                 },
+                variants: vec![],
             }
         }
     }

@@ -4,6 +4,7 @@ mod bench;
 mod screenshot;
 mod setup;
 mod util;
+mod vm;
 
 use std::{path::PathBuf, process::Command};
 
@@ -41,7 +42,13 @@ enum Cmd {
         /// Skip the live-kernel tests (for machines where eBPF cannot be loaded).
         #[arg(long)]
         no_live: bool,
+        /// Skip the kernel matrix under qemu (`cargo xtask vm`).
+        #[arg(long)]
+        no_vm: bool,
     },
+    /// Boot Debian kernels under qemu and check the tool against each guest kernel's counters
+    /// (the real-kernel matrix; see `cargo xtask vm --help`).
+    Vm(vm::VmArgs),
     /// Measure the tracer's cost: workload wall time with nothing, a do-nothing floor,
     /// bpftrace, and reclaim-trace attached (interleaved rounds, as root).
     Bench(bench::BenchArgs),
@@ -59,7 +66,10 @@ fn main() {
         Cmd::Setup { toolchain_only } => setup::setup(!toolchain_only).map(|_| ()),
         Cmd::Build => setup::setup(false).and_then(|env| build(&env)).map(|_| ()),
         Cmd::Run { args } => run_tool(&args),
-        Cmd::Test { no_live } => test(no_live),
+        Cmd::Test { no_live, no_vm } => test(no_live, no_vm),
+        Cmd::Vm(args) => setup::setup(true)
+            .and_then(|env| build(&env))
+            .and_then(|bin| vm::vm(&bin, &args)),
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Screenshot { seconds } => setup::setup(true)
             .and_then(|env| build(&env))
@@ -105,7 +115,7 @@ fn run_tool(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn test(no_live: bool) -> Result<()> {
+fn test(no_live: bool, no_vm: bool) -> Result<()> {
     let started = std::time::Instant::now();
     let env = setup::setup(true)?;
     let step = |name: &str| {
@@ -184,6 +194,19 @@ fn test(no_live: bool) -> Result<()> {
     // Live tests share the kernel: one at a time.
     c.args(["--", "--test-threads=1"]);
     run(&mut c)?;
+
+    if no_vm {
+        eprintln!("\nxtask test: SKIPPED the kernel matrix (--no-vm)");
+    } else {
+        step("kernel matrix under qemu (cargo xtask vm)");
+        let vm_started = std::time::Instant::now();
+        let bin = build(&env)?;
+        vm::vm(&bin, &vm::VmArgs::matrix())?;
+        eprintln!(
+            "xtask test: kernel matrix passed in {:.0} s",
+            vm_started.elapsed().as_secs_f64()
+        );
+    }
     eprintln!(
         "\nxtask test: all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()

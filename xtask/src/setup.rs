@@ -29,6 +29,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
     // `cargo xtask screenshot` renders the dashboard's capture with xtask/src/ansi2png.py.
     ("python3-pil", "python3"),
     ("fonts-dejavu-core", "python3"),
+    // `cargo xtask vm`: the kernel matrix under qemu (software emulation).
+    ("qemu-system-x86", "qemu-system-x86_64"),
+    ("busybox-static", "busybox"),
+    ("cpio", "cpio"),
+    ("e2fsprogs", "mkfs.ext4"),
+    ("xz-utils", "xz"),
+    ("zstd", "zstd"),
+    ("kmod", "depmod"),
 ];
 
 /// The environment the other tasks run commands in.

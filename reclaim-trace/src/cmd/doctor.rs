@@ -177,6 +177,9 @@ fn render(r: &Report<'_>) -> String {
         l.cpumask_bytes.map_or("?".into(), |b| b.to_string()),
         l.funcs.iter().cloned().collect::<Vec<_>>().join(", ")
     );
+    for v in &k.variants {
+        let _ = writeln!(o, "variant       {}: {}", v.about, v.found);
+    }
     if !l.missing.is_empty() {
         let _ = writeln!(
             o,

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
-    CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES, CNT_PAGEOUTS_OUTSIDE, CNT_PASS_END_WITHOUT_START,
-    CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS, HIST_BATCH_FILL,
-    HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, PassCounts,
+    CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES,
+    CNT_PAGEOUTS_OUTSIDE, CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU,
+    CNT_RINGBUF_DROPS, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS,
+    N_CTX, PassCounts,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,11 @@ pub struct Totals {
     pub remote_shootdowns_traced: u64,
     pub pageouts_outside_reclaim: u64,
     pub passes_without_start: u64,
+    /// Dirty flushes not followed by a pageout in their pass (precise tier): pageout() kept
+    /// or re-activated the folio. Counted for all contexts together (0 in `by_context`);
+    /// absent from recordings made before it existed.
+    #[serde(default)]
+    pub dirty_flushes_without_pageout: u64,
 }
 
 impl Totals {
@@ -269,6 +275,7 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     totals.remote_shootdowns = victims.iter().sum();
     totals.pageouts_outside_reclaim = k.counter(CNT_PAGEOUTS_OUTSIDE);
     totals.passes_without_start = k.counter(CNT_PASS_END_WITHOUT_START);
+    totals.dirty_flushes_without_pageout = k.counter(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT);
 
     let flushes = totals.flushes;
     let have_candidates = cx.plan.signal(Signal::Flush).tier < Tier::Tracepoint;

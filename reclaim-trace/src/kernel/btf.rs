@@ -193,6 +193,8 @@ pub struct Layout {
     pub shrink_folio_list_void: bool,
     /// Size of `struct cpumask` in bytes (NR_CPUS / 8).
     pub cpumask_bytes: Option<u32>,
+    /// `arch_tlbflush_unmap_batch.unmapped_pages` exists (6.15+: INVLPGB broadcast flushes).
+    pub batch_unmapped_pages: bool,
     /// Probe targets that have a BTF `FUNC` record (fentry needs one).
     pub funcs: std::collections::BTreeSet<String>,
     /// Members that could not be resolved, by name.
@@ -290,6 +292,9 @@ impl Layout {
             shrink_folio_list_params: proto.map(|p| p.0),
             shrink_folio_list_void: proto.is_some_and(|p| p.1),
             cpumask_bytes: btf.struct_size("cpumask"),
+            batch_unmapped_pages: btf
+                .member("arch_tlbflush_unmap_batch", &["unmapped_pages"])
+                .is_some(),
             funcs: PROBE_FUNCTIONS
                 .iter()
                 .filter(|f| btf.func_proto(f).is_some())
@@ -306,6 +311,7 @@ impl Layout {
             shrink_folio_list_params: None,
             shrink_folio_list_void: false,
             cpumask_bytes: None,
+            batch_unmapped_pages: false,
             funcs: Default::default(),
             missing: vec![format!("everything: {why}")],
         }

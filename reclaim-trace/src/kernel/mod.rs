@@ -5,6 +5,7 @@ pub mod btf;
 pub mod btf_reader;
 pub mod kallsyms;
 pub mod tracefs;
+pub mod variants;
 
 use std::{collections::BTreeMap, fs, path::Path};
 
@@ -111,6 +112,8 @@ pub struct KernelFacts {
     #[serde(skip)]
     pub kallsyms: Kallsyms,
     pub layout: Layout,
+    /// Which variant of the reclaim/TLB path this kernel has (doctor prints them).
+    pub variants: Vec<variants::Variant>,
 }
 
 impl KernelFacts {
@@ -144,7 +147,7 @@ impl KernelFacts {
             .lines()
             .find(|l| l.starts_with("flags"))
             .unwrap_or("");
-        KernelFacts {
+        let mut facts = KernelFacts {
             release: uts.0,
             machine: uts.1,
             privileges: Privileges::current(),
@@ -173,7 +176,16 @@ impl KernelFacts {
             tracepoints,
             kallsyms,
             layout,
-        }
+            variants: Vec::new(),
+        };
+        facts.variants = variants::variants(&variants::VariantInputs {
+            kallsyms: &facts.kallsyms,
+            layout: &facts.layout,
+            has_tracepoint: &|c, n| facts.tracepoint(c, n).is_some(),
+            lru_gen: facts.lru_gen,
+            invlpgb: facts.invlpgb,
+        });
+        facts
     }
 
     pub fn tracepoint(&self, cat: &str, name: &str) -> Option<&EventFormat> {
