@@ -80,9 +80,21 @@ impl Histogram {
     pub fn total(&self) -> u64 {
         self.buckets.iter().sum()
     }
+}
 
+/// A bucket's representative value for statistics: its upper bound, or for the open-ended
+/// last bucket its lower bound (a finite number JSON consumers can use).
+fn stat_value(idx: usize) -> u64 {
+    match bucket_upper_bound(idx) {
+        u64::MAX => bucket_upper_bound(idx - 1) + 1,
+        v => v,
+    }
+}
+
+impl Histogram {
     /// The smallest bucket bound below which a fraction `q` of the observations fall
-    /// (exact for values up to 64). `None` when empty.
+    /// (exact for values up to 64; "at least" for the open-ended last bucket). `None` when
+    /// empty.
     pub fn percentile(&self, q: f64) -> Option<u64> {
         let total = self.total();
         if total == 0 {
@@ -93,7 +105,7 @@ impl Histogram {
         for (i, &c) in self.buckets.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Some(bucket_upper_bound(i));
+                return Some(stat_value(i));
             }
         }
         None
@@ -101,10 +113,7 @@ impl Histogram {
 
     /// The upper bound of the highest non-empty bucket.
     pub fn max(&self) -> Option<u64> {
-        self.buckets
-            .iter()
-            .rposition(|&c| c != 0)
-            .map(bucket_upper_bound)
+        self.buckets.iter().rposition(|&c| c != 0).map(stat_value)
     }
 
     /// Mean computed from bucket bounds (exact when every value is at most 64).
@@ -118,15 +127,7 @@ impl Histogram {
             .iter()
             .enumerate()
             .filter(|(_, c)| **c != 0)
-            .map(|(i, &c)| {
-                let ub = bucket_upper_bound(i);
-                let v = if ub == u64::MAX {
-                    (bucket_upper_bound(i - 1) + 1) as f64
-                } else {
-                    ub as f64
-                };
-                v * c as f64
-            })
+            .map(|(i, &c)| stat_value(i) as f64 * c as f64)
             .sum();
         Some(sum / total as f64)
     }
