@@ -3,12 +3,17 @@
 //! the cost of the tool's own work. One program per attach type, attached many times.
 
 use aya_ebpf::{
-    macros::{kprobe, kretprobe, tracepoint},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    macros::{kprobe, kretprobe, raw_tracepoint, tracepoint},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 
 #[tracepoint]
 pub fn floor_tp(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint]
+pub fn floor_rtp(_ctx: RawTracePointContext) -> u32 {
     0
 }
 

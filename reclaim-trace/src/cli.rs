@@ -60,7 +60,7 @@ pub enum Command {
     /// Internal (`cargo xtask bench`): attach do-nothing programs at the tool's attach points
     /// until SIGINT/SIGTERM.
     #[command(name = "__bench-floor", hide = true)]
-    BenchFloor(ProbeArgs),
+    BenchFloor(BenchFloorArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -214,6 +214,16 @@ pub struct TopArgs {
     pub export_dir: Option<PathBuf>,
     #[command(flatten)]
     pub probe: ProbeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFloorArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Turn on kernel BPF statistics and print the floor programs' run time at exit (the
+    /// fixed cost a program run has, to compare the tool's programs against).
+    #[arg(long)]
+    pub bpf_stats: bool,
 }
 
 #[derive(Debug, Args)]
