@@ -19,9 +19,8 @@ pub mod decode;
 
 /// Ring buffer carrying one [`PassRecord`] per reclaim pass (and [`FlushRecord`]s on request).
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Per-task reclaim pass state (LRU hash keyed by tid). Internal to the kernel side.
-pub const MAP_PASSES: &str = "PASSES";
-/// Per-task reclaim context windows and out-of-pass flush state (LRU hash keyed by tid).
+/// Per-task state (an array of slots tagged by task_struct address): the open reclaim pass,
+/// reclaim-context windows, cached identity (memcg, kswapd). Internal to the kernel side.
 pub const MAP_TASKS: &str = "TASKS";
 /// Per-CPU `u64` counters indexed by the `CNT_*` constants.
 pub const MAP_COUNTERS: &str = "COUNTERS";
@@ -29,8 +28,8 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_TOTALS: &str = "TOTALS";
 /// Per-CPU histograms: `[u64; HIST_BUCKETS]` at [`hist_index`]`(metric, ctx)`.
 pub const MAP_HISTS: &str = "HISTS";
-/// Remote TLB flushes received per target CPU (`csd_queue_cpu` with `flush_tlb_func`): an
-/// `Array<u64>` indexed by CPU id, updated atomically by the initiators.
+/// Remote TLB flushes received per target CPU (`csd_queue_cpu` with `flush_tlb_func`): a
+/// per-CPU array indexed by target CPU id, counted by the initiators; sum the copies.
 pub const MAP_VICTIMS: &str = "VICTIMS";
 /// Entries of [`MAP_VICTIMS`] (CPU ids up to NR_CPUS with MAXSMP).
 pub const MAX_VICTIM_CPUS: u32 = 8192;
@@ -47,8 +46,10 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 pub const WAKEUP_BYTES: u64 = (EVENTS_BYTES / 4) as u64;
 /// How often the reader drains the ring buffer without being woken.
 pub const READER_POLL_MS: u64 = 100;
-/// Maximum number of tasks with reclaim state at once.
-pub const MAX_TASKS: u32 = 16384;
+/// Task slots in the kernel (a power of two; ~350 bytes each). A task lands in one of two
+/// slots picked from its task_struct address; with both taken it is not tracked (counted in
+/// `CNT_PASS_MAP_FULL`).
+pub const MAX_TASKS: u32 = 4096;
 
 // ---------------------------------------------------------------------------------------------
 // Reclaim contexts
@@ -128,7 +129,8 @@ pub const fn bucket_upper_bound(idx: usize) -> u64 {
 
 /// Ring-buffer reservations that failed: records lost (their totals are still in TOTALS).
 pub const CNT_RINGBUF_DROPS: u32 = 0;
-/// Pass state could not be stored (map full).
+/// A task could not get a slot for its state (both of its slots held other tasks' live
+/// state): its pass was not tracked.
 pub const CNT_PASS_MAP_FULL: u32 = 1;
 /// A pass end (shrink_inactive / reclaim_pages) without a pass start on that task.
 pub const CNT_PASS_END_WITHOUT_START: u32 = 2;
@@ -332,7 +334,8 @@ pub const CFG_PAGEOUT_PROBE: u32 = 1 << 5;
 /// Marks an offset that is not known on this kernel; programs skip the read.
 pub const OFF_NONE: u32 = u32::MAX;
 
-/// Byte offsets of tracepoint record fields, from `events/<sys>/<event>/format`.
+/// Byte offsets of tracepoint record fields, from `events/<sys>/<event>/format` (the vmscan
+/// events read by name; the hot events are raw tracepoints whose arguments are positional).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TpOffsets {
@@ -347,13 +350,8 @@ pub struct TpOffsets {
     pub shrink_nr_unmap_fail: u32,
     pub reclaim_pages_nr_scanned: u32,
     pub reclaim_pages_nr_reclaimed: u32,
-    pub tlb_reason: u32,
-    pub tlb_pages: u32,
-    pub ipi_cpu_callback: u32,
-    pub ipi_mask_cpumask: u32,
-    pub ipi_mask_callback: u32,
-    pub csd_func: u32,
-    pub csd_cpu: u32,
+    /// Index of `lru` among the raw `mm_vmscan_lru_isolate` arguments (6, or 7 before 6.3).
+    pub isolate_lru_arg: u32,
 }
 
 /// Byte offsets (and one bit mask) of kernel struct members, from `/sys/kernel/btf/vmlinux`.
@@ -436,13 +434,7 @@ impl TpOffsets {
         shrink_nr_unmap_fail: OFF_NONE,
         reclaim_pages_nr_scanned: OFF_NONE,
         reclaim_pages_nr_reclaimed: OFF_NONE,
-        tlb_reason: OFF_NONE,
-        tlb_pages: OFF_NONE,
-        ipi_cpu_callback: OFF_NONE,
-        ipi_mask_cpumask: OFF_NONE,
-        ipi_mask_callback: OFF_NONE,
-        csd_func: OFF_NONE,
-        csd_cpu: OFF_NONE,
+        isolate_lru_arg: 6,
     };
 }
 
@@ -514,10 +506,10 @@ const _: () = {
     assert!(offset_of!(PassRecord, counts) == 64);
     assert!(size_of::<FlushRecord>() == 64);
     assert!(offset_of!(FlushRecord, ts_ns) == 24);
-    assert!(size_of::<TpOffsets>() == 18 * 4);
+    assert!(size_of::<TpOffsets>() == 12 * 4);
     assert!(size_of::<BtfOffsets>() == 22 * 4);
     assert!(offset_of!(Config, tp) == 32);
-    assert!(size_of::<Config>() == 32 + 72 + 88);
+    assert!(size_of::<Config>() == 32 + 48 + 88);
     assert!(bucket_of(64) == 64);
     assert!(bucket_of(65) == 65);
     assert!(bucket_of(128) == 65);

@@ -10,9 +10,6 @@
 //! (kprobe/fentry programs on mm/rmap.c, mm/vmscan.c and arch/x86/mm/tlb.c functions).
 #![no_std]
 #![no_main]
-// Atomic add on a shared map slot (see smp.rs); this crate is always built with nightly.
-#![allow(internal_features)]
-#![feature(core_intrinsics)]
 
 mod floor;
 mod pass;
@@ -24,14 +21,14 @@ mod vmscan;
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 use reclaim_trace_common::{
     CNT_ERR_BASE, Config, EVENTS_BYTES, HIST_BUCKETS, HistBuckets, MAX_TASKS, MAX_VICTIM_CPUS,
     N_COUNTERS, N_CTX, N_HISTS, OFF_NONE, PassCounts, bucket_of, hist_index,
 };
 
-pub use pass::{PassState, TaskState};
+pub use pass::{PassState, TaskEntry};
 
 /// Filled in by userspace before load (read-only data: the verifier treats it as constant).
 #[unsafe(no_mangle)]
@@ -54,11 +51,11 @@ pub(crate) use config;
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-#[map(name = "PASSES")]
-static PASSES: LruHashMap<u32, PassState> = LruHashMap::with_max_entries(MAX_TASKS, 0);
+/// Task slots (see pass::TaskEntry); a power of two.
+pub(crate) const TASK_SLOTS: u32 = MAX_TASKS;
 
 #[map(name = "TASKS")]
-static TASKS: LruHashMap<u32, TaskState> = LruHashMap::with_max_entries(MAX_TASKS, 0);
+static TASKS: Array<TaskEntry> = Array::with_max_entries(TASK_SLOTS, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS, 0);
@@ -69,12 +66,14 @@ static TOTALS: PerCpuArray<PassCounts> = PerCpuArray::with_max_entries(N_CTX, 0)
 #[map(name = "HISTS")]
 static HISTS: PerCpuArray<HistBuckets> = PerCpuArray::with_max_entries(N_HISTS, 0);
 
+/// Per-CPU: each initiating CPU counts into its own copy (no atomics, no shared cache line);
+/// userspace sums the copies. Sized to the possible CPUs at load.
 #[map(name = "VICTIMS")]
-static VICTIMS: Array<u64> = Array::with_max_entries(MAX_VICTIM_CPUS, 0);
+static VICTIMS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_VICTIM_CPUS, 0);
 
 /// A zeroed value to insert new map entries from (too large for the 512-byte BPF stack).
 #[map(name = "ZERO")]
-static ZERO: PerCpuArray<PassState> = PerCpuArray::with_max_entries(1, 0);
+static ZERO: PerCpuArray<TaskEntry> = PerCpuArray::with_max_entries(1, 0);
 
 /// Add `n` to per-CPU counter `idx` (`CNT_*`).
 #[inline(always)]

@@ -27,8 +27,8 @@ use aya_ebpf::{
 use reclaim_trace_common::{
     CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STAT_NR_RECLAIMED,
     CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FOLIO_WALK_TRUNCATED, CNT_OTHER_FLUSH_CANDIDATES,
-    CNT_OTHER_FLUSHES, CNT_PAGEOUTS_OUTSIDE, CTX_KSWAPD, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE,
-    FLUSH_OTHER, HIST_FANOUT_CANDIDATES, MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT,
+    CNT_OTHER_FLUSHES, CNT_PAGEOUTS_OUTSIDE, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE, FLUSH_OTHER,
+    HIST_FANOUT_CANDIDATES, MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT,
     PASS_F_FOLIOS_IN_TRUNCATED, PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH,
     PROG_FLUSH_DIRTY, PROG_PAGEOUT, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH,
 };
@@ -36,8 +36,8 @@ use reclaim_trace_common::{
 use crate::{
     config, count, count_error, current_tid_tgid, hist_add, is_self, kread,
     pass::{
-        EP_OPEN, close_episode, css_id, current_is_kswapd, emit_flush, end_pass, open_episode,
-        pass_of, start_pass, window_context,
+        CTX_AUTO, EP_OPEN, close_episode, css_id, current_key, emit_flush, end_pass, open_episode,
+        pass_of, start_pass,
     },
 };
 
@@ -64,14 +64,13 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
     let target: u64 = kread(sc, config!(btf.sc_target_mem_cgroup)).unwrap_or(0);
     let proactive_byte: u8 = kread(sc, config!(btf.sc_proactive_byte)).unwrap_or(0);
     let proactive = proactive_byte as u32 & config!(btf.sc_proactive_mask) != 0;
-    let ctx = if current_is_kswapd() {
-        CTX_KSWAPD
-    } else if proactive {
+    // kswapd is recognised by start_pass (PF_KSWAPD, cached per task).
+    let ctx = if proactive {
         CTX_PROACTIVE
     } else if target != 0 {
         CTX_MEMCG
     } else {
-        window_context(tid)
+        CTX_AUTO
     };
     // The memcg whose limit drove the pass; global reclaim falls back to the task's memcg.
     let cgroup_id = if target != 0 {
@@ -104,7 +103,7 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
         flags |= PASS_F_FOLIOS_IN_TRUNCATED;
         count(CNT_FOLIO_WALK_TRUNCATED, 1);
     }
-    let p = start_pass(tid, ctx, flags, cgroup_id).ok_or(())?;
+    let p = start_pass(tid, tgid, ctx, flags, cgroup_id).ok_or(())?;
     // SAFETY: map value owned by this task.
     unsafe {
         (*p).counts.folios_in = n;
@@ -116,8 +115,7 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
 }
 
 fn shrink_exit_core(ret: u64) -> Result<(), ()> {
-    let (tid, tgid) = current_tid_tgid();
-    let Some(p) = pass_of(tid) else {
+    let Some(p) = pass_of(current_key()) else {
         return Ok(());
     };
     // SAFETY: map value owned by this task.
@@ -141,7 +139,7 @@ fn shrink_exit_core(ret: u64) -> Result<(), ()> {
     if s.await_pageout != 0 {
         count(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, 1);
     }
-    end_pass(tid, tgid, p);
+    end_pass(p);
     Ok(())
 }
 
@@ -183,8 +181,7 @@ fn unmap_core(flags: u64) -> Result<(), ()> {
     if flags & TTU_BATCH_FLUSH == 0 {
         return Ok(());
     }
-    let (tid, _) = current_tid_tgid();
-    if let Some(p) = pass_of(tid) {
+    if let Some(p) = pass_of(current_key()) {
         // SAFETY: map value owned by this task.
         unsafe {
             (*p).unmaps_since_flush += 1;
@@ -212,8 +209,7 @@ pub fn fe_try_to_unmap(ctx: FEntryContext) -> u32 {
 // dirty flushes exceed pageouts; `await_pageout` counts those (CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT).
 // With the classic LRU (6.1.192; 7.2.13 with MGLRU off) they matched one to one.
 fn flush_dirty_core() -> Result<(), ()> {
-    let (tid, _) = current_tid_tgid();
-    let Some(p) = pass_of(tid) else {
+    let Some(p) = pass_of(current_key()) else {
         return Ok(());
     };
     // SAFETY: current task pointer, only used as a base for probe reads.
@@ -269,15 +265,11 @@ fn candidates(batch: u64) -> Result<(u64, bool), ()> {
 }
 
 fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
-    let (tid, tgid) = current_tid_tgid();
-    if is_self(tgid) {
-        return Ok(());
-    }
     let (cands, self_in) = candidates(batch)?;
     if cands == 0 && !self_in {
         return Ok(()); // empty batch: arch_tlbbatch_flush() does nothing
     }
-    match pass_of(tid) {
+    match pass_of(current_key()) {
         Some(p) => {
             // SAFETY: map value owned by this task.
             let (dirty, fill) = unsafe {
@@ -313,8 +305,7 @@ fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
 }
 
 fn tlbbatch_exit_core() -> Result<(), ()> {
-    let (tid, _) = current_tid_tgid();
-    if let Some(p) = pass_of(tid) {
+    if let Some(p) = pass_of(current_key()) {
         // SAFETY: map value owned by this task.
         if unsafe { (*p).ep } == EP_OPEN {
             close_episode(p, false);
@@ -355,11 +346,7 @@ fn pageout_core(ret: u64) -> Result<(), ()> {
     if ret & 0xffff_ffff != PAGE_SUCCESS {
         return Ok(());
     }
-    let (tid, tgid) = current_tid_tgid();
-    if is_self(tgid) {
-        return Ok(());
-    }
-    match pass_of(tid) {
+    match pass_of(current_key()) {
         // SAFETY: map value owned by this task.
         Some(p) => unsafe {
             (*p).counts.pageouts += 1;

@@ -8,74 +8,53 @@
 //! not batched), 4 remote send IPI (pages == -1 for the full flush of a batch), 5 remote wrong
 //! CPU (6.18+).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use reclaim_trace_common::{
     CFG_PRECISE_FLUSH, CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU,
-    PROG_TLB_FLUSH, TLB_FLUSH_ALL, TLB_LOCAL_MM_SHOOTDOWN, TLB_LOCAL_SHOOTDOWN,
-    TLB_REMOTE_SEND_IPI, TLB_REMOTE_SHOOTDOWN, TLB_REMOTE_WRONG_CPU,
+    TLB_FLUSH_ALL, TLB_LOCAL_MM_SHOOTDOWN, TLB_LOCAL_SHOOTDOWN, TLB_REMOTE_SEND_IPI,
+    TLB_REMOTE_SHOOTDOWN, TLB_REMOTE_WRONG_CPU,
 };
 
 use crate::{
-    config, count, count_error, current_tid_tgid, is_self,
+    config, count,
     pass::{
-        EP_DONE, EP_NONE, EP_OPEN, EP_UNBATCHED, PassState, close_episode, open_episode, pass_of,
-        task_of, task_or_insert,
+        EP_DONE, EP_NONE, EP_OPEN, EP_UNBATCHED, PassState, close_episode, current_key, entry_of,
+        entry_or_insert, open_episode, pass_of,
     },
-    vmscan::{Record, at},
 };
 
-// name: tlb_flush (6.18)
-// field:int reason;	offset:8;	size:4;	signed:1;
-// field:unsigned long pages;	offset:16;	size:8;	signed:0;
-#[tracepoint(category = "tlb", name = "tlb_flush")]
-pub fn tlb_flush(ctx: TracePointContext) -> u32 {
-    if try_tlb_flush(&ctx).is_err() {
-        count_error(PROG_TLB_FLUSH);
-    }
+// TP_PROTO(int reason, unsigned long pages), unchanged 6.1 … 7.2. A raw tracepoint: the
+// kernel skips building the trace record (this fires on every context switch), and the
+// arguments are read straight from the context.
+#[raw_tracepoint(tracepoint = "tlb_flush")]
+pub fn tlb_flush(ctx: RawTracePointContext) -> u32 {
+    try_tlb_flush(&ctx);
     0
 }
 
-fn try_tlb_flush(ctx: &TracePointContext) -> Result<(), ()> {
-    // Usual layout (6.1 … 7.2): reason at 8, pages at 16.
-    let usual = config!(tp.tlb_reason) == 8 && config!(tp.tlb_pages) == 16;
-    let r = if usual {
-        None
-    } else {
-        Some(Record::<24>::read(ctx)?)
-    };
-    let reason: i32 = match &r {
-        None => at::<8, i32>(ctx),
-        Some(r) => r.get(ctx, config!(tp.tlb_reason))?,
-    };
-    let reason = reason as u32;
+fn try_tlb_flush(ctx: &RawTracePointContext) {
+    let reason = ctx.arg::<u64>(0) as u32;
     match reason {
         TLB_REMOTE_SHOOTDOWN => {
             count(CNT_REMOTE_SHOOTDOWNS, 1);
-            return Ok(());
+            return;
         }
         TLB_REMOTE_WRONG_CPU => {
             count(CNT_REMOTE_WRONG_CPU, 1);
-            return Ok(());
+            return;
         }
         TLB_LOCAL_SHOOTDOWN | TLB_LOCAL_MM_SHOOTDOWN | TLB_REMOTE_SEND_IPI => {}
-        _ => return Ok(()),
+        _ => return,
     }
     if config!(flags) & CFG_PRECISE_FLUSH != 0 {
-        return Ok(());
+        return;
     }
-    let (tid, tgid) = current_tid_tgid();
-    if is_self(tgid) {
-        return Ok(());
-    }
-    let pages: u64 = match &r {
-        None => at::<16, u64>(ctx),
-        Some(r) => r.get(ctx, config!(tp.tlb_pages))?,
-    };
-    match pass_of(tid) {
+    let pages = ctx.arg::<u64>(1);
+    let key = current_key();
+    match pass_of(key) {
         Some(p) => in_pass(p, reason, pages),
-        None => outside_pass(tid, reason, pages),
+        None => outside_pass(key, reason, pages),
     }
-    Ok(())
 }
 
 #[inline(always)]
@@ -124,25 +103,25 @@ fn in_pass(p: *mut PassState, reason: u32, pages: u64) {
 /// put in the ratio. A full remote flush counts at once; if its local leg shows it was an mm
 /// flush (reason 3) it is taken back. Per-CPU counters are summed with wrapping arithmetic.
 #[inline(always)]
-fn outside_pass(tid: u32, reason: u32, pages: u64) {
+fn outside_pass(key: u64, reason: u32, pages: u64) {
     match reason {
         TLB_REMOTE_SEND_IPI if pages == TLB_FLUSH_ALL => {
-            if let Some(t) = task_or_insert(tid) {
+            if let Some(t) = entry_or_insert(key) {
                 // SAFETY: map value owned by this task.
-                unsafe { (*t).ep = EP_OPEN };
+                unsafe { (*t).other_ep = EP_OPEN };
                 count(CNT_OTHER_FLUSHES, 1);
             }
         }
         TLB_REMOTE_SEND_IPI => {
-            if let Some(t) = task_of(tid) {
+            if let Some(t) = entry_of(key) {
                 // SAFETY: as above.
-                unsafe { (*t).ep = EP_NONE };
+                unsafe { (*t).other_ep = EP_NONE };
             }
         }
         TLB_LOCAL_SHOOTDOWN => {
-            let open = match task_of(tid) {
+            let open = match entry_of(key) {
                 // SAFETY: as above.
-                Some(t) => unsafe { core::mem::replace(&mut (*t).ep, EP_NONE) == EP_OPEN },
+                Some(t) => unsafe { core::mem::replace(&mut (*t).other_ep, EP_NONE) == EP_OPEN },
                 None => false,
             };
             if !open {
@@ -150,9 +129,9 @@ fn outside_pass(tid: u32, reason: u32, pages: u64) {
             }
         }
         _ => {
-            if let Some(t) = task_of(tid) {
+            if let Some(t) = entry_of(key) {
                 // SAFETY: as above.
-                if unsafe { core::mem::replace(&mut (*t).ep, EP_NONE) } == EP_OPEN {
+                if unsafe { core::mem::replace(&mut (*t).other_ep, EP_NONE) } == EP_OPEN {
                     count(CNT_OTHER_FLUSHES, u64::MAX); // -1
                 }
             }

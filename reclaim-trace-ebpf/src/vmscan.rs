@@ -2,7 +2,12 @@
 //! reclaim-context windows. Field offsets come from each event's tracefs `format` (they differ
 //! between kernels), handed over in `CONFIG.tp`.
 
-use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::bpf_probe_read_kernel,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use reclaim_trace_common::{
     CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CNT_PAGEOUTS_OUTSIDE,
     CNT_PASS_END_WITHOUT_START, CTX_RECLAIM_PAGES, OFF_NONE, PASS_F_HAS_START, PROG_LRU_ISOLATE,
@@ -12,8 +17,8 @@ use reclaim_trace_common::{
 use crate::{
     config, count, count_error, current_tid_tgid, is_self,
     pass::{
-        EP_DONE, EP_OPEN, PassState, WIN_DIRECT, WIN_MEMCG, close_episode, end_pass, pass_of,
-        start_pass, task_or_insert, window_context,
+        CTX_AUTO, EP_DONE, EP_OPEN, PassState, WIN_DIRECT, WIN_MEMCG, close_episode, current_key,
+        end_pass, entry_or_insert, pass_of, start_pass,
     },
 };
 
@@ -26,17 +31,6 @@ pub(crate) fn field<T>(ctx: &TracePointContext, off: u32) -> Result<T, ()> {
     // SAFETY: the offset comes from this kernel's tracefs format for this event; the helper
     // behind read_at copies with fault handling.
     unsafe { ctx.read_at::<T>(off as usize).map_err(|_| ()) }
-}
-
-/// A field at a fixed offset, read with a direct context load: no helper call. For the hot
-/// events' usual layouts (unchanged 6.1 … 7.2), where a run-time offset would cost a
-/// `bpf_probe_read_kernel` per field. Volatile, so that LLVM keeps the constant offset in the
-/// load instruction (the verifier rejects context pointers with arithmetic applied).
-#[inline(always)]
-pub(crate) fn at<const OFF: usize, T: Copy>(ctx: &TracePointContext) -> T {
-    // SAFETY: callers use OFF only where this kernel's format puts a T at OFF (checked against
-    // CONFIG.tp at run time); records are at least that long.
-    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(OFF).cast::<T>()) }
 }
 
 /// The first `N` bytes of a tracepoint record, copied with one helper call. Hot programs read
@@ -92,23 +86,49 @@ fn try_lru_isolate(ctx: &TracePointContext) -> Result<(), ()> {
     if config!(flags) & CFG_PRECISE_PASS != 0 {
         return Ok(());
     }
+    let r = Record::<56>::read(ctx)?;
+    let lru: i32 = r.get(ctx, config!(tp.isolate_lru))?;
+    let nr_taken: u64 = r.get(ctx, config!(tp.isolate_nr_taken))?;
+    isolate_core(lru, nr_taken)
+}
+
+// TP_PROTO(int highest_zoneidx, int order, unsigned long nr_requested, unsigned long
+//          nr_scanned, unsigned long nr_skipped, unsigned long nr_taken, [isolate_mode_t
+//          isolate_mode (before 6.3),] int lru): nr_taken is argument 5, lru the last one.
+#[raw_tracepoint(tracepoint = "mm_vmscan_lru_isolate")]
+pub fn vmscan_lru_isolate_raw(ctx: RawTracePointContext) -> u32 {
+    if try_lru_isolate_raw(&ctx).is_err() {
+        count_error(PROG_LRU_ISOLATE);
+    }
+    0
+}
+
+fn try_lru_isolate_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
+    if config!(flags) & CFG_PRECISE_PASS != 0 {
+        return Ok(());
+    }
+    let nr_taken = ctx.arg::<u64>(5);
+    // The index of `lru` depends on the kernel (a run-time global): read it through the
+    // helper, since a computed context offset is refused by the verifier.
+    let args = ctx.as_ptr() as u64 + 8 * config!(tp.isolate_lru_arg) as u64;
+    // SAFETY: the slot is inside the raw tracepoint's argument array (checked against the
+    // prototype in BTF by the plan); the helper copies with fault handling.
+    let lru = unsafe { bpf_probe_read_kernel(args as *const u64) }.map_err(|_| ())? as i32;
+    isolate_core(lru, nr_taken)
+}
+
+fn isolate_core(lru: i32, nr_taken: u64) -> Result<(), ()> {
+    // shrink_active_list isolates from the active lists (odd `enum lru_list` values below
+    // LRU_UNEVICTABLE) and never unmaps; only inactive-list isolation starts a pass.
+    // shrink_inactive_list returns before shrink_folio_list when nothing was taken.
+    if lru & 1 == 1 || nr_taken == 0 {
+        return Ok(());
+    }
     let (tid, tgid) = current_tid_tgid();
     if is_self(tgid) {
         return Ok(());
     }
-    // shrink_active_list isolates from the active lists (odd `enum lru_list` values below
-    // LRU_UNEVICTABLE) and never unmaps; only inactive-list isolation starts a pass.
-    let r = Record::<56>::read(ctx)?;
-    let lru: i32 = r.get(ctx, config!(tp.isolate_lru))?;
-    if lru & 1 == 1 {
-        return Ok(());
-    }
-    let nr_taken: u64 = r.get(ctx, config!(tp.isolate_nr_taken))?;
-    // shrink_inactive_list returns before shrink_folio_list when nothing was taken.
-    if nr_taken == 0 {
-        return Ok(());
-    }
-    let p = start_pass(tid, window_context(tid), PASS_F_HAS_START, 0).ok_or(())?;
+    let p = start_pass(tid, tgid, CTX_AUTO, PASS_F_HAS_START, 0).ok_or(())?;
     // SAFETY: map value owned by this task.
     unsafe { (*p).counts.folios_in = nr_taken };
     Ok(())
@@ -116,12 +136,12 @@ fn try_lru_isolate(ctx: &TracePointContext) -> Result<(), ()> {
 
 /// The pass that ends now on this task, or one reconstructed from its end alone.
 #[inline(always)]
-fn ending_pass(tid: u32) -> Result<*mut PassState, ()> {
-    match pass_of(tid) {
+fn ending_pass(tid: u32, tgid: u32) -> Result<*mut PassState, ()> {
+    match pass_of(current_key()) {
         Some(p) => Ok(p),
         None => {
             count(CNT_PASS_END_WITHOUT_START, 1);
-            start_pass(tid, window_context(tid), 0, 0).ok_or(())
+            start_pass(tid, tgid, CTX_AUTO, 0, 0).ok_or(())
         }
     }
 }
@@ -152,36 +172,80 @@ fn try_shrink_inactive(ctx: &TracePointContext) -> Result<(), ()> {
     if config!(flags) & CFG_PRECISE_PASS != 0 {
         return Ok(());
     }
+    let r = Record::<96>::read(ctx)?;
+    let get_u64 = |off: u32| r.get::<u64>(ctx, off).unwrap_or(0);
+    let get_u32 = |off: u32| r.get::<u32>(ctx, off).unwrap_or(0) as u64;
+    let nr_scanned: u64 = r.get(ctx, config!(tp.shrink_nr_scanned))?;
+    let nr_reclaimed: u64 = r.get(ctx, config!(tp.shrink_nr_reclaimed))?;
+    let extra = [
+        get_u64(config!(tp.shrink_nr_dirty)),
+        get_u64(config!(tp.shrink_nr_writeback)),
+        get_u32(config!(tp.shrink_nr_activate0)) + get_u32(config!(tp.shrink_nr_activate1)),
+        get_u64(config!(tp.shrink_nr_unmap_fail)),
+    ];
+    shrink_core(nr_scanned, nr_reclaimed, extra)
+}
+
+// TP_PROTO(int nid, unsigned long nr_scanned, unsigned long nr_reclaimed,
+//          struct reclaim_stat *stat, int priority, int file)            (6.1 … 7.2)
+#[raw_tracepoint(tracepoint = "mm_vmscan_lru_shrink_inactive")]
+pub fn vmscan_lru_shrink_inactive_raw(ctx: RawTracePointContext) -> u32 {
+    if try_shrink_inactive_raw(&ctx).is_err() {
+        count_error(PROG_SHRINK_INACTIVE);
+    }
+    0
+}
+
+/// Bytes of `struct reclaim_stat` read at once (its counters are in the first ~60 bytes).
+const STAT_BYTES: usize = 64;
+
+fn try_shrink_inactive_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
+    if config!(flags) & CFG_PRECISE_PASS != 0 {
+        return Ok(());
+    }
+    let nr_scanned = ctx.arg::<u64>(1);
+    let nr_reclaimed = ctx.arg::<u64>(2);
+    let stat = ctx.arg::<u64>(3);
+    // SAFETY: `stat` points at the caller's reclaim_stat; the helper copies with fault
+    // handling.
+    let bytes: [u8; STAT_BYTES] = unsafe { bpf_probe_read_kernel(stat as *const [u8; STAT_BYTES]) }
+        .unwrap_or([0; STAT_BYTES]);
+    let get = |off: u32| -> u64 {
+        if (off as usize) + 4 <= STAT_BYTES {
+            // SAFETY: bounds checked; unaligned read of an unsigned int counter.
+            unsafe {
+                core::ptr::read_unaligned(bytes.as_ptr().add(off as usize).cast::<u32>()) as u64
+            }
+        } else {
+            0
+        }
+    };
+    let extra = [
+        get(config!(btf.stat_nr_dirty)),
+        get(config!(btf.stat_nr_writeback)),
+        get(config!(btf.stat_nr_activate0)) + get(config!(btf.stat_nr_activate1)),
+        get(config!(btf.stat_nr_unmap_fail)),
+    ];
+    shrink_core(nr_scanned, nr_reclaimed, extra)
+}
+
+/// End the pass: `extra` is nr_dirty, nr_writeback, nr_activate (anon + file), nr_unmap_fail.
+fn shrink_core(nr_scanned: u64, nr_reclaimed: u64, extra: [u64; 4]) -> Result<(), ()> {
     let (tid, tgid) = current_tid_tgid();
     if is_self(tgid) {
         return Ok(());
     }
-    let r = Record::<96>::read(ctx)?;
-    let nr_scanned: u64 = r.get(ctx, config!(tp.shrink_nr_scanned))?;
-    let nr_reclaimed: u64 = r.get(ctx, config!(tp.shrink_nr_reclaimed))?;
-    let opt = |off: u32| if off == OFF_NONE { None } else { Some(off) };
-    let get_u64 = |off: u32| {
-        opt(off)
-            .and_then(|o| r.get::<u64>(ctx, o).ok())
-            .unwrap_or(0)
-    };
-    let get_u32 = |off: u32| {
-        opt(off)
-            .and_then(|o| r.get::<u32>(ctx, o).ok())
-            .unwrap_or(0) as u64
-    };
-    let p = ending_pass(tid)?;
+    let p = ending_pass(tid, tgid)?;
     // SAFETY: map value owned by this task.
     let s = unsafe { &mut *p };
     s.counts.pages_scanned = nr_scanned;
     s.counts.pages_reclaimed = nr_reclaimed;
     s.counts.folios_reclaimed = nr_reclaimed;
-    s.counts.nr_dirty = get_u64(config!(tp.shrink_nr_dirty));
-    s.counts.nr_writeback = get_u64(config!(tp.shrink_nr_writeback));
-    s.counts.nr_activate =
-        get_u32(config!(tp.shrink_nr_activate0)) + get_u32(config!(tp.shrink_nr_activate1));
-    s.counts.nr_unmap_fail = get_u64(config!(tp.shrink_nr_unmap_fail));
-    end_pass(tid, tgid, p);
+    s.counts.nr_dirty = extra[0];
+    s.counts.nr_writeback = extra[1];
+    s.counts.nr_activate = extra[2];
+    s.counts.nr_unmap_fail = extra[3];
+    end_pass(p);
     Ok(())
 }
 
@@ -207,40 +271,35 @@ fn try_reclaim_pages(ctx: &TracePointContext) -> Result<(), ()> {
     }
     let nr_scanned: u64 = field(ctx, config!(tp.reclaim_pages_nr_scanned))?;
     let nr_reclaimed: u64 = field(ctx, config!(tp.reclaim_pages_nr_reclaimed))?;
-    let p = match pass_of(tid) {
+    let p = match pass_of(current_key()) {
         Some(p) => p,
-        None => start_pass(tid, CTX_RECLAIM_PAGES, 0, 0).ok_or(())?,
+        None => start_pass(tid, tgid, CTX_RECLAIM_PAGES, 0, 0).ok_or(())?,
     };
     // SAFETY: map value owned by this task.
     let s = unsafe { &mut *p };
     s.counts.pages_scanned = nr_scanned;
     s.counts.pages_reclaimed = nr_reclaimed;
     s.counts.folios_reclaimed = nr_reclaimed;
-    end_pass(tid, tgid, p);
+    end_pass(p);
     Ok(())
 }
 
-// name: mm_vmscan_write_folio (6.18)
-// field:unsigned long pfn;	offset:8;	size:8;	signed:0;
-// field:int reclaim_flags;	offset:16;	size:4;	signed:1;
-#[tracepoint(category = "vmscan", name = "mm_vmscan_write_folio")]
-pub fn vmscan_write_folio(ctx: TracePointContext) -> u32 {
-    if try_write_folio(&ctx).is_err() {
+// TP_PROTO(struct folio *folio): one per successful pageout (6.1 … 7.2). A raw tracepoint:
+// the kernel skips building the trace record, and this program reads no argument.
+#[raw_tracepoint(tracepoint = "mm_vmscan_write_folio")]
+pub fn vmscan_write_folio(_ctx: RawTracePointContext) -> u32 {
+    if try_write_folio().is_err() {
         count_error(PROG_WRITE_FOLIO);
     }
     0
 }
 
-fn try_write_folio(_ctx: &TracePointContext) -> Result<(), ()> {
+fn try_write_folio() -> Result<(), ()> {
     let flags = config!(flags);
     if flags & CFG_PAGEOUT_PROBE != 0 {
         return Ok(());
     }
-    let (tid, tgid) = current_tid_tgid();
-    if is_self(tgid) {
-        return Ok(());
-    }
-    let Some(p) = pass_of(tid) else {
+    let Some(p) = pass_of(current_key()) else {
         count(CNT_PAGEOUTS_OUTSIDE, 1);
         return Ok(());
     };
@@ -267,7 +326,8 @@ fn window(bit: u32, open: bool) -> u32 {
     if is_self(tgid) {
         return 0;
     }
-    match task_or_insert(tid) {
+    let _ = tid;
+    match entry_or_insert(current_key()) {
         Some(t) => {
             // SAFETY: map value owned by this task.
             unsafe {

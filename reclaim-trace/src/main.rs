@@ -42,7 +42,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Compare(a) => cmd::compare::run(a),
         Command::Serve(a) => cmd::serve::run(a).await,
         Command::Workload(a) => cmd::workload::run(a).await,
-        Command::BenchFloor(a) => cmd::floor::run(a.probe_mode).await,
+        Command::BenchFloor(a) => cmd::floor::run(a.probe.probe_mode, a.bpf_stats).await,
         Command::WorkloadChild { .. } => unreachable!("handled before the runtime starts"),
     }
 }

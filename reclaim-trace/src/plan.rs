@@ -119,6 +119,11 @@ pub enum Attach {
         category: &'static str,
         name: &'static str,
     },
+    /// A raw tracepoint (attached by event name; the category is for display).
+    RawTracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
     Kprobe {
         function: String,
         ret: bool,
@@ -331,6 +336,40 @@ impl Planner<'_> {
         });
     }
 
+    fn add_raw(
+        &mut self,
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+        s: Signal,
+    ) {
+        if !self.programs.iter().any(|p| p.program == program) {
+            self.programs.push(ProgramAttach {
+                program,
+                attach: Attach::RawTracepoint { category, name },
+                signal: s,
+            });
+        }
+    }
+
+    /// A raw tracepoint exists with the argument count its program expects (positional
+    /// arguments: checked against the `btf_trace_<event>` prototype when BTF has it).
+    fn raw_tp(&self, cat: &str, name: &str) -> Result<(), String> {
+        let want = crate::kernel::btf::RAW_TRACEPOINTS
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map_or(0, |t| t.2);
+        match self.facts.layout.raw_tracepoint_args.get(name) {
+            Some(&n) if n == want => Ok(()),
+            Some(&n) => Err(format!(
+                "raw tracepoint {name} takes {n} arguments on this kernel, not the {want} the \
+                 program reads"
+            )),
+            None if self.tp(cat, name) => Ok(()),
+            None => Err(format!("tracepoint {cat}:{name} not present")),
+        }
+    }
+
     /// Check that a tracepoint has the fields a program reads.
     fn tp_fields(&self, cat: &str, name: &str, fields: &[(&str, &[u32])]) -> Result<(), String> {
         let Some(f) = self.facts.tracepoint(cat, name) else {
@@ -422,18 +461,43 @@ pub fn plan(
             if let Err(tp_why) = tp_pass {
                 return Err(NoPassSignal(format!("{why}; {tp_why}")));
             }
-            p.add_tp(
-                "vmscan_lru_isolate",
-                "vmscan",
-                "mm_vmscan_lru_isolate",
-                Signal::ReclaimPass,
-            );
-            p.add_tp(
-                "vmscan_lru_shrink_inactive",
-                "vmscan",
-                "mm_vmscan_lru_shrink_inactive",
-                Signal::ReclaimPass,
-            );
+            // Raw tracepoints when BTF shows the prototypes (no trace record is built, the
+            // arguments are read directly); the classic ones, by field name, otherwise.
+            let raw = &layout.raw_tracepoint_args;
+            let raw_ok = matches!(raw.get("mm_vmscan_lru_isolate"), Some(7 | 8))
+                && raw.get("mm_vmscan_lru_shrink_inactive") == Some(&6);
+            let kind = if raw_ok {
+                "raw_tracepoint"
+            } else {
+                "tracepoint"
+            };
+            if raw_ok {
+                p.add_raw(
+                    "vmscan_lru_isolate_raw",
+                    "vmscan",
+                    "mm_vmscan_lru_isolate",
+                    Signal::ReclaimPass,
+                );
+                p.add_raw(
+                    "vmscan_lru_shrink_inactive_raw",
+                    "vmscan",
+                    "mm_vmscan_lru_shrink_inactive",
+                    Signal::ReclaimPass,
+                );
+            } else {
+                p.add_tp(
+                    "vmscan_lru_isolate",
+                    "vmscan",
+                    "mm_vmscan_lru_isolate",
+                    Signal::ReclaimPass,
+                );
+                p.add_tp(
+                    "vmscan_lru_shrink_inactive",
+                    "vmscan",
+                    "mm_vmscan_lru_shrink_inactive",
+                    Signal::ReclaimPass,
+                );
+            }
             p.add_tp(
                 "vmscan_reclaim_pages",
                 "vmscan",
@@ -450,7 +514,7 @@ pub fn plan(
             p.row(
                 Signal::ReclaimPass,
                 Tier::Tracepoint,
-                "tracepoint:vmscan:mm_vmscan_lru_isolate..mm_vmscan_lru_shrink_inactive".into(),
+                format!("{kind}:vmscan:mm_vmscan_lru_isolate..mm_vmscan_lru_shrink_inactive"),
                 Some(note),
             );
         }
@@ -513,8 +577,8 @@ pub fn plan(
             );
         }
         Err(why) => {
-            if p.tp("vmscan", "mm_vmscan_write_folio") {
-                p.add_tp(
+            if p.raw_tp("vmscan", "mm_vmscan_write_folio").is_ok() {
+                p.add_raw(
                     "vmscan_write_folio",
                     "vmscan",
                     "mm_vmscan_write_folio",
@@ -523,7 +587,7 @@ pub fn plan(
                 p.row(
                     Signal::Pageouts,
                     Tier::Tracepoint,
-                    "tracepoint:vmscan:mm_vmscan_write_folio".into(),
+                    "raw_tracepoint:vmscan:mm_vmscan_write_folio".into(),
                     // The tracepoint fires on exactly the successful pageouts; being here is
                     // not a loss of precision, so no note unless the precise tier was wanted.
                     (!why.contains("inlined") && !why.contains("probe-mode"))
@@ -555,9 +619,9 @@ pub fn plan(
                 Ok(t)
             }
         });
-    let tlb_tp = p.tp_fields("tlb", "tlb_flush", &[("reason", &[4]), ("pages", &[8])]);
+    let tlb_tp = p.raw_tp("tlb", "tlb_flush");
     if tlb_tp.is_ok() {
-        p.add_tp("tlb_flush", "tlb", "tlb_flush", Signal::Flush);
+        p.add_raw("tlb_flush", "tlb", "tlb_flush", Signal::Flush);
     }
     match flush_precise {
         Ok(tier) => {
@@ -594,7 +658,7 @@ pub fn plan(
                 p.row(
                     Signal::Flush,
                     Tier::Tracepoint,
-                    "tracepoint:tlb:tlb_flush (reason 4 pages=-1, reason 2)".into(),
+                    "raw_tracepoint:tlb:tlb_flush (reason 4 pages=-1, reason 2)".into(),
                     Some(format!(
                         "precise tier unavailable ({why}); batch cpumask not observable; \
                          INVLPGB/hypercall flushes emit no event"
@@ -603,7 +667,7 @@ pub fn plan(
                 p.row(
                     Signal::DirtyFlush,
                     Tier::Tracepoint,
-                    "tracepoint:tlb:tlb_flush followed by mm_vmscan_write_folio".into(),
+                    "raw_tracepoint:tlb:tlb_flush followed by mm_vmscan_write_folio".into(),
                     Some("a flush followed by a pageout on the same task counts as dirty".into()),
                 );
             }
@@ -664,11 +728,11 @@ pub fn plan(
     };
 
     // --- fan-out ------------------------------------------------------------------------------
-    let csd = p.tp_fields("csd", "csd_queue_cpu", &[("func", &[8]), ("cpu", &[4])]);
+    let csd = p.raw_tp("csd", "csd_queue_cpu");
     let have_flush_func = facts.kallsyms.addr("flush_tlb_func").is_some();
     match (csd, have_flush_func) {
         (Ok(()), true) => {
-            p.add_tp(
+            p.add_raw(
                 "csd_queue_cpu",
                 "csd",
                 "csd_queue_cpu",
@@ -677,7 +741,7 @@ pub fn plan(
             p.row(
                 Signal::FanoutTargets,
                 Tier::Tracepoint,
-                "tracepoint:csd:csd_queue_cpu (func == flush_tlb_func)".into(),
+                "raw_tracepoint:csd:csd_queue_cpu (func == flush_tlb_func)".into(),
                 None,
             );
         }
@@ -700,22 +764,18 @@ pub fn plan(
         .kallsyms
         .addr("generic_smp_call_function_single_interrupt")
         .is_some();
-    let ipi_cpu = p.tp_fields("ipi", "ipi_send_cpu", &[("callback", &[8])]);
-    let ipi_mask = p.tp_fields(
-        "ipi",
-        "ipi_send_cpumask",
-        &[("cpumask", &[4]), ("callback", &[8])],
-    );
+    let ipi_cpu = p.raw_tp("ipi", "ipi_send_cpu");
+    let ipi_mask = p.raw_tp("ipi", "ipi_send_cpumask");
     match (ipi_cpu, ipi_cb) {
         (Ok(()), true) => {
-            p.add_tp("ipi_send_cpu", "ipi", "ipi_send_cpu", Signal::Ipis);
+            p.add_raw("ipi_send_cpu", "ipi", "ipi_send_cpu", Signal::Ipis);
             if ipi_mask.is_ok() {
-                p.add_tp("ipi_send_cpumask", "ipi", "ipi_send_cpumask", Signal::Ipis);
+                p.add_raw("ipi_send_cpumask", "ipi", "ipi_send_cpumask", Signal::Ipis);
             }
             p.row(
                 Signal::Ipis,
                 Tier::Tracepoint,
-                "tracepoint:ipi:ipi_send_cpu/ipi_send_cpumask during a flush".into(),
+                "raw_tracepoint:ipi:ipi_send_cpu/ipi_send_cpumask during a flush".into(),
                 None,
             );
         }
@@ -731,14 +791,14 @@ pub fn plan(
         p.row(
             Signal::RemoteShootdowns,
             Tier::Tracepoint,
-            "tracepoint:csd:csd_queue_cpu target CPU (flush_tlb_func)".into(),
+            "raw_tracepoint:csd:csd_queue_cpu target CPU (flush_tlb_func)".into(),
             None,
         );
     } else if p.tp("tlb", "tlb_flush") {
         p.row(
             Signal::RemoteShootdowns,
             Tier::Tracepoint,
-            "tracepoint:tlb:tlb_flush reason 1, per CPU".into(),
+            "raw_tracepoint:tlb:tlb_flush reason 1, per CPU".into(),
             Some(
                 "hardirq events are dropped when they interrupt another BPF program: an \
                  undercount"
@@ -794,13 +854,12 @@ pub fn build_config(facts: &KernelFacts, plan: &Plan, self_tgid: u32, extra_flag
     tp.shrink_nr_unmap_fail = off("vmscan", si, "nr_unmap_fail", &[8]);
     tp.reclaim_pages_nr_scanned = off("vmscan", "mm_vmscan_reclaim_pages", "nr_scanned", &[8]);
     tp.reclaim_pages_nr_reclaimed = off("vmscan", "mm_vmscan_reclaim_pages", "nr_reclaimed", &[8]);
-    tp.tlb_reason = off("tlb", "tlb_flush", "reason", &[4]);
-    tp.tlb_pages = off("tlb", "tlb_flush", "pages", &[8]);
-    tp.ipi_cpu_callback = off("ipi", "ipi_send_cpu", "callback", &[8]);
-    tp.ipi_mask_cpumask = off("ipi", "ipi_send_cpumask", "cpumask", &[4]);
-    tp.ipi_mask_callback = off("ipi", "ipi_send_cpumask", "callback", &[8]);
-    tp.csd_func = off("csd", "csd_queue_cpu", "func", &[8]);
-    tp.csd_cpu = off("csd", "csd_queue_cpu", "cpu", &[4]);
+    // `lru` is the last argument of the raw mm_vmscan_lru_isolate (7 arguments, 8 before 6.3).
+    tp.isolate_lru_arg = facts
+        .layout
+        .raw_tracepoint_args
+        .get("mm_vmscan_lru_isolate")
+        .map_or(6, |n| *n as u32 - 1);
     Config {
         self_tgid,
         flags: plan.flags | extra_flags,
@@ -974,6 +1033,15 @@ pub(crate) mod tests {
                     shrink_folio_list_void: self.void_shrink,
                     cpumask_bytes: Some(32),
                     batch_unmapped_pages: false,
+                    raw_tracepoint_args: crate::kernel::btf::RAW_TRACEPOINTS
+                        .iter()
+                        .filter(|(c, e, _)| {
+                            !self
+                                .missing_tracepoints
+                                .contains(&format!("{c}:{e}").as_str())
+                        })
+                        .map(|(_, e, n)| (e.to_string(), *n))
+                        .collect(),
                     funcs: self.btf_funcs.iter().map(|s| s.to_string()).collect(),
                     missing: vec![],
                 },
@@ -1003,7 +1071,7 @@ pub(crate) mod tests {
             "tlb_flush",
             "csd_queue_cpu",
             "ipi_send_cpu",
-            "vmscan_lru_isolate",
+            "vmscan_lru_isolate_raw",
             "vmscan_write_folio",
         ] {
             assert!(progs.contains(&want), "{want} not in {progs:?}");
@@ -1140,16 +1208,71 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn hot_events_are_raw_tracepoints_checked_against_their_prototype() {
+        let facts = FakeKernel::host_6_18().facts();
+        let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
+        let raw: Vec<&str> = p
+            .programs
+            .iter()
+            .filter(|a| matches!(a.attach, Attach::RawTracepoint { .. }))
+            .map(|a| a.program)
+            .collect();
+        for want in [
+            "tlb_flush",
+            "csd_queue_cpu",
+            "ipi_send_cpu",
+            "ipi_send_cpumask",
+            "vmscan_write_folio",
+        ] {
+            assert!(raw.contains(&want), "{want} not raw in {raw:?}");
+        }
+        // A kernel whose csd_queue_cpu takes other arguments: not attached, and said why.
+        let mut facts = FakeKernel::host_6_18().facts();
+        facts
+            .layout
+            .raw_tracepoint_args
+            .insert("csd_queue_cpu".into(), 3);
+        let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
+        assert_eq!(p.signal(Signal::FanoutTargets).tier, Tier::None);
+        let note = p.signal(Signal::FanoutTargets).note.clone().unwrap();
+        assert!(note.contains("takes 3 arguments"), "{note}");
+    }
+
+    #[test]
+    fn pass_tracepoints_are_raw_with_btf_and_classic_without() {
+        // 6.1: mm_vmscan_lru_isolate still has isolate_mode, `lru` is argument 7.
+        let mut facts = FakeKernel::host_6_18().facts();
+        facts
+            .layout
+            .raw_tracepoint_args
+            .insert("mm_vmscan_lru_isolate".into(), 8);
+        let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
+        assert!(programs(&p).contains(&"vmscan_lru_isolate_raw"));
+        assert_eq!(build_config(&facts, &p, 1, 0).tp.isolate_lru_arg, 7);
+        // No BTF prototypes: the classic tracepoints, read by field name.
+        let mut facts = FakeKernel::host_6_18().facts();
+        facts.layout.raw_tracepoint_args.clear();
+        let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
+        let progs = programs(&p);
+        assert!(
+            progs.contains(&"vmscan_lru_isolate") && !progs.contains(&"vmscan_lru_isolate_raw")
+        );
+        assert!(
+            p.signal(Signal::ReclaimPass)
+                .source
+                .starts_with("tracepoint:")
+        );
+    }
+
+    #[test]
     fn config_carries_this_kernels_offsets_and_addresses() {
         let facts = FakeKernel::host_6_18().facts();
         let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
         let c = build_config(&facts, &p, 42, 0);
         assert_eq!(c.self_tgid, 42);
-        assert_eq!(c.tp.tlb_reason, 8);
-        assert_eq!(c.tp.tlb_pages, 16);
         assert_eq!(c.tp.isolate_nr_taken, 40);
-        assert_eq!(c.tp.csd_func, 24);
-        assert_eq!(c.tp.csd_cpu, 8);
+        assert_eq!(c.tp.isolate_lru, 48);
+        assert_eq!(c.tp.shrink_nr_reclaimed, 24);
         assert_eq!(
             c.tp.shrink_nr_unmap_fail, OFF_NONE,
             "absent field stays unknown"

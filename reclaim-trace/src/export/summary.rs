@@ -578,7 +578,7 @@ pub(crate) mod tests {
         assert_eq!(s.pass_duration_us.p50, Some(40));
         assert_eq!(
             s.probes["flush"],
-            "tracepoint:tlb:tlb_flush (reason 4 pages=-1, reason 2)"
+            "raw_tracepoint:tlb:tlb_flush (reason 4 pages=-1, reason 2)"
         );
     }
 

@@ -37,6 +37,25 @@ const WANTED: &[&str] = &[
     "try_to_unmap_flush_dirty",
     "arch_tlbbatch_flush",
     "pageout",
+    "btf_trace_tlb_flush",
+    "btf_trace_csd_queue_cpu",
+    "btf_trace_ipi_send_cpu",
+    "btf_trace_ipi_send_cpumask",
+    "btf_trace_mm_vmscan_write_folio",
+    "btf_trace_mm_vmscan_lru_isolate",
+    "btf_trace_mm_vmscan_lru_shrink_inactive",
+];
+
+/// Raw tracepoints the hot programs use, with their TP_PROTO argument count.
+pub const RAW_TRACEPOINTS: &[(&str, &str, usize)] = &[
+    ("tlb", "tlb_flush", 2),
+    ("csd", "csd_queue_cpu", 4),
+    ("ipi", "ipi_send_cpu", 3),
+    ("ipi", "ipi_send_cpumask", 3),
+    ("vmscan", "mm_vmscan_write_folio", 1),
+    // 8 before 6.3 (with isolate_mode); the pass programs accept both.
+    ("vmscan", "mm_vmscan_lru_isolate", 7),
+    ("vmscan", "mm_vmscan_lru_shrink_inactive", 6),
 ];
 
 /// The running kernel's BTF.
@@ -173,6 +192,17 @@ impl KernelBtf {
             .map(|(_, v)| v)
     }
 
+    /// Arguments of raw tracepoint `event` (its `btf_trace_<event>` typedef is a pointer to a
+    /// prototype whose first parameter is the BPF context, not counted here).
+    pub fn raw_tracepoint_args(&self, event: &str) -> Option<usize> {
+        let (_, t) = self
+            .r
+            .find(&format!("btf_trace_{event}"), &[KIND_TYPEDEF])?;
+        let ptr = self.r.type_by_id(t.size_or_type)?;
+        let proto = self.r.type_by_id(ptr.size_or_type)?;
+        (proto.kind == KIND_FUNC_PROTO).then(|| self.r.params(&proto).saturating_sub(1))
+    }
+
     /// The prototype of function `name`: (number of parameters, returns void).
     pub fn func_proto(&self, name: &str) -> Option<(usize, bool)> {
         let (_, f) = self.r.find(name, &[KIND_FUNC])?;
@@ -195,6 +225,8 @@ pub struct Layout {
     pub cpumask_bytes: Option<u32>,
     /// `arch_tlbflush_unmap_batch.unmapped_pages` exists (6.15+: INVLPGB broadcast flushes).
     pub batch_unmapped_pages: bool,
+    /// Raw tracepoint → argument count, from BTF (empty without BTF).
+    pub raw_tracepoint_args: std::collections::BTreeMap<String, usize>,
     /// Probe targets that have a BTF `FUNC` record (fentry needs one).
     pub funcs: std::collections::BTreeSet<String>,
     /// Members that could not be resolved, by name.
@@ -295,6 +327,10 @@ impl Layout {
             batch_unmapped_pages: btf
                 .member("arch_tlbflush_unmap_batch", &["unmapped_pages"])
                 .is_some(),
+            raw_tracepoint_args: RAW_TRACEPOINTS
+                .iter()
+                .filter_map(|(_, e, _)| Some((e.to_string(), btf.raw_tracepoint_args(e)?)))
+                .collect(),
             funcs: PROBE_FUNCTIONS
                 .iter()
                 .filter(|f| btf.func_proto(f).is_some())
@@ -312,6 +348,7 @@ impl Layout {
             shrink_folio_list_void: false,
             cpumask_bytes: None,
             batch_unmapped_pages: false,
+            raw_tracepoint_args: Default::default(),
             funcs: Default::default(),
             missing: vec![format!("everything: {why}")],
         }

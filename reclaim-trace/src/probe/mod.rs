@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray},
-    programs::{FEntry, FExit, KProbe, TracePoint},
+    maps::{MapData, PerCpuArray},
+    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use reclaim_trace_common::{
     CNT_REMOTE_SHOOTDOWNS, Config, GLOBAL_CONFIG, HistBuckets, MAP_COUNTERS, MAP_EVENTS, MAP_HISTS,
@@ -60,7 +60,7 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     totals: PerCpuArray<MapData, PassCounts>,
     hists: PerCpuArray<MapData, HistBuckets>,
-    victims: Array<MapData, u64>,
+    victims: PerCpuArray<MapData, u64>,
     cpus: usize,
 }
 
@@ -75,6 +75,7 @@ pub struct TracerOptions {
 fn target(a: &Attach) -> String {
     match a {
         Attach::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
+        Attach::RawTracepoint { category, name } => format!("raw_tracepoint:{category}:{name}"),
         Attach::Kprobe { function, ret } => {
             format!("{}:{function}", if *ret { "kretprobe" } else { "kprobe" })
         }
@@ -128,6 +129,7 @@ impl Tracer {
             // it again each time: ~5 MB, the bulk of start-up CPU).
             let mut ebpf = EbpfLoader::new()
                 .btf(if wants_fentry { btf.as_ref() } else { None })
+                .map_max_entries(MAP_VICTIMS, facts.possible_cpus.max(1))
                 .override_global(GLOBAL_CONFIG, &config, true)
                 .load(EBPF_OBJECT)
                 .context("loading the eBPF object (maps and programs) failed")?;
@@ -163,7 +165,7 @@ impl Tracer {
                                 failures.reasons.push((function.clone(), why.clone()));
                                 retry = true;
                             }
-                            Attach::Tracepoint { .. } => {}
+                            Attach::Tracepoint { .. } | Attach::RawTracepoint { .. } => {}
                         }
                         outcomes.push(AttachOutcome {
                             program: p.program.to_string(),
@@ -203,7 +205,7 @@ impl Tracer {
             let counters = PerCpuArray::try_from(take(&mut ebpf, MAP_COUNTERS)?)?;
             let totals = PerCpuArray::try_from(take(&mut ebpf, MAP_TOTALS)?)?;
             let hists = PerCpuArray::try_from(take(&mut ebpf, MAP_HISTS)?)?;
-            let victims = Array::try_from(take(&mut ebpf, MAP_VICTIMS)?)?;
+            let victims = PerCpuArray::try_from(take(&mut ebpf, MAP_VICTIMS)?)?;
             let cpus = aya::util::nr_cpus()
                 .map_err(|(_, e)| anyhow!("cannot read the number of possible CPUs: {e}"))?;
             return Ok(Tracer {
@@ -258,7 +260,11 @@ impl Tracer {
             }
         }
         for (cpu, slot) in s.victims_by_cpu.iter_mut().enumerate() {
-            *slot = self.victims.get(&(cpu as u32), 0).unwrap_or(0);
+            *slot = self
+                .victims
+                .get(&(cpu as u32), 0)
+                .map(|v| v.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
+                .unwrap_or(0);
         }
         Ok(s)
     }
@@ -283,6 +289,11 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, attach: &Attach, btf: Option<&Btf>
             let tp: &mut TracePoint = prog.try_into()?;
             tp.load()?;
             tp.attach(category, name)?;
+        }
+        Attach::RawTracepoint { name, .. } => {
+            let tp: &mut RawTracePoint = prog.try_into()?;
+            tp.load()?;
+            tp.attach(name)?;
         }
         Attach::Kprobe { function, .. } => {
             let kp: &mut KProbe = prog.try_into()?;
@@ -330,12 +341,17 @@ fn note_tracepoint_failures(plan: &mut Plan, outcomes: &[AttachOutcome]) {
 /// object has no per-function fentry programs); on tracepoint-only kernels the points are
 /// identical to the tool's.
 pub struct Floor {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     pub plan: Plan,
     pub attach_points: usize,
 }
 
 impl Floor {
+    /// Run time and count of the floor programs (needs BPF stats enabled).
+    pub fn program_stats(&self) -> Vec<stats::ProgramStat> {
+        stats::collect(&self.ebpf)
+    }
+
     pub fn start(facts: &KernelFacts, mode: ProbeMode) -> Result<Floor> {
         if !object_embedded() {
             bail!("this binary was built without its eBPF programs (AYA_BUILD_SKIP=1)");
@@ -349,19 +365,21 @@ impl Floor {
         // Nothing here needs BTF relocations or fentry.
         let mut ebpf = EbpfLoader::new()
             .btf(None)
+            .map_max_entries(MAP_VICTIMS, facts.possible_cpus.max(1))
             .override_global(GLOBAL_CONFIG, &config, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object failed")?;
         let mut loaded = std::collections::BTreeSet::new();
         let mut n = 0;
         for p in &plan.programs {
-            let (name, ret) = match &p.attach {
-                Attach::Tracepoint { .. } => ("floor_tp", false),
+            let name = match &p.attach {
+                Attach::Tracepoint { .. } => "floor_tp",
+                Attach::RawTracepoint { .. } => "floor_rtp",
                 Attach::Kprobe { ret, .. } | Attach::Fentry { exit: ret, .. } => {
                     if *ret {
-                        ("floor_kr", true)
+                        "floor_kr"
                     } else {
-                        ("floor_kp", false)
+                        "floor_kp"
                     }
                 }
             };
@@ -377,12 +395,19 @@ impl Floor {
                     t.attach(category, tp)
                         .with_context(|| format!("floor on tracepoint {category}:{tp}"))?;
                 }
+                Attach::RawTracepoint { name: tp, .. } => {
+                    let t: &mut RawTracePoint = prog.try_into()?;
+                    if loaded.insert(name) {
+                        t.load()?;
+                    }
+                    t.attach(tp)
+                        .with_context(|| format!("floor on raw tracepoint {tp}"))?;
+                }
                 Attach::Kprobe { function, .. } | Attach::Fentry { function, .. } => {
                     let k: &mut KProbe = prog.try_into()?;
                     if loaded.insert(name) {
                         k.load()?;
                     }
-                    let _ = ret;
                     k.attach(function, 0)
                         .with_context(|| format!("floor on kprobe {function}"))?;
                 }
@@ -390,7 +415,7 @@ impl Floor {
             n += 1;
         }
         Ok(Floor {
-            _ebpf: ebpf,
+            ebpf,
             plan,
             attach_points: n,
         })
