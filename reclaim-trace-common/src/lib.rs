@@ -350,8 +350,6 @@ pub struct TpOffsets {
     pub shrink_nr_unmap_fail: u32,
     pub reclaim_pages_nr_scanned: u32,
     pub reclaim_pages_nr_reclaimed: u32,
-    /// Index of `lru` among the raw `mm_vmscan_lru_isolate` arguments (6, or 7 before 6.3).
-    pub isolate_lru_arg: u32,
 }
 
 /// Byte offsets (and one bit mask) of kernel struct members, from `/sys/kernel/btf/vmlinux`.
@@ -434,7 +432,6 @@ impl TpOffsets {
         shrink_nr_unmap_fail: OFF_NONE,
         reclaim_pages_nr_scanned: OFF_NONE,
         reclaim_pages_nr_reclaimed: OFF_NONE,
-        isolate_lru_arg: 6,
     };
 }
 
@@ -506,7 +503,7 @@ const _: () = {
     assert!(offset_of!(PassRecord, counts) == 64);
     assert!(size_of::<FlushRecord>() == 64);
     assert!(offset_of!(FlushRecord, ts_ns) == 24);
-    assert!(size_of::<TpOffsets>() == 12 * 4);
+    assert!(size_of::<TpOffsets>() == 11 * 4);
     assert!(size_of::<BtfOffsets>() == 22 * 4);
     assert!(offset_of!(Config, tp) == 32);
     assert!(size_of::<Config>() == 32 + 48 + 88);

@@ -1,7 +1,7 @@
 //! reclaim-trace's eBPF programs.
 //!
-//! One reclaim pass is tracked per task (keyed by tid: reclaim calls `cond_resched()` and may
-//! migrate between CPUs). Hot events (`tlb_flush`, `csd_queue_cpu`, `ipi_send_*`) only update
+//! One reclaim pass is tracked per task (in a slot of the TASKS array chosen by the address of
+//! its task_struct: reclaim calls `cond_resched()` and may migrate between CPUs). Hot events (`tlb_flush`, `csd_queue_cpu`, `ipi_send_*`) only update
 //! that per-task state and per-CPU histograms; when the pass ends its counts are added to the
 //! per-CPU per-context totals and one record goes to the ring buffer.
 //!

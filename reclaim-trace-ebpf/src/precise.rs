@@ -86,7 +86,17 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
     if cfg & CFG_PRECISE_FLUSH != 0 {
         flags |= PASS_F_FLUSH_EXACT;
     }
-    // Count the folios on the list (bounded walk of list_head.next pointers).
+    let p = start_pass(tid, tgid, ctx, flags, cgroup_id).ok_or(())?;
+    // SAFETY: map value owned by this task.
+    unsafe {
+        (*p).sc = sc;
+        (*p).stat = stat;
+        (*p).sc_nr_scanned_start = kread(sc, config!(btf.sc_nr_scanned)).unwrap_or(0);
+    }
+    // Count the folios on the list (bounded walk of list_head.next pointers). Last, after
+    // start_pass: the verifier explores the code after a bounded loop once per trip count, so
+    // a walk placed before start_pass's branches exceeded its 1M-instruction budget on 6.1.192
+    // (seen 2026-11-25 in the qemu matrix; E2BIG at load).
     let limit = config!(folio_walk_limit);
     let mut n = 0u64;
     let mut node: u64 = kread(folio_list, 0).unwrap_or(folio_list);
@@ -99,17 +109,12 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
         node = kread(node, 0).unwrap_or(0);
         i += 1;
     }
+    // SAFETY: as above.
+    unsafe { (*p).counts.folios_in = n };
     if node != folio_list && node != 0 {
-        flags |= PASS_F_FOLIOS_IN_TRUNCATED;
+        // SAFETY: as above.
+        unsafe { (*p).flags |= PASS_F_FOLIOS_IN_TRUNCATED };
         count(CNT_FOLIO_WALK_TRUNCATED, 1);
-    }
-    let p = start_pass(tid, tgid, ctx, flags, cgroup_id).ok_or(())?;
-    // SAFETY: map value owned by this task.
-    unsafe {
-        (*p).counts.folios_in = n;
-        (*p).sc = sc;
-        (*p).stat = stat;
-        (*p).sc_nr_scanned_start = kread(sc, config!(btf.sc_nr_scanned)).unwrap_or(0);
     }
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! between kernels), handed over in `CONFIG.tp`.
 
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::bpf_probe_read_kernel,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
@@ -93,28 +92,29 @@ fn try_lru_isolate(ctx: &TracePointContext) -> Result<(), ()> {
 }
 
 // TP_PROTO(int highest_zoneidx, int order, unsigned long nr_requested, unsigned long
-//          nr_scanned, unsigned long nr_skipped, unsigned long nr_taken, [isolate_mode_t
-//          isolate_mode (before 6.3),] int lru): nr_taken is argument 5, lru the last one.
+//          nr_scanned, unsigned long nr_skipped, unsigned long nr_taken, int lru)   (6.3 … 7.2)
+// nr_taken is argument 5, lru the last one. Two programs, one per arity, so that both are
+// direct context loads: an argument index from CONFIG would need a helper call (the verifier
+// refuses a computed context offset), and this runs once per reclaim pass.
 #[raw_tracepoint(tracepoint = "mm_vmscan_lru_isolate")]
 pub fn vmscan_lru_isolate_raw(ctx: RawTracePointContext) -> u32 {
-    if try_lru_isolate_raw(&ctx).is_err() {
+    if config!(flags) & CFG_PRECISE_PASS == 0
+        && isolate_core(ctx.arg::<u64>(6) as i32, ctx.arg::<u64>(5)).is_err()
+    {
         count_error(PROG_LRU_ISOLATE);
     }
     0
 }
 
-fn try_lru_isolate_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
-    if config!(flags) & CFG_PRECISE_PASS != 0 {
-        return Ok(());
+// Before 6.3: `isolate_mode_t isolate_mode` before `lru`, which is argument 7.
+#[raw_tracepoint(tracepoint = "mm_vmscan_lru_isolate")]
+pub fn vmscan_lru_isolate_raw8(ctx: RawTracePointContext) -> u32 {
+    if config!(flags) & CFG_PRECISE_PASS == 0
+        && isolate_core(ctx.arg::<u64>(7) as i32, ctx.arg::<u64>(5)).is_err()
+    {
+        count_error(PROG_LRU_ISOLATE);
     }
-    let nr_taken = ctx.arg::<u64>(5);
-    // The index of `lru` depends on the kernel (a run-time global): read it through the
-    // helper, since a computed context offset is refused by the verifier.
-    let args = ctx.as_ptr() as u64 + 8 * config!(tp.isolate_lru_arg) as u64;
-    // SAFETY: the slot is inside the raw tracepoint's argument array (checked against the
-    // prototype in BTF by the plan); the helper copies with fault handling.
-    let lru = unsafe { bpf_probe_read_kernel(args as *const u64) }.map_err(|_| ())? as i32;
-    isolate_core(lru, nr_taken)
+    0
 }
 
 fn isolate_core(lru: i32, nr_taken: u64) -> Result<(), ()> {

@@ -472,8 +472,14 @@ pub fn plan(
                 "tracepoint"
             };
             if raw_ok {
+                // `lru` is the last argument: 7 arguments since 6.3, 8 before.
+                let isolate = if raw.get("mm_vmscan_lru_isolate") == Some(&8) {
+                    "vmscan_lru_isolate_raw8"
+                } else {
+                    "vmscan_lru_isolate_raw"
+                };
                 p.add_raw(
-                    "vmscan_lru_isolate_raw",
+                    isolate,
                     "vmscan",
                     "mm_vmscan_lru_isolate",
                     Signal::ReclaimPass,
@@ -854,12 +860,6 @@ pub fn build_config(facts: &KernelFacts, plan: &Plan, self_tgid: u32, extra_flag
     tp.shrink_nr_unmap_fail = off("vmscan", si, "nr_unmap_fail", &[8]);
     tp.reclaim_pages_nr_scanned = off("vmscan", "mm_vmscan_reclaim_pages", "nr_scanned", &[8]);
     tp.reclaim_pages_nr_reclaimed = off("vmscan", "mm_vmscan_reclaim_pages", "nr_reclaimed", &[8]);
-    // `lru` is the last argument of the raw mm_vmscan_lru_isolate (7 arguments, 8 before 6.3).
-    tp.isolate_lru_arg = facts
-        .layout
-        .raw_tracepoint_args
-        .get("mm_vmscan_lru_isolate")
-        .map_or(6, |n| *n as u32 - 1);
     Config {
         self_tgid,
         flags: plan.flags | extra_flags,
@@ -1247,8 +1247,11 @@ pub(crate) mod tests {
             .raw_tracepoint_args
             .insert("mm_vmscan_lru_isolate".into(), 8);
         let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
-        assert!(programs(&p).contains(&"vmscan_lru_isolate_raw"));
-        assert_eq!(build_config(&facts, &p, 1, 0).tp.isolate_lru_arg, 7);
+        let progs = programs(&p);
+        assert!(
+            progs.contains(&"vmscan_lru_isolate_raw8")
+                && !progs.contains(&"vmscan_lru_isolate_raw")
+        );
         // No BTF prototypes: the classic tracepoints, read by field name.
         let mut facts = FakeKernel::host_6_18().facts();
         facts.layout.raw_tracepoint_args.clear();
