@@ -415,6 +415,11 @@ fn estimate_fill(s: &PassCounts, ctx: u32) {
 }
 
 /// Finish a pass: close its last flush, add it to the totals, send its record.
+///
+/// The record is most of a pass's cost: measured on 6.18.44 (2 vCPUs, bpf_stats),
+/// mm_vmscan_lru_shrink_inactive ran ~730 ns without it, ~1180 ns with a reserve + discard
+/// and 1100–1650 ns with the record written and submitted; neither comm nor the wakeup query
+/// was measurable. One record per pass is ~6 folios at 128 MiB memcg reclaim.
 #[inline(always)]
 pub fn end_pass(p: *mut PassState) {
     close_episode(p, false);
