@@ -184,10 +184,23 @@ pub fn traces() -> Traces {
         "vmscan_lru_shri",
         "vmscan_write_fo",
     ];
-    let programs = aya::programs::loaded_programs()
-        .flatten()
-        .filter(|p| p.name_as_str().is_some_and(|n| OURS.contains(&n)))
-        .count();
+    let ours = || {
+        aya::programs::loaded_programs()
+            .flatten()
+            .filter(|p| p.name_as_str().is_some_and(|n| OURS.contains(&n)))
+            .count()
+    };
+    // The kernel frees a program after its last fd and link are gone and an RCU grace period
+    // has passed: right after the tool exits, its programs may still be listed for a moment
+    // (seen on 6.18.44 with raw tracepoint links). A leak stays; give the kernel 5 s.
+    let mut programs = ours();
+    for _ in 0..50 {
+        if programs == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        programs = ours();
+    }
     Traces {
         cgroups,
         swaps,
