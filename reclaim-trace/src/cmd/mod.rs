@@ -10,3 +10,28 @@ pub mod serve;
 pub mod summary;
 pub mod top;
 pub mod workload;
+
+use crate::{
+    cli::{ProbeArgs, WorkloadTuning},
+    probe::TracerOptions,
+    session::SessionOptions,
+    workload::Kind,
+};
+
+/// The session every tracing command starts: its probe mode, and the built-in workload when
+/// one was asked for.
+pub(crate) fn session_options(
+    probe: &ProbeArgs,
+    workload: Option<Kind>,
+    tuning: &WorkloadTuning,
+    bpf_stats: bool,
+) -> SessionOptions {
+    SessionOptions {
+        tracer: TracerOptions {
+            mode: probe.probe_mode,
+            extra_flags: 0,
+        },
+        workload: workload.map(|k| tuning.options(k, None)),
+        bpf_stats,
+    }
+}

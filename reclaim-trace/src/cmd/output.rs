@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::Result;
+use serde::Serialize;
 
 use crate::error::BadInput;
 
@@ -58,4 +59,29 @@ impl Output {
             Output::File { path, .. } => path.display().to_string(),
         }
     }
+}
+
+/// Print a summary's text (to stderr when the JSON goes to stdout, so that the two stay
+/// apart) and write its JSON to `out`.
+pub fn emit_summary(
+    rendered: &str,
+    summary: &impl Serialize,
+    out: Option<&mut Output>,
+) -> Result<()> {
+    if out.as_ref().is_some_and(|o| o.is_stdout()) {
+        eprint!("{rendered}");
+    } else {
+        print!("{rendered}");
+    }
+    if let Some(o) = out {
+        let mut json = serde_json::to_vec_pretty(summary)?;
+        json.push(b'\n');
+        o.write_all(&json).map_err(|e| {
+            anyhow::anyhow!("writing the JSON summary to {} failed: {e}", o.describe())
+        })?;
+        if !o.is_stdout() {
+            eprintln!("reclaim-trace: JSON summary written to {}", o.describe());
+        }
+    }
+    Ok(())
 }

@@ -9,8 +9,7 @@ use crate::{
     aggregate::Mark,
     cli::RecordArgs,
     export::record::{LineType, RECORD_SCHEMA, RecordHeader, RecordLine},
-    probe::TracerOptions,
-    session::{Session, SessionOptions, Stop},
+    session::{Session, Stop},
 };
 
 fn unix_now() -> f64 {
@@ -51,14 +50,7 @@ fn write_line(
 
 pub async fn run(args: RecordArgs) -> Result<()> {
     let mut out = Output::open(&args.output)?;
-    let opts = SessionOptions {
-        tracer: TracerOptions {
-            mode: args.probe.probe_mode,
-            extra_flags: 0,
-        },
-        workload: args.workload.map(|k| args.tuning.options(k, None)),
-        bpf_stats: false,
-    };
+    let opts = super::session_options(&args.probe, args.workload, &args.tuning, false);
     let mut session = Session::start(&opts).await?;
     eprintln!(
         "reclaim-trace: recording to {} every {:.0?}{}; Ctrl-C stops",

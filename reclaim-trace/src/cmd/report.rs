@@ -54,16 +54,6 @@ pub fn run(args: ReportArgs) -> Result<()> {
         },
         text::render(&summary)
     );
-    if out.as_ref().is_some_and(Output::is_stdout) {
-        eprint!("{rendered}");
-    } else {
-        print!("{rendered}");
-    }
-    if let Some(o) = out.as_mut() {
-        let mut json = serde_json::to_vec_pretty(&summary)?;
-        json.push(b'\n');
-        o.write_all(&json)
-            .map_err(|e| anyhow::anyhow!("writing {} failed: {e}", o.describe()))?;
-    }
+    super::output::emit_summary(&rendered, &summary, out.as_mut())?;
     Ok(())
 }

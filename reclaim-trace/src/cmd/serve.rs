@@ -15,8 +15,7 @@ use crate::{
     cli::ServeArgs,
     error::BadInput,
     export::prometheus::{self, Format},
-    probe::TracerOptions,
-    session::{Session, SessionOptions, Stop},
+    session::{Session, Stop},
 };
 
 /// What one refresh publishes.
@@ -53,14 +52,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
              can read this host's reclaim statistics"
         );
     }
-    let opts = SessionOptions {
-        tracer: TracerOptions {
-            mode: args.probe.probe_mode,
-            extra_flags: 0,
-        },
-        workload: args.workload.map(|k| args.tuning.options(k, None)),
-        bpf_stats: false,
-    };
+    let opts = super::session_options(&args.probe, args.workload, &args.tuning, false);
     let mut session = Session::start(&opts).await?;
     let (tx, rx) = watch::channel(Arc::new(render(&session)));
     let server = tokio::spawn(accept_loop(listener, rx));

@@ -11,8 +11,6 @@ use anyhow::{Context as _, Result};
 use crate::{
     cli::TopArgs,
     error::BadInput,
-    probe::TracerOptions,
-    session::SessionOptions,
     tui::{
         model::Filter,
         run::{self, TopOptions},
@@ -88,14 +86,7 @@ pub async fn run(args: TopArgs) -> Result<()> {
         .into());
     }
     run::run(TopOptions {
-        session: SessionOptions {
-            tracer: TracerOptions {
-                mode: args.probe.probe_mode,
-                extra_flags: 0,
-            },
-            workload: args.workload.map(|k| args.tuning.options(k, None)),
-            bpf_stats: true,
-        },
+        session: super::session_options(&args.probe, args.workload, &args.tuning, true),
         interval: args.interval,
         filter: Filter {
             cgroup,
