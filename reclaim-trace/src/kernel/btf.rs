@@ -17,8 +17,9 @@ use super::btf_reader::{
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Every named type or function the layout looks up (the reader indexes only these).
-const WANTED: &[&str] = &[
+/// Every named type the layout looks up. The reader indexes only these, the
+/// [`PROBE_FUNCTIONS`] and the `btf_trace_<event>` prototypes of [`RAW_TRACEPOINTS`].
+const WANTED_TYPES: &[&str] = &[
     "task_struct",
     "css_set",
     "cgroup_subsys_state",
@@ -31,20 +32,21 @@ const WANTED: &[&str] = &[
     "list_head",
     "cpumask",
     "cgroup_subsys_id",
-    "shrink_folio_list",
-    "shrink_page_list",
-    "try_to_unmap",
-    "try_to_unmap_flush_dirty",
-    "arch_tlbbatch_flush",
-    "pageout",
-    "btf_trace_tlb_flush",
-    "btf_trace_csd_queue_cpu",
-    "btf_trace_ipi_send_cpu",
-    "btf_trace_ipi_send_cpumask",
-    "btf_trace_mm_vmscan_write_folio",
-    "btf_trace_mm_vmscan_lru_isolate",
-    "btf_trace_mm_vmscan_lru_shrink_inactive",
 ];
+
+/// All names the BTF reader indexes: types, probe functions, raw tracepoint prototypes.
+fn wanted() -> Vec<String> {
+    WANTED_TYPES
+        .iter()
+        .chain(PROBE_FUNCTIONS)
+        .map(|n| n.to_string())
+        .chain(
+            RAW_TRACEPOINTS
+                .iter()
+                .map(|(_, e, _)| format!("btf_trace_{e}")),
+        )
+        .collect()
+}
 
 /// Raw tracepoints the hot programs use, with their TP_PROTO argument count.
 pub const RAW_TRACEPOINTS: &[(&str, &str, usize)] = &[
@@ -89,7 +91,10 @@ impl KernelBtf {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<KernelBtf> {
         Ok(KernelBtf {
-            r: BtfReader::parse(bytes, WANTED)?,
+            r: BtfReader::parse(
+                bytes,
+                &wanted().iter().map(String::as_str).collect::<Vec<_>>(),
+            )?,
         })
     }
 
