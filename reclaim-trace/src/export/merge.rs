@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::summary::{
-    BatchFill, CgroupSummary, ContextSummary, IpiFanout, MAX_CGROUPS, Rates, Summary, Totals, ratio,
+    BatchFill, CgroupSummary, ContextSummary, IpiFanout, Rates, Summary, Totals, rank_cgroups,
+    ratio,
 };
 use crate::aggregate::{HistStats, Histogram};
 
@@ -97,13 +98,7 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
         e.flushes_per_reclaimed_folio = e.totals.flushes_per_reclaimed_folio();
     }
     let mut by_cgroup: Vec<CgroupSummary> = cgroups.into_values().collect();
-    by_cgroup.sort_by(|x, y| {
-        y.totals
-            .folios_reclaimed
-            .cmp(&x.totals.folios_reclaimed)
-            .then(x.cgroup_id.cmp(&y.cgroup_id))
-    });
-    by_cgroup.truncate(MAX_CGROUPS);
+    rank_cgroups(&mut by_cgroup);
 
     let victims_len = a
         .remote_shootdowns_by_cpu

@@ -259,6 +259,18 @@ pub struct SummaryContext<'a> {
 /// Largest number of cgroups listed in `by_cgroup` (by folios reclaimed).
 pub const MAX_CGROUPS: usize = 20;
 
+/// The `by_cgroup` order: most folios reclaimed first (ties by id, so output is stable), the
+/// first [`MAX_CGROUPS`] kept.
+pub(crate) fn rank_cgroups(by_cgroup: &mut Vec<CgroupSummary>) {
+    by_cgroup.sort_by(|a, b| {
+        b.totals
+            .folios_reclaimed
+            .cmp(&a.totals.folios_reclaimed)
+            .then(a.cgroup_id.cmp(&b.cgroup_id))
+    });
+    by_cgroup.truncate(MAX_CGROUPS);
+}
+
 pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     let k = &w.kernel;
     let all = k.all_contexts();
@@ -343,13 +355,7 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
             }
         })
         .collect();
-    by_cgroup.sort_by(|a, b| {
-        b.totals
-            .folios_reclaimed
-            .cmp(&a.totals.folios_reclaimed)
-            .then(a.cgroup_id.cmp(&b.cgroup_id))
-    });
-    by_cgroup.truncate(MAX_CGROUPS);
+    rank_cgroups(&mut by_cgroup);
 
     let per_s = |v: u64| {
         if w.duration_s > 0.0 {
