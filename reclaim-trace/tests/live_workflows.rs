@@ -95,13 +95,7 @@ fn record_report_and_compare_on_the_live_kernel() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c: Value = serde_json::from_slice(&o.stdout).unwrap();
-    validate("compare-v1.schema.json", &c);
-    let row = c["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["metric"] == "flushes_per_reclaimed_folio")
-        .unwrap();
+    let row = common::compare_row(&c, "flushes_per_reclaimed_folio");
     let q = row["ratio"].as_f64().unwrap();
     eprintln!(
         "flushes per folio: anon {} file {} (B/A {q:.3})",

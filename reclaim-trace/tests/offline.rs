@@ -121,13 +121,7 @@ fn compare_of_anon_and_file_gates_on_flushes_per_folio() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c: Value = serde_json::from_slice(&o.stdout).unwrap();
-    validate("compare-v1.schema.json", &c);
-    let row = c["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["metric"] == "flushes_per_reclaimed_folio")
-        .unwrap();
+    let row = common::compare_row(&c, "flushes_per_reclaimed_folio");
     let ratio = row["ratio"].as_f64().unwrap();
     assert!(
         ratio < 0.2,

@@ -207,3 +207,16 @@ pub fn traces() -> Traces {
         programs,
     }
 }
+
+/// The row of `metric` in `compare --json` output, after checking the output against its
+/// schema.
+pub fn compare_row(c: &serde_json::Value, metric: &str) -> serde_json::Value {
+    schema::validate("compare-v1.schema.json", c);
+    c["rows"]
+        .as_array()
+        .expect("compare JSON has rows")
+        .iter()
+        .find(|r| r["metric"] == metric)
+        .unwrap_or_else(|| panic!("no {metric} row in {c}"))
+        .clone()
+}
