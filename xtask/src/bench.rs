@@ -397,6 +397,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     };
 
     let mut times: Vec<Vec<Run>> = vec![Vec::new(); 4];
+    // Per configuration, per round: BPF program time per reclaimed folio (ns).
+    let mut in_kernel_rounds: Vec<Vec<f64>> = vec![Vec::new(); 4];
     let mut tool_runs = Vec::new();
     // One warm-up run (page tables, zram, caches) that is not counted.
     workload(&mut Vec::new())?;
@@ -433,6 +435,19 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             let mut r = Ok(());
             for _ in 0..args.runs {
                 r = r.and_then(|()| workload(&mut times[cfg as usize]));
+            }
+            // One more run with the kernel's BPF statistics on, untimed: this round's in-kernel
+            // cost of the tracer, to be compared with the other tracers' in the same round.
+            if let (Some(t), Ok(())) = (&tracer, &r) {
+                let stats_guard = BpfStats::enable()?;
+                let before = prog_stats(t.child.id());
+                let mut one = Vec::new();
+                r = workload(&mut one);
+                let after = prog_stats(t.child.id());
+                drop(stats_guard);
+                let folios = one.first().map_or(1, |r| r.reclaimed.max(1)) as f64;
+                in_kernel_rounds[cfg as usize]
+                    .push((after.run_time_ns - before.run_time_ns) as f64 / folios);
             }
             if let Some(t) = tracer {
                 let life = t0.elapsed().as_secs_f64() + 1.0;
@@ -578,16 +593,27 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .map(|r| r[k].as_f64().unwrap_or(0.0))
             .sum::<f64>()
     };
-    let ns_per_folio = |name: &str| {
-        in_kernel
+    // Paired per round, like the wall times: the machine's speed drifts by tens of percent
+    // between minutes, and a ratio of two measurements minutes apart inherits that drift.
+    let in_kernel_ratio_rounds = |num: Config, den: Config| -> Vec<f64> {
+        in_kernel_rounds[num as usize]
             .iter()
-            .find(|c| c["config"] == name)
-            .and_then(|c| c["ns_per_folio"].as_f64())
-            .unwrap_or(f64::NAN)
+            .zip(&in_kernel_rounds[den as usize])
+            .map(|(a, b)| a / b)
+            .collect()
     };
+    let tool_vs_floor_rounds = in_kernel_ratio_rounds(Config::ReclaimTrace, Config::Floor);
+    let tool_vs_bpftrace_rounds = in_kernel_ratio_rounds(Config::ReclaimTrace, Config::Bpftrace);
     let in_kernel_checks = json!({
-        "in_kernel_tool_vs_floor": ns_per_folio("reclaim-trace") / ns_per_folio("floor"),
-        "in_kernel_tool_vs_bpftrace": ns_per_folio("reclaim-trace") / ns_per_folio("bpftrace"),
+        "in_kernel_tool_vs_floor": median(&tool_vs_floor_rounds),
+        "in_kernel_tool_vs_bpftrace": median(&tool_vs_bpftrace_rounds),
+        "in_kernel_tool_vs_floor_per_round": tool_vs_floor_rounds,
+        "in_kernel_tool_vs_bpftrace_per_round": tool_vs_bpftrace_rounds,
+        "in_kernel_ns_per_folio_per_round": Config::ALL
+            .iter()
+            .skip(1)
+            .map(|c| (c.name().to_string(), json!(in_kernel_rounds[*c as usize])))
+            .collect::<serde_json::Map<_, _>>(),
     });
     let tool_summary = json!({
         "ringbuf_drops": sum("ringbuf_drops"),
@@ -612,8 +638,12 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "basis": "workload wall time, paired per round; a ratio is null when the other configuration's slowdown is not above zero (inside the noise)",
             "tool_vs_floor": ratio(tool, floor),
             "tool_vs_bpftrace": ratio(tool, bpftrace),
+            "in_kernel_basis": "BPF program time per reclaimed folio, one run per tracer per round with kernel BPF statistics on; median of the per-round ratios",
             "in_kernel_tool_vs_floor": in_kernel_checks["in_kernel_tool_vs_floor"],
             "in_kernel_tool_vs_bpftrace": in_kernel_checks["in_kernel_tool_vs_bpftrace"],
+            "in_kernel_tool_vs_floor_per_round": in_kernel_checks["in_kernel_tool_vs_floor_per_round"],
+            "in_kernel_tool_vs_bpftrace_per_round": in_kernel_checks["in_kernel_tool_vs_bpftrace_per_round"],
+            "in_kernel_ns_per_folio_per_round": in_kernel_checks["in_kernel_ns_per_folio_per_round"],
         },
         "bench_wall_s": started.elapsed().as_secs_f64(),
     });
@@ -632,6 +662,16 @@ fn times(v: &Value) -> String {
         || "n/a (its slowdown is not above zero: inside the noise)".to_string(),
         |x| format!("{x:.2}x"),
     )
+}
+
+/// `1.61 1.70 ...`: a list of per-round ratios.
+fn per_round(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| format!("{:.2}", x.as_f64().unwrap_or(f64::NAN)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The README table.
@@ -671,11 +711,13 @@ fn markdown(r: &Value) -> String {
     }
     let t = &r["reclaim_trace"];
     o.push_str(&format!(
-        "\nreclaim-trace: slowdown {} the floor's and {} bpftrace's (paired wall time; in-kernel program time per folio: {:.2}x and {:.2}x); ring-buffer drops {}; {:.0} pass records/s; {:.0} hot events/s handled in the kernel; userspace CPU {:.2}% of one core while tracing ({:.2}% including start-up); peak RSS {} KiB; load+attach {:.2} s (max).\n",
+        "\nreclaim-trace: slowdown {} the floor's and {} bpftrace's (paired wall time); in-kernel program time per folio {:.2}x the floor's (per round: {}) and {:.2}x bpftrace's (per round: {}); ring-buffer drops {}; {:.0} pass records/s; {:.0} hot events/s handled in the kernel; userspace CPU {:.2}% of one core while tracing ({:.2}% including start-up); peak RSS {} KiB; load+attach {:.2} s (max).\n",
         times(&r["checks"]["tool_vs_floor"]),
         times(&r["checks"]["tool_vs_bpftrace"]),
         r["checks"]["in_kernel_tool_vs_floor"].as_f64().unwrap_or(f64::NAN),
+        per_round(&r["checks"]["in_kernel_tool_vs_floor_per_round"]),
         r["checks"]["in_kernel_tool_vs_bpftrace"].as_f64().unwrap_or(f64::NAN),
+        per_round(&r["checks"]["in_kernel_tool_vs_bpftrace_per_round"]),
         t["ringbuf_drops"],
         t["records_per_s"].as_f64().unwrap_or(0.0),
         t["hot_events_per_s"].as_f64().unwrap_or(0.0),
@@ -685,16 +727,28 @@ fn markdown(r: &Value) -> String {
         t["load_attach_s_max"].as_f64().unwrap_or(0.0),
     ));
     if let Some(k) = t["in_kernel"].as_array() {
-        o.push_str("\n| in-kernel cost (BPF statistics) | programs | program runs per folio | ns per run | ns per reclaimed folio | recursion misses |\n|---|---|---|---|---|---|\n");
+        o.push_str("\n| in-kernel cost (BPF statistics) | programs | program runs per folio | ns per run | ns per reclaimed folio | per round | recursion misses |\n|---|---|---|---|---|---|---|\n");
         for c in k {
             let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
+            let name = c["config"].as_str().unwrap_or("?");
+            let rounds = &r["checks"]["in_kernel_ns_per_folio_per_round"][name];
+            let v: Vec<f64> = rounds
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_f64())
+                .collect();
             o.push_str(&format!(
-                "| {} | {} | {:.2} | {:.0} | {:.0} | {} |\n",
-                c["config"].as_str().unwrap_or("?"),
+                "| {} | {} | {:.2} | {:.0} | {:.0} (median of rounds) | {} | {} |\n",
+                name,
                 c["programs"],
                 f("runs_per_folio"),
                 f("ns_per_run"),
-                f("ns_per_folio"),
+                median(&v),
+                v.iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 c["recursion_misses"],
             ));
         }
