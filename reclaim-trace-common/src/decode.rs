@@ -2,7 +2,10 @@
 
 use core::mem::size_of;
 
-use crate::{FlushRecord, PassRecord, RECORD_FLUSH, RECORD_PASS};
+use crate::{
+    FlushRecord, PASS_BATCH_HEADER, PASS_BATCH_LEN, PassRecord, RECORD_FLUSH, RECORD_PASS,
+    RECORD_PASS_BATCH,
+};
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +27,8 @@ pub enum DecodeError {
         len: usize,
         expected: usize,
     },
+    /// A pass batch whose record count is out of range or a record is not a pass record.
+    BadBatch { n: u32 },
 }
 
 impl core::fmt::Display for DecodeError {
@@ -40,6 +45,10 @@ impl core::fmt::Display for DecodeError {
                 "record kind {kind} is {len} bytes, expected {expected} (eBPF object and \
                  userspace built from different sources?)"
             ),
+            DecodeError::BadBatch { n } => write!(
+                f,
+                "pass batch with {n} records (at most {PASS_BATCH_LEN}, each a pass record)"
+            ),
         }
     }
 }
@@ -50,7 +59,46 @@ fn read<T: Copy>(bytes: &[u8]) -> T {
     unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
 }
 
-/// Decode one ring-buffer item: the kind tag first, then an exact size check, then the copy.
+/// Decode one ring-buffer item into `out`: the kind tag first, then an exact size check, then
+/// the copy. A pass batch yields its records in the order they ended; on error nothing is
+/// appended.
+pub fn decode_into(bytes: &[u8], out: &mut impl Extend<Record>) -> Result<(), DecodeError> {
+    let Some(tag) = bytes.get(..8) else {
+        return match bytes.get(..4) {
+            Some(_) => decode(bytes).map(|r| out.extend([r])),
+            None => Err(DecodeError::Truncated { len: bytes.len() }),
+        };
+    };
+    let kind = u32::from_ne_bytes([tag[0], tag[1], tag[2], tag[3]]);
+    if kind != RECORD_PASS_BATCH {
+        return decode(bytes).map(|r| out.extend([r]));
+    }
+    let n = u32::from_ne_bytes([tag[4], tag[5], tag[6], tag[7]]);
+    if n as usize > PASS_BATCH_LEN {
+        return Err(DecodeError::BadBatch { n });
+    }
+    let rec = size_of::<PassRecord>();
+    let expected = PASS_BATCH_HEADER + n as usize * rec;
+    if bytes.len() != expected {
+        return Err(DecodeError::WrongSize {
+            kind,
+            len: bytes.len(),
+            expected,
+        });
+    }
+    let recs = || {
+        bytes[PASS_BATCH_HEADER..]
+            .chunks_exact(rec)
+            .map(read::<PassRecord>)
+    };
+    if recs().any(|r| r.kind != RECORD_PASS) {
+        return Err(DecodeError::BadBatch { n });
+    }
+    out.extend(recs().map(Record::Pass));
+    Ok(())
+}
+
+/// Decode one single-record item (`RECORD_PASS` or `RECORD_FLUSH`).
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let Some(tag) = bytes.get(..4) else {
         return Err(DecodeError::Truncated { len: bytes.len() });
@@ -82,8 +130,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::{vec, vec::Vec};
+
     use super::*;
-    use crate::{FlushRecord, PassCounts};
+    use crate::{FlushRecord, PassBatch, PassCounts};
 
     fn bytes_of<T>(v: &T) -> &[u8] {
         // SAFETY: reading the bytes of a plain #[repr(C)] integer struct.
@@ -135,5 +186,86 @@ mod tests {
         let mut long = b.to_vec();
         long.extend_from_slice(&[0; 8]);
         assert!(matches!(decode(&long), Err(DecodeError::WrongSize { .. })));
+    }
+
+    fn batch_of(n: usize) -> (PassBatch, Vec<PassRecord>) {
+        let mut b = PassBatch {
+            kind: RECORD_PASS_BATCH,
+            n: n as u32,
+            ..Default::default()
+        };
+        for (i, r) in b.recs.iter_mut().enumerate().take(n) {
+            *r = PassRecord {
+                kind: RECORD_PASS,
+                tid: 100 + i as u32,
+                counts: PassCounts {
+                    passes: 1,
+                    folios_reclaimed: i as u64,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+        }
+        let recs = b.recs[..n].to_vec();
+        (b, recs)
+    }
+
+    #[test]
+    fn a_batch_yields_its_first_n_records_in_order() {
+        for n in [0, 1, 7, PASS_BATCH_LEN] {
+            let (b, recs) = batch_of(n);
+            let len = PASS_BATCH_HEADER + n * size_of::<PassRecord>();
+            let mut out = vec![Record::Flush(FlushRecord::default())];
+            decode_into(&bytes_of(&b)[..len], &mut out).unwrap();
+            assert_eq!(out.len(), 1 + n);
+            let got: Vec<PassRecord> = out[1..]
+                .iter()
+                .map(|r| match r {
+                    Record::Pass(p) => *p,
+                    Record::Flush(_) => panic!("a batch yields pass records only"),
+                })
+                .collect();
+            assert_eq!(got, recs);
+        }
+        // Single records still decode through decode_into.
+        let f = FlushRecord {
+            kind: RECORD_FLUSH,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        decode_into(bytes_of(&f), &mut out).unwrap();
+        assert_eq!(out, vec![Record::Flush(f)]);
+    }
+
+    #[test]
+    fn rejects_batches_with_a_bad_count_size_or_record() {
+        let (b, _) = batch_of(3);
+        let bytes = bytes_of(&b);
+        let len = PASS_BATCH_HEADER + 3 * size_of::<PassRecord>();
+        let mut out = Vec::new();
+        // One record short, and the whole (16-slot) batch for n = 3.
+        assert!(matches!(
+            decode_into(&bytes[..len - size_of::<PassRecord>()], &mut out),
+            Err(DecodeError::WrongSize { .. })
+        ));
+        assert!(matches!(
+            decode_into(bytes, &mut out),
+            Err(DecodeError::WrongSize { .. })
+        ));
+        let mut over = b;
+        over.n = PASS_BATCH_LEN as u32 + 1;
+        assert_eq!(
+            decode_into(bytes_of(&over), &mut out),
+            Err(DecodeError::BadBatch {
+                n: PASS_BATCH_LEN as u32 + 1
+            })
+        );
+        let mut wrong = b;
+        wrong.recs[1].kind = RECORD_FLUSH;
+        assert_eq!(
+            decode_into(&bytes_of(&wrong)[..len], &mut out),
+            Err(DecodeError::BadBatch { n: 3 })
+        );
+        assert!(out.is_empty(), "nothing is appended on error");
     }
 }

@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use reclaim_trace_common::{
     CNT_ERR_BASE, Config, EVENTS_BYTES, HIST_BUCKETS, HistBuckets, MAX_TASKS, MAX_VICTIM_CPUS,
-    N_COUNTERS, N_CTX, N_HISTS, OFF_NONE, PassCounts, bucket_of, hist_index,
+    N_CONTROL, N_COUNTERS, N_CTX, N_HISTS, OFF_NONE, PassBatch, PassCounts, bucket_of, hist_index,
 };
 
 pub use pass::{PassState, TaskEntry};
@@ -51,11 +51,23 @@ pub(crate) use config;
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// This CPU's batch of pass records waiting for the ring buffer (see pass::end_pass).
+#[map(name = "STAGING")]
+static STAGING: PerCpuArray<PassBatch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written by userspace while the programs run (`CONTROL_*`).
+#[map(name = "CONTROL")]
+static CONTROL: Array<u64> = Array::with_max_entries(N_CONTROL, 0);
+
 /// Task slots (see pass::TaskEntry); a power of two.
 pub(crate) const TASK_SLOTS: u32 = MAX_TASKS;
 
 #[map(name = "TASKS")]
-static TASKS: Array<TaskEntry> = Array::with_max_entries(TASK_SLOTS, 0);
+static TASKS: Array<TaskEntry> = Array::with_max_entries(TASK_SLOTS, BPF_F_MMAPABLE);
+
+/// Not for mmap: the kernel page-aligns the values of mmapable arrays, so with 320-byte slots
+/// every slot starts on a cache line and its hot first line is one line (pass::PassState).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS, 0);
@@ -70,10 +82,6 @@ static HISTS: PerCpuArray<HistBuckets> = PerCpuArray::with_max_entries(N_HISTS, 
 /// userspace sums the copies. Sized to the possible CPUs at load.
 #[map(name = "VICTIMS")]
 static VICTIMS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_VICTIM_CPUS, 0);
-
-/// A zeroed value to insert new map entries from (too large for the 512-byte BPF stack).
-#[map(name = "ZERO")]
-static ZERO: PerCpuArray<TaskEntry> = PerCpuArray::with_max_entries(1, 0);
 
 /// Add `n` to per-CPU counter `idx` (`CNT_*`).
 #[inline(always)]

@@ -37,7 +37,7 @@ use crate::{
     config, count, count_error, current_tid_tgid, hist_add, is_self, kread,
     pass::{
         CTX_AUTO, EP_OPEN, close_episode, css_id, current_key, emit_flush, end_pass, open_episode,
-        pass_of, start_pass,
+        pass_of, start_pass, stopped,
     },
 };
 
@@ -58,7 +58,7 @@ fn report(prog: u32, r: Result<(), ()>) -> u32 {
 
 fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
     let (tid, tgid) = current_tid_tgid();
-    if is_self(tgid) {
+    if is_self(tgid) || stopped() {
         return Ok(());
     }
     let target: u64 = kread(sc, config!(btf.sc_target_mem_cgroup)).unwrap_or(0);
@@ -119,7 +119,8 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
     Ok(())
 }
 
-fn shrink_exit_core(ret: u64) -> Result<(), ()> {
+/// `staged`: the pass record may wait in this CPU's batch (see pass::end_pass).
+fn shrink_exit_core(ret: u64, staged: bool) -> Result<(), ()> {
     let Some(p) = pass_of(current_key()) else {
         return Ok(());
     };
@@ -144,7 +145,7 @@ fn shrink_exit_core(ret: u64) -> Result<(), ()> {
     if s.await_pageout != 0 {
         count(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, 1);
     }
-    end_pass(p);
+    end_pass(p, staged);
     Ok(())
 }
 
@@ -160,7 +161,8 @@ pub fn kp_shrink_folio_list(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kr_shrink_folio_list(ctx: RetProbeContext) -> u32 {
     let ret: u64 = ctx.ret();
-    report(PROG_SHRINK_FOLIO_LIST, shrink_exit_core(ret))
+    // kretprobes run with preemption off: the per-CPU batch has one writer at a time.
+    report(PROG_SHRINK_FOLIO_LIST, shrink_exit_core(ret, true))
 }
 
 #[fentry]
@@ -177,7 +179,10 @@ pub fn fx_shrink_folio_list(ctx: FExitContext) -> u32 {
     let mut ret = 0u64;
     // SAFETY: ctx is the fexit program context; the helper writes one u64.
     unsafe { bpf_get_func_ret(ctx.as_ptr(), &mut ret) };
-    report(PROG_SHRINK_FOLIO_LIST, shrink_exit_core(ret))
+    // fexit programs only disable migration: on a preemptible kernel (PREEMPT_LAZY on 7.x)
+    // two tasks could interleave their writes to this CPU's batch, so the record goes to the
+    // ring buffer directly.
+    report(PROG_SHRINK_FOLIO_LIST, shrink_exit_core(ret, false))
 }
 
 // ------------------------------------------------------------------ try_to_unmap

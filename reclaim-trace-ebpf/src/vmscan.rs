@@ -17,7 +17,7 @@ use crate::{
     config, count, count_error, current_tid_tgid, is_self,
     pass::{
         CTX_AUTO, EP_DONE, EP_OPEN, PassState, WIN_DIRECT, WIN_MEMCG, close_episode, current_key,
-        end_pass, entry_or_insert, pass_of, start_pass,
+        end_pass, entry_or_insert, pass_of, start_pass, stopped,
     },
 };
 
@@ -121,7 +121,7 @@ fn isolate_core(lru: i32, nr_taken: u64) -> Result<(), ()> {
     // shrink_active_list isolates from the active lists (odd `enum lru_list` values below
     // LRU_UNEVICTABLE) and never unmaps; only inactive-list isolation starts a pass.
     // shrink_inactive_list returns before shrink_folio_list when nothing was taken.
-    if lru & 1 == 1 || nr_taken == 0 {
+    if lru & 1 == 1 || nr_taken == 0 || stopped() {
         return Ok(());
     }
     let (tid, tgid) = current_tid_tgid();
@@ -232,7 +232,7 @@ fn try_shrink_inactive_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
 /// End the pass: `extra` is nr_dirty, nr_writeback, nr_activate (anon + file), nr_unmap_fail.
 fn shrink_core(nr_scanned: u64, nr_reclaimed: u64, extra: [u64; 4]) -> Result<(), ()> {
     let (tid, tgid) = current_tid_tgid();
-    if is_self(tgid) {
+    if is_self(tgid) || stopped() {
         return Ok(());
     }
     let p = ending_pass(tid, tgid)?;
@@ -245,7 +245,8 @@ fn shrink_core(nr_scanned: u64, nr_reclaimed: u64, extra: [u64; 4]) -> Result<()
     s.counts.nr_writeback = extra[1];
     s.counts.nr_activate = extra[2];
     s.counts.nr_unmap_fail = extra[3];
-    end_pass(p);
+    // Tracepoint programs run with preemption off: the per-CPU batch has one writer at a time.
+    end_pass(p, true);
     Ok(())
 }
 
@@ -262,7 +263,7 @@ pub fn vmscan_reclaim_pages(ctx: TracePointContext) -> u32 {
 }
 
 fn try_reclaim_pages(ctx: &TracePointContext) -> Result<(), ()> {
-    if config!(flags) & CFG_PRECISE_PASS != 0 {
+    if config!(flags) & CFG_PRECISE_PASS != 0 || stopped() {
         return Ok(());
     }
     let (tid, tgid) = current_tid_tgid();
@@ -280,7 +281,7 @@ fn try_reclaim_pages(ctx: &TracePointContext) -> Result<(), ()> {
     s.counts.pages_scanned = nr_scanned;
     s.counts.pages_reclaimed = nr_reclaimed;
     s.counts.folios_reclaimed = nr_reclaimed;
-    end_pass(p);
+    end_pass(p, true);
     Ok(())
 }
 

@@ -95,6 +95,9 @@ pub enum Stop {
     WorkloadExited,
 }
 
+/// How long `stop` waits after telling the programs to stop counting.
+const STOP_SETTLE_MS: u64 = 20;
+
 pub struct Session {
     pub facts: KernelFacts,
     tracer: Tracer,
@@ -184,12 +187,12 @@ impl Session {
         self.workload.as_ref()
     }
 
-    /// Take a map snapshot now.
+    /// Take a map snapshot now, and have the kernel send its batched pass records.
     pub fn refresh(&mut self) -> Result<()> {
         let snap = self.tracer.snapshot()?;
         let now = self.now_s();
         self.agg.on_snapshot(snap, now);
-        Ok(())
+        self.tracer.next_generation()
     }
 
     fn absorb(&mut self, batch: RecordBatch) {
@@ -311,12 +314,17 @@ impl Session {
         )
     }
 
-    /// Stop the workload, read what is left in the ring buffer, and take the final snapshot.
-    /// The session's window is then complete; `close` detaches and cleans up.
+    /// Stop the workload, stop counting in the kernel, read what is left in the ring buffer
+    /// and in the per-CPU batches, and take the final snapshot. The session's window is then
+    /// complete and self-consistent; `close` detaches and cleans up.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(w) = self.workload.as_mut() {
             w.stop();
         }
+        self.tracer.stop_counting()?;
+        // A program that read CONTROL just before the write finishes its pass within
+        // microseconds; after this nothing writes the batches or the totals.
+        tokio::time::sleep(Duration::from_millis(STOP_SETTLE_MS)).await;
         let _ = self.stop_tx.send(true);
         if let Some(r) = self.reader.take() {
             let _ = r.await;
@@ -324,6 +332,8 @@ impl Session {
         while let Ok(batch) = self.rx.try_recv() {
             self.absorb(batch);
         }
+        let staged = self.tracer.staged_records()?;
+        self.agg.on_records(&staged);
         self.refresh()
     }
 

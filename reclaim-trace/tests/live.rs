@@ -96,6 +96,7 @@ fn anon_workload_figures_match_the_kernel() {
     );
     assert_eq!(s["drops"]["ringbuf"], 0);
     assert_eq!(s["drops"]["decode_errors"], 0);
+    every_pass_has_its_record(&s);
     assert!(
         s["program_errors"].as_object().unwrap().is_empty(),
         "{}",
@@ -159,6 +160,27 @@ fn file_workload_flushes_clean_folios_in_batches() {
     assert_eq!(traces(), before_traces, "left behind");
 }
 
+/// Pass records travel in per-CPU batches; the ones still waiting when the session ends are
+/// read from the kernel. With no drops, every counted pass has its record, and the per-cgroup
+/// rows (built from records) add up to the totals (from the in-kernel counters).
+fn every_pass_has_its_record(s: &serde_json::Value) {
+    assert_eq!(u(s, "/drops/ringbuf"), 0, "ring-buffer drops");
+    let passes = u(s, "/totals/passes");
+    assert!(passes > 0);
+    assert_eq!(
+        u(s, "/tracer/pass_records"),
+        passes,
+        "pass records vs passes"
+    );
+    let rows: u64 = s["by_cgroup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["passes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, passes, "passes in the per-cgroup rows vs totals");
+}
+
 fn interrupt_midway(signal: i32, name: &str) {
     let before_traces = traces();
     let out = tmp(&format!("{name}.json"));
@@ -201,6 +223,8 @@ fn interrupt_midway(signal: i32, name: &str) {
         u(&s, "/totals/folios_reclaimed") > 0,
         "the final summary was flushed"
     );
+    // Records still batched in the kernel at the signal were read after counting stopped.
+    every_pass_has_its_record(&s);
     assert_eq!(traces(), before_traces, "left behind after {name}");
 }
 

@@ -10,12 +10,13 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray},
     programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use reclaim_trace_common::{
-    CNT_REMOTE_SHOOTDOWNS, Config, GLOBAL_CONFIG, HistBuckets, MAP_COUNTERS, MAP_EVENTS, MAP_HISTS,
-    MAP_TOTALS, MAP_VICTIMS, N_COUNTERS, N_CTX, N_HISTS, PassCounts,
+    CNT_REMOTE_SHOOTDOWNS, CONTROL_GENERATION, CONTROL_STOPPED, Config, GLOBAL_CONFIG, HistBuckets,
+    MAP_CONTROL, MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_STAGING, MAP_TOTALS, MAP_VICTIMS,
+    N_COUNTERS, N_CTX, N_HISTS, PASS_BATCH_LEN, PassBatch, PassCounts, RECORD_PASS, decode::Record,
 };
 
 pub use self::reader::{RecordBatch, spawn_reader};
@@ -61,6 +62,9 @@ pub struct Tracer {
     totals: PerCpuArray<MapData, PassCounts>,
     hists: PerCpuArray<MapData, HistBuckets>,
     victims: PerCpuArray<MapData, u64>,
+    staging: PerCpuArray<MapData, PassBatch>,
+    control: Array<MapData, u64>,
+    generation: u64,
     cpus: usize,
 }
 
@@ -206,6 +210,8 @@ impl Tracer {
             let totals = PerCpuArray::try_from(take(&mut ebpf, MAP_TOTALS)?)?;
             let hists = PerCpuArray::try_from(take(&mut ebpf, MAP_HISTS)?)?;
             let victims = PerCpuArray::try_from(take(&mut ebpf, MAP_VICTIMS)?)?;
+            let staging = PerCpuArray::try_from(take(&mut ebpf, MAP_STAGING)?)?;
+            let control = Array::try_from(take(&mut ebpf, MAP_CONTROL)?)?;
             let cpus = aya::util::nr_cpus()
                 .map_err(|(_, e)| anyhow!("cannot read the number of possible CPUs: {e}"))?;
             return Ok(Tracer {
@@ -218,6 +224,9 @@ impl Tracer {
                 totals,
                 hists,
                 victims,
+                staging,
+                control,
+                generation: 0,
                 cpus,
             });
         }
@@ -267,6 +276,45 @@ impl Tracer {
                 .unwrap_or(0);
         }
         Ok(s)
+    }
+
+    /// Tell the programs a snapshot was taken: each CPU sends its batch of pass records at its
+    /// next pass end, so records lag the counters by at most one snapshot interval on a CPU
+    /// that keeps reclaiming. (A CPU that stops reclaiming keeps its last few records until it
+    /// reclaims again or the session ends.)
+    pub fn next_generation(&mut self) -> Result<()> {
+        self.generation += 1;
+        self.control
+            .set(CONTROL_GENERATION, self.generation, 0)
+            .context("cannot write the CONTROL map")
+    }
+
+    /// From now on the programs count no pass anywhere (totals, histograms, records), so that
+    /// the batches still waiting in the kernel and the totals can be read as one set.
+    pub fn stop_counting(&mut self) -> Result<()> {
+        self.control
+            .set(CONTROL_STOPPED, 1, 0)
+            .context("cannot write the CONTROL map")
+    }
+
+    /// The pass records still waiting in the per-CPU batches. Only consistent after
+    /// [`Tracer::stop_counting`] plus the time for a running program to finish.
+    pub fn staged_records(&self) -> Result<Vec<Record>> {
+        let per_cpu = self
+            .staging
+            .get(&0, 0)
+            .context("cannot read the STAGING map")?;
+        let mut out = Vec::new();
+        for b in per_cpu.iter() {
+            let n = (b.n as usize).min(PASS_BATCH_LEN);
+            out.extend(
+                b.recs[..n]
+                    .iter()
+                    .filter(|r| r.kind == RECORD_PASS)
+                    .map(|r| Record::Pass(*r)),
+            );
+        }
+        Ok(out)
     }
 
     /// Run time and count of every attached program (needs BPF stats enabled).

@@ -5,7 +5,7 @@ use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use reclaim_trace_common::{
     READER_POLL_MS,
-    decode::{Record, decode},
+    decode::{Record, decode_into},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -28,8 +28,8 @@ fn drain(rb: &mut RingBuf<MapData>, tx: &mpsc::UnboundedSender<RecordBatch>) -> 
         let mut batch = RecordBatch::default();
         while batch.records.len() < MAX_BATCH {
             let Some(item) = rb.next() else { break };
-            match decode(&item) {
-                Ok(r) => batch.records.push(r),
+            match decode_into(&item, &mut batch.records) {
+                Ok(()) => {}
                 Err(e) => {
                     if batch.decode_errors == 0 {
                         log::warn!("ring buffer: {e}");

@@ -146,6 +146,18 @@ pub fn checks(workload: &str, s: &Value, k: &KernelDeltas) -> Vec<Check> {
         errors == Some(0),
         format!("program_errors {}", s["program_errors"]),
     ));
+    // Pass records travel in per-CPU batches (kretprobe) or one by one (fexit); those still
+    // batched at the end are read after counting stopped. With no drops each pass has one.
+    let (passes, records, drops) = (
+        u(s, "/totals/passes"),
+        u(s, "/tracer/pass_records"),
+        u(s, "/drops/ringbuf"),
+    );
+    out.push(check(
+        "every pass has its record",
+        passes.is_some_and(|p| p > 0) && records == passes && drops == Some(0),
+        format!("passes {passes:?}, pass records {records:?}, ring-buffer drops {drops:?}"),
+    ));
     let ratio = s.get("flushes_per_reclaimed_folio").and_then(Value::as_f64);
     if workload == "anon" {
         let mglru = s.pointer("/kernel/lru_gen").and_then(Value::as_bool) == Some(true);
@@ -305,7 +317,9 @@ mod tests {
         serde_json::json!({
             "kernel": {"probe_mode": "fentry"},
             "totals": {"pages_reclaimed": pages, "dirty_flushes": dirty, "pageouts": pageouts,
-                       "remote_shootdowns": 3000},
+                       "remote_shootdowns": 3000, "passes": 700},
+            "tracer": {"pass_records": 700},
+            "drops": {"ringbuf": 0},
             "by_context": {"reclaim_pages": {"pages_reclaimed": 0},
                            "other": {"pages_reclaimed": 0}},
             "flushes_per_reclaimed_folio": 1.0,
@@ -374,6 +388,10 @@ mod tests {
             failed(m),
             vec!["MGLRU: dirty flushes - kept <= pageouts <= dirty-flush calls"]
         );
+        // A pass whose record never arrived (a batch left in the kernel, say).
+        let mut lost = summary(5000, 5000, 5000, 3);
+        lost["tracer"]["pass_records"] = 699.into();
+        assert_eq!(failed(lost), vec!["every pass has its record"]);
         // Nothing reclaimed at all proves nothing.
         assert!(!checks("anon", &summary(0, 0, 0, 3), &kernel(0))[1].ok);
     }
