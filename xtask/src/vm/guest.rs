@@ -33,6 +33,8 @@ pub struct Report {
     pub sections: BTreeMap<String, String>,
     pub exit: Option<i32>,
     pub errors: Vec<String>,
+    /// /init started (its first mark): the guest kernel booted.
+    pub booted: bool,
     pub done: bool,
     pub console: PathBuf,
     pub wall_s: f64,
@@ -55,6 +57,7 @@ impl Report {
                     }
                     "exit" => r.exit = rest.trim().parse().ok(),
                     "error" => r.errors.push(rest.to_string()),
+                    "boot" => r.booted = true,
                     "done" => r.done = true,
                     _ => {}
                 }
@@ -75,6 +78,26 @@ impl Report {
             .ok_or_else(|| anyhow!("the guest's report has no `{name}` section"))
     }
 }
+
+/// The guest kernel died before /init ran: nothing of reclaim-trace had run yet.
+#[derive(Debug)]
+pub struct BootCrash {
+    pub console: PathBuf,
+    tail: String,
+}
+
+impl std::fmt::Display for BootCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guest kernel stopped before /init ran; console ({}):\n{}",
+            self.console.display(),
+            self.tail
+        )
+    }
+}
+
+impl std::error::Error for BootCrash {}
 
 /// Boot, wait for poweroff (or the timeout), return the report.
 pub fn boot(b: &Boot<'_>) -> Result<Report> {
@@ -147,6 +170,13 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
     let mut r = Report::parse(&text);
     r.console = console.clone();
     r.wall_s = started.elapsed().as_secs_f64();
+    if !r.booted {
+        return Err(BootCrash {
+            console: console.clone(),
+            tail: tail(&console, 40),
+        }
+        .into());
+    }
     if !r.done {
         bail!(
             "the guest stopped before finishing its report; console ({}):\n{}",
@@ -191,7 +221,10 @@ mod tests {
         assert_eq!(r.section("vmstat_before").unwrap(), "pgsteal_anon 5");
         assert_eq!(r.exit, Some(0));
         assert_eq!(r.errors, vec!["insmod x: nope".to_string()]);
-        assert!(r.done);
+        assert!(r.booted && r.done);
         assert!(r.section("nope").is_err());
+        // A kernel that dies before /init leaves no boot mark.
+        let crashed = Report::parse("[    2.97] Oops: int3: 0000 [#1] SMP NOPTI\n");
+        assert!(!crashed.booted && !crashed.done);
     }
 }
