@@ -3,11 +3,11 @@
 use core::mem::size_of;
 
 use crate::{
-    FlushRecord, PASS_BATCH_HEADER, PASS_BATCH_LEN, PassRecord, RECORD_FLUSH, RECORD_PASS,
-    RECORD_PASS_BATCH,
+    FlushRecord, PASS_BATCH_HEADER, PASS_BATCH_LEN, PassRecord, PassWire, RECORD_FLUSH,
+    RECORD_PASS, RECORD_PASS_BATCH,
 };
 
-/// A decoded ring-buffer record.
+/// A decoded ring-buffer record (pass records widened from [`PassWire`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
     Pass(PassRecord),
@@ -77,7 +77,7 @@ pub fn decode_into(bytes: &[u8], out: &mut impl Extend<Record>) -> Result<(), De
     if n as usize > PASS_BATCH_LEN {
         return Err(DecodeError::BadBatch { n });
     }
-    let rec = size_of::<PassRecord>();
+    let rec = size_of::<PassWire>();
     let expected = PASS_BATCH_HEADER + n as usize * rec;
     if bytes.len() != expected {
         return Err(DecodeError::WrongSize {
@@ -89,12 +89,12 @@ pub fn decode_into(bytes: &[u8], out: &mut impl Extend<Record>) -> Result<(), De
     let recs = || {
         bytes[PASS_BATCH_HEADER..]
             .chunks_exact(rec)
-            .map(read::<PassRecord>)
+            .map(read::<PassWire>)
     };
     if recs().any(|r| r.kind != RECORD_PASS) {
         return Err(DecodeError::BadBatch { n });
     }
-    out.extend(recs().map(Record::Pass));
+    out.extend(recs().map(|w| Record::Pass(PassRecord::from(&w))));
     Ok(())
 }
 
@@ -117,8 +117,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     };
     match kind {
         RECORD_PASS => {
-            expect(size_of::<PassRecord>())?;
-            Ok(Record::Pass(read(bytes)))
+            expect(size_of::<PassWire>())?;
+            Ok(Record::Pass(PassRecord::from(&read::<PassWire>(bytes))))
         }
         RECORD_FLUSH => {
             expect(size_of::<FlushRecord>())?;
@@ -134,7 +134,7 @@ mod tests {
     use std::{vec, vec::Vec};
 
     use super::*;
-    use crate::{FlushRecord, PassBatch, PassCounts};
+    use crate::{FlushRecord, PassBatch, PassCounts, PassDelta};
 
     fn bytes_of<T>(v: &T) -> &[u8] {
         // SAFETY: reading the bytes of a plain #[repr(C)] integer struct.
@@ -143,19 +143,46 @@ mod tests {
 
     #[test]
     fn round_trips_pass_and_flush_records() {
-        let p = PassRecord {
+        let w = PassWire {
             kind: RECORD_PASS,
+            context: 2,
+            flags: 5,
+            cpu: 4095,
             tid: 7,
+            tgid: 6,
             cgroup_id: 99,
-            comm: *b"rt-anon-0\0\0\0\0\0\0\0",
-            counts: PassCounts {
-                passes: 1,
+            start_ns: 1_000,
+            duration_ns: 250,
+            _pad: 0,
+            counts: PassDelta {
+                folios_reclaimed: 31,
                 dirty_flushes: 3,
+                dirty_flush_calls: u32::MAX,
                 ..Default::default()
             },
-            ..Default::default()
+            comm: *b"rt-anon-0\0\0\0\0\0\0\0",
         };
-        assert_eq!(decode(bytes_of(&p)), Ok(Record::Pass(p)));
+        let p = PassRecord {
+            kind: RECORD_PASS,
+            flags: 5,
+            tid: 7,
+            tgid: 6,
+            context: 2,
+            cpu: 4095,
+            cgroup_id: 99,
+            start_ns: 1_000,
+            end_ns: 1_250,
+            comm: w.comm,
+            counts: PassCounts {
+                passes: 1,
+                folios_reclaimed: 31,
+                dirty_flushes: 3,
+                dirty_flush_calls: u32::MAX as u64,
+                duration_ns: 250,
+                ..Default::default()
+            },
+        };
+        assert_eq!(decode(bytes_of(&w)), Ok(Record::Pass(p)));
         let f = FlushRecord {
             kind: RECORD_FLUSH,
             targets: 3,
@@ -171,7 +198,7 @@ mod tests {
             decode(&[9, 0, 0, 0, 0, 0, 0, 0]),
             Err(DecodeError::UnknownKind { kind: 9 })
         );
-        let p = PassRecord {
+        let p = PassWire {
             kind: RECORD_PASS,
             ..Default::default()
         };
@@ -195,18 +222,17 @@ mod tests {
             ..Default::default()
         };
         for (i, r) in b.recs.iter_mut().enumerate().take(n) {
-            *r = PassRecord {
+            *r = PassWire {
                 kind: RECORD_PASS,
                 tid: 100 + i as u32,
-                counts: PassCounts {
-                    passes: 1,
-                    folios_reclaimed: i as u64,
+                counts: PassDelta {
+                    folios_reclaimed: i as u32,
                     ..Default::default()
                 },
                 ..Default::default()
             };
         }
-        let recs = b.recs[..n].to_vec();
+        let recs = b.recs[..n].iter().map(PassRecord::from).collect();
         (b, recs)
     }
 
@@ -214,7 +240,7 @@ mod tests {
     fn a_batch_yields_its_first_n_records_in_order() {
         for n in [0, 1, 7, PASS_BATCH_LEN] {
             let (b, recs) = batch_of(n);
-            let len = PASS_BATCH_HEADER + n * size_of::<PassRecord>();
+            let len = PASS_BATCH_HEADER + n * size_of::<PassWire>();
             let mut out = vec![Record::Flush(FlushRecord::default())];
             decode_into(&bytes_of(&b)[..len], &mut out).unwrap();
             assert_eq!(out.len(), 1 + n);
@@ -241,11 +267,11 @@ mod tests {
     fn rejects_batches_with_a_bad_count_size_or_record() {
         let (b, _) = batch_of(3);
         let bytes = bytes_of(&b);
-        let len = PASS_BATCH_HEADER + 3 * size_of::<PassRecord>();
+        let len = PASS_BATCH_HEADER + 3 * size_of::<PassWire>();
         let mut out = Vec::new();
         // One record short, and the whole (16-slot) batch for n = 3.
         assert!(matches!(
-            decode_into(&bytes[..len - size_of::<PassRecord>()], &mut out),
+            decode_into(&bytes[..len - size_of::<PassWire>()], &mut out),
             Err(DecodeError::WrongSize { .. })
         ));
         assert!(matches!(

@@ -104,13 +104,49 @@ pub(crate) fn hist_add(metric: u32, ctx: u32, value: u64, n: u64) {
     if n == 0 {
         return;
     }
-    let b = bucket_of(value);
+    // Opaque to LLVM: bucket_of never returns an index out of range, and without this the
+    // check below is folded away and the verifier (which cannot follow bucket_of's
+    // arithmetic) rejects the indexed store.
+    let b = core::hint::black_box(bucket_of(value));
     if b >= HIST_BUCKETS {
         return;
     }
     if let Some(p) = HISTS.get_ptr_mut(hist_index(metric, ctx)) {
         // SAFETY: per-CPU slot, index bounds-checked above.
         unsafe { (*p)[b] += n };
+    }
+}
+
+/// Zero `*p` eight bytes at a time. Assigning or `write_bytes`-ing a struct this size compiles
+/// to a call of compiler_builtins' `memset`, which on BPF is a loop storing one byte per trip
+/// (five instructions a byte); the same goes for struct copies and `memcpy`/`memmove`. Measured
+/// on 6.18.44: zeroing the 280-byte pass state that way took ~200 ns, copying the 160-byte
+/// counts into the pass record most of the ~550 ns the record cost. Volatile stores are never
+/// merged back into a `memset` call.
+///
+/// # Safety
+/// `p` must be valid for writes of `T`, 8-byte aligned, and all-zero must be a valid `T`.
+#[inline(always)]
+pub(crate) unsafe fn zero_words<T>(p: *mut T) {
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };
+    let w = p.cast::<u64>();
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: in bounds of `*p` (size is a multiple of 8), aligned (asserted above).
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+    }
+}
+
+/// Copy `*src` to `*dst` eight bytes at a time (see [`zero_words`]).
+///
+/// # Safety
+/// `src` valid for reads and `dst` for writes of `T`, both 8-byte aligned, not overlapping.
+#[inline(always)]
+pub(crate) unsafe fn copy_words<T: Copy>(dst: *mut T, src: *const T) {
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: in bounds of both, aligned (asserted above).
+        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
     }
 }
 

@@ -1,17 +1,21 @@
 //! Per-task reclaim pass state, flush episodes, and the end-of-pass record.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated as raw,
 };
 use reclaim_trace_common::{
     CFG_EMIT_FLUSHES, CNT_FLUSH_RECORD_DROPS, CNT_PASS_MAP_FULL, CNT_RINGBUF_DROPS,
     CONTROL_GENERATION, CONTROL_STOPPED, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER, FLUSH_BATCH,
     FLUSH_DIRTY, FlushRecord, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
-    HIST_IPIS, N_CTX, PASS_BATCH_HEADER, PASS_BATCH_LEN, PASS_F_FILL_EXACT, PF_KSWAPD, PassBatch,
-    PassCounts, PassRecord, RECORD_FLUSH, RECORD_PASS, RECORD_PASS_BATCH, WAKEUP_BYTES,
+    HIST_IPIS, N_CTX, OFF_NONE, PASS_BATCH_HEADER, PASS_BATCH_LEN, PASS_F_FILL_EXACT, PF_KSWAPD,
+    PassBatch, PassCounts, PassDelta, PassWire, RECORD_FLUSH, RECORD_PASS, RECORD_PASS_BATCH,
+    WAKEUP_BYTES, delta_u32,
 };
 
-use crate::{CONTROL, EVENTS, STAGING, TASK_SLOTS, TASKS, TOTALS, config, count, hist_add, kread};
+use crate::{
+    CONTROL, EVENTS, STAGING, TASK_SLOTS, TASKS, TOTALS, config, copy_words, count, hist_add,
+    kread, zero_words,
+};
 
 /// No flush in progress.
 pub const EP_NONE: u32 = 0;
@@ -33,8 +37,9 @@ pub const CTX_AUTO: u32 = u32::MAX;
 /// One reclaim pass of a task; reset at every pass start.
 ///
 /// Field order is for the cache: the hot events (`tlb_flush`, `csd_queue_cpu`, `ipi_send_*`,
-/// `write_folio`: several per reclaimed folio) read and write the first 40 bytes, which share
-/// one cache line with the slot's `task` tag (the slots are 320 bytes, a multiple of the line).
+/// `write_folio`: several per reclaimed folio) read and write the first 56 bytes, which share
+/// one cache line with the slot's `task` tag (the slots are 256 bytes, four lines); the counts
+/// are the next 72 bytes.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PassState {
@@ -42,18 +47,25 @@ pub struct PassState {
     pub active: u32,
     /// `EP_*`.
     pub ep: u32,
-    pub ep_targets: u64,
-    pub ep_ipis: u64,
+    pub ep_targets: u32,
+    pub ep_ipis: u32,
     /// The open episode is a dirty flush (`try_to_unmap_flush_dirty` found `writable`).
     pub ep_dirty: u32,
     /// Precise tier: a dirty flush happened and no pageout has followed it yet.
     pub await_pageout: u32,
     pub flags: u32,
     pub ctx: u32,
+    /// A run of `run_n` closed flushes with the same fan-out (`run_targets`, `run_ipis`), not
+    /// yet in the histograms: added at once when the value changes and at the pass end, so a
+    /// flush touches no histogram line (they were two cold lines per folio).
+    pub run_targets: u32,
+    pub run_ipis: u32,
+    pub run_n: u32,
+    pub _pad0: u32,
     /// `u64::MAX` when the batch cpumask is not observable (tracepoint tier).
     pub ep_candidates: u64,
+    pub counts: PassDelta,
     pub ep_fill: u64,
-    pub counts: PassCounts,
     pub tid: u32,
     pub tgid: u32,
     pub cgroup_id: u64,
@@ -92,14 +104,23 @@ pub struct TaskEntry {
     /// `EP_OPEN` while a full remote flush outside any pass (migration, compaction...) waits
     /// for its local leg, which tells a batched flush (reason 2) from an mm flush (reason 3).
     pub other_ep: u32,
-    pub _pad: u32,
+    /// Passes left before `comm` is read from task_struct again (0: read at the next pass end).
+    pub comm_age: u32,
+    /// The task's command name, as of the last read. Reading `task->comm` at every pass end
+    /// cost ~200 ns on 6.18.44 (a cache line the reclaim path never touches, cold by then;
+    /// `bpf_get_current_comm` or a plain read alike), so it is re-read every
+    /// `COMM_REFRESH_PASSES` passes and when the slot is claimed. A rename (exec, prctl) shows
+    /// up within that many passes of the task.
+    pub comm: [u64; 2],
 }
 
+/// See `TaskEntry::comm`.
+const COMM_REFRESH_PASSES: u32 = 64;
+
 const _: () = {
-    assert!(core::mem::size_of::<TaskEntry>() == 320);
+    assert!(core::mem::size_of::<TaskEntry>() == 256);
     assert!(
-        core::mem::offset_of!(TaskEntry, pass) + core::mem::offset_of!(PassState, ep_candidates)
-            == 48
+        core::mem::offset_of!(TaskEntry, pass) + core::mem::offset_of!(PassState, counts) == 64
     );
 };
 
@@ -183,7 +204,9 @@ pub fn entry_or_insert(key: u64) -> Option<*mut TaskEntry> {
             entry.kswapd = 0;
             entry.windows = 0;
             entry.other_ep = 0;
-            entry.pass.active = 0;
+            entry.comm_age = 0;
+            // SAFETY: PassState is plain integers (all-zero is valid), 8-byte aligned.
+            unsafe { zero_words(&raw mut entry.pass) };
             // SAFETY: a plain read of our own slot; volatile so that it is really re-read.
             if unsafe { core::ptr::read_volatile(&raw const (*e).task) } == key {
                 return Some(e);
@@ -247,13 +270,13 @@ pub fn start_pass(
     // SAFETY: map value; the entry is only written by its own task.
     let e = unsafe { &mut *e };
     refresh_identity(e, key);
-    // Zeroed with plain stores (LLVM expands the memset inline): no zeroed map value to copy
-    // from. Measured on 6.18.44 by cutting the pass start short at each step: finding the slot
-    // and refreshing the identity cost ~200 ns, the zeroing ~200 ns (280 bytes of stores; most
-    // likely cache misses, as the reclaim work between two passes evicts the slot), the rest
-    // ~300 ns.
-    // SAFETY: PassState is plain integers; all-zero is a valid value.
-    unsafe { core::ptr::write_bytes(&raw mut e.pass, 0, 1) };
+    // A pass is zeroed when it ends (end_pass), while its lines are still in the cache: zeroing
+    // it here instead cost ~200 ns on 6.18.44 (2 vCPUs), cache misses after the reclaim work
+    // between two passes. Only a pass that never saw its end (or a stale slot) is zeroed here.
+    if e.pass.active != 0 {
+        // SAFETY: PassState is plain integers (all-zero is valid), 8-byte aligned.
+        unsafe { zero_words(&raw mut e.pass) };
+    }
     let ctx = if e.kswapd != 0 {
         CTX_KSWAPD
     } else if ctx == CTX_AUTO {
@@ -318,10 +341,14 @@ pub fn close_episode(p: *mut PassState, by_pageout: bool) {
     if s.ep_targets == 0 {
         s.counts.flushes_without_ipi += 1;
     }
-    hist_add(HIST_FANOUT_TARGETS, ctx, s.ep_targets, 1);
-    hist_add(HIST_IPIS, ctx, s.ep_ipis, 1);
+    if s.run_n != 0 && (s.run_targets != s.ep_targets || s.run_ipis != s.ep_ipis) {
+        flush_run(s);
+    }
+    s.run_targets = s.ep_targets;
+    s.run_ipis = s.ep_ipis;
+    s.run_n += 1;
     if s.ep_candidates != u64::MAX {
-        s.counts.fanout_candidates += s.ep_candidates;
+        s.counts.fanout_candidates += delta_u32(s.ep_candidates);
         hist_add(HIST_FANOUT_CANDIDATES, ctx, s.ep_candidates, 1);
     }
     if s.flags & PASS_F_FILL_EXACT != 0 {
@@ -334,10 +361,23 @@ pub fn close_episode(p: *mut PassState, by_pageout: bool) {
             ctx,
             s.ep_fill_or_unknown(),
             s.ep_candidates,
-            s.ep_targets,
-            s.ep_ipis,
+            s.ep_targets as u64,
+            s.ep_ipis as u64,
         );
     }
+}
+
+/// Add the pass's run of equal fan-outs to the histograms.
+#[inline(always)]
+fn flush_run(s: &mut PassState) {
+    hist_add(
+        HIST_FANOUT_TARGETS,
+        s.ctx,
+        s.run_targets as u64,
+        s.run_n as u64,
+    );
+    hist_add(HIST_IPIS, s.ctx, s.run_ipis as u64, s.run_n as u64);
+    s.run_n = 0;
 }
 
 impl PassState {
@@ -390,42 +430,43 @@ pub fn emit_flush(class: u32, ctx: u32, fill: u64, candidates: u64, targets: u64
     entry.submit(submit_flags());
 }
 
+/// Add one pass (`src`, lasting `duration_ns`) to the totals.
 #[inline(always)]
-fn add_counts(dst: &mut PassCounts, src: &PassCounts) {
-    dst.passes += src.passes;
-    dst.folios_in += src.folios_in;
-    dst.folios_reclaimed += src.folios_reclaimed;
-    dst.pages_reclaimed += src.pages_reclaimed;
-    dst.pages_scanned += src.pages_scanned;
-    dst.pageouts += src.pageouts;
-    dst.dirty_flushes += src.dirty_flushes;
-    dst.batch_flushes += src.batch_flushes;
-    dst.unbatched_flushes += src.unbatched_flushes;
-    dst.fanout_candidates += src.fanout_candidates;
-    dst.fanout_targets += src.fanout_targets;
-    dst.ipis += src.ipis;
-    dst.flushes_without_ipi += src.flushes_without_ipi;
-    dst.batched_unmaps += src.batched_unmaps;
-    dst.duration_ns += src.duration_ns;
-    dst.nr_dirty += src.nr_dirty;
-    dst.nr_writeback += src.nr_writeback;
-    dst.nr_activate += src.nr_activate;
-    dst.nr_unmap_fail += src.nr_unmap_fail;
-    dst.dirty_flush_calls += src.dirty_flush_calls;
+fn add_counts(dst: &mut PassCounts, src: &PassDelta, duration_ns: u64) {
+    dst.passes += 1;
+    dst.folios_in += src.folios_in as u64;
+    dst.folios_reclaimed += src.folios_reclaimed as u64;
+    dst.pages_reclaimed += src.pages_reclaimed as u64;
+    dst.pages_scanned += src.pages_scanned as u64;
+    dst.pageouts += src.pageouts as u64;
+    dst.dirty_flushes += src.dirty_flushes as u64;
+    dst.batch_flushes += src.batch_flushes as u64;
+    dst.unbatched_flushes += src.unbatched_flushes as u64;
+    dst.fanout_candidates += src.fanout_candidates as u64;
+    dst.fanout_targets += src.fanout_targets as u64;
+    dst.ipis += src.ipis as u64;
+    dst.flushes_without_ipi += src.flushes_without_ipi as u64;
+    dst.batched_unmaps += src.batched_unmaps as u64;
+    dst.duration_ns += duration_ns;
+    dst.nr_dirty += src.nr_dirty as u64;
+    dst.nr_writeback += src.nr_writeback as u64;
+    dst.nr_activate += src.nr_activate as u64;
+    dst.nr_unmap_fail += src.nr_unmap_fail as u64;
+    dst.dirty_flush_calls += src.dirty_flush_calls as u64;
 }
 
 /// Estimated batch fill when unmaps are not observable (tracepoint tier): each dirty flush
 /// covered the one folio written next; the batch flushes share the rest of the reclaimed
 /// folios evenly. Userspace marks the histogram `exact: false`.
 #[inline(always)]
-fn estimate_fill(s: &PassCounts, ctx: u32) {
-    let dirty = s.dirty_flushes;
+fn estimate_fill(s: &PassDelta, ctx: u32) {
+    let dirty = s.dirty_flushes as u64;
     hist_add(HIST_BATCH_FILL, ctx, 1, dirty);
-    let batch = s.batch_flushes;
+    let batch = s.batch_flushes as u64;
     if batch == 0 {
         return;
     }
-    let rest = s.folios_reclaimed.saturating_sub(dirty);
+    let rest = (s.folios_reclaimed as u64).saturating_sub(dirty);
     let q = rest / batch;
     let r = rest % batch;
     hist_add(HIST_BATCH_FILL, ctx, q, batch - r);
@@ -439,30 +480,66 @@ pub fn stopped() -> bool {
     CONTROL.get(CONTROL_STOPPED).is_some_and(|v| *v != 0)
 }
 
-/// Write the record of the pass `s` (ending at `end_ns`) at `r`.
+/// The entry a pass belongs to (`p` always points at `TaskEntry::pass`).
 #[inline(always)]
-fn write_record(r: *mut PassRecord, s: &PassState, ctx: u32, end_ns: u64) {
-    // SAFETY: `r` points at writable memory of size_of::<PassRecord>() (a ring-buffer
-    // reservation or a slot of this CPU's batch).
+fn entry_of_pass(p: *mut PassState) -> *mut TaskEntry {
+    p.cast::<u8>()
+        .wrapping_sub(core::mem::offset_of!(TaskEntry, pass))
+        .cast::<TaskEntry>()
+}
+
+/// The current task's command name, from the entry's cache (see `TaskEntry::comm`).
+#[inline(always)]
+fn cached_comm(e: *mut TaskEntry) -> [u64; 2] {
+    // SAFETY: map value owned by this task.
+    let e = unsafe { &mut *e };
+    if e.comm_age == 0 {
+        let dst = (&raw mut e.comm).cast::<core::ffi::c_void>();
+        let off = config!(btf.task_comm);
+        // SAFETY: the helpers write 16 bytes into the entry's cache (zeroed if the read
+        // faults). The raw helpers write in place: the safe wrappers return an array that
+        // would be copied a byte at a time.
+        unsafe {
+            if off != OFF_NONE {
+                let src = bpf_get_current_task() + off as u64;
+                raw::bpf_probe_read_kernel(dst, 16, src as *const core::ffi::c_void);
+            } else {
+                raw::bpf_get_current_comm(dst, 16);
+            }
+        }
+        e.comm_age = COMM_REFRESH_PASSES;
+    }
+    e.comm_age -= 1;
+    e.comm
+}
+
+/// Write the record of the pass `s` (lasting `duration_ns`) at `r`.
+#[inline(always)]
+fn write_record(r: *mut PassWire, s: &PassState, ctx: u32, duration_ns: u64, comm: [u64; 2]) {
+    // SAFETY: `r` points at writable memory of size_of::<PassWire>() (a ring-buffer
+    // reservation or a slot of this CPU's batch), 8-byte aligned.
     unsafe {
         (*r).kind = RECORD_PASS;
-        (*r).flags = s.flags;
+        (*r).context = ctx as u8;
+        (*r).flags = s.flags as u8;
+        (*r).cpu = bpf_get_smp_processor_id() as u16;
         (*r).tid = s.tid;
         (*r).tgid = s.tgid;
-        (*r).context = ctx;
-        (*r).cpu = bpf_get_smp_processor_id();
         (*r).cgroup_id = s.cgroup_id;
         (*r).start_ns = s.start_ns;
-        (*r).end_ns = end_ns;
-        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        (*r).counts = s.counts;
+        (*r).duration_ns = delta_u32(duration_ns);
+        (*r)._pad = 0;
+        copy_words(&raw mut (*r).counts, &raw const s.counts);
+        let c = (&raw mut (*r).comm).cast::<u64>();
+        core::ptr::write_volatile(c, comm[0]);
+        core::ptr::write_volatile(c.add(1), comm[1]);
     }
 }
 
 /// Add the record to this CPU's batch, and send the batch when it is full or userspace has
 /// taken a snapshot since it was last sent. `false` when there is no batch to use.
 #[inline(always)]
-fn stage(s: &PassState, ctx: u32, end_ns: u64) -> bool {
+fn stage(s: &PassState, ctx: u32, duration_ns: u64, comm: [u64; 2]) -> bool {
     let Some(b) = STAGING.get_ptr_mut(0) else {
         return false;
     };
@@ -474,15 +551,16 @@ fn stage(s: &PassState, ctx: u32, end_ns: u64) -> bool {
         b.n = 0; // unreachable: a full batch is sent at once
         return false;
     };
-    write_record(r, s, ctx, end_ns);
+    write_record(r, s, ctx, duration_ns, comm);
     let n = i + 1;
     b.n = n as u32;
     let generation = CONTROL.get(CONTROL_GENERATION).copied().unwrap_or(0);
     if n >= PASS_BATCH_LEN || b.generation != generation {
         b.kind = RECORD_PASS_BATCH;
         b.generation = generation;
-        let len = PASS_BATCH_HEADER + n * core::mem::size_of::<PassRecord>();
-        if len <= core::mem::size_of::<PassBatch>() {
+        // Opaque, so that LLVM keeps the bounds check the verifier needs to accept the size.
+        let len = core::hint::black_box(PASS_BATCH_HEADER + n * core::mem::size_of::<PassWire>());
+        if len > PASS_BATCH_HEADER && len <= core::mem::size_of::<PassBatch>() {
             // SAFETY: the first `len` bytes of this CPU's batch (bounded just above).
             let bytes =
                 unsafe { core::slice::from_raw_parts((b as *const PassBatch).cast::<u8>(), len) };
@@ -507,32 +585,38 @@ fn stage(s: &PassState, ctx: u32, end_ns: u64) -> bool {
 #[inline(always)]
 pub fn end_pass(p: *mut PassState, staged: bool) {
     if stopped() {
-        // SAFETY: map value owned by this task.
-        unsafe { (*p).active = 0 };
+        // SAFETY: map value owned by this task; all-zero is a valid PassState.
+        unsafe { zero_words(p) };
         return;
     }
     close_episode(p, false);
     // SAFETY: map value owned by this task.
     let s = unsafe { &mut *p };
     let end_ns = unsafe { bpf_ktime_get_ns() };
-    s.counts.passes = 1;
-    s.counts.duration_ns = end_ns.saturating_sub(s.start_ns);
+    let duration_ns = end_ns.saturating_sub(s.start_ns);
     let ctx = if s.ctx < N_CTX { s.ctx } else { CTX_OTHER };
+    s.ctx = ctx;
+    if s.run_n != 0 {
+        flush_run(s);
+    }
     if s.flags & PASS_F_FILL_EXACT == 0 {
         estimate_fill(&s.counts, ctx);
     }
     if let Some(t) = TOTALS.get_ptr_mut(ctx) {
         // SAFETY: per-CPU slot.
-        add_counts(unsafe { &mut *t }, &s.counts);
+        add_counts(unsafe { &mut *t }, &s.counts, duration_ns);
     }
-    if !(staged && stage(s, ctx, end_ns)) {
-        match EVENTS.reserve::<PassRecord>(0) {
+    let comm = cached_comm(entry_of_pass(p));
+    if !(staged && stage(s, ctx, duration_ns, comm)) {
+        match EVENTS.reserve::<PassWire>(0) {
             Some(mut entry) => {
-                write_record(entry.as_mut_ptr(), s, ctx, end_ns);
+                write_record(entry.as_mut_ptr(), s, ctx, duration_ns, comm);
                 entry.submit(submit_flags());
             }
             None => count(CNT_RINGBUF_DROPS, 1),
         }
     }
-    s.active = 0;
+    // Ready for the next pass (see start_pass); `active` = 0 closes this one.
+    // SAFETY: map value owned by this task; all-zero is a valid PassState.
+    unsafe { zero_words(p) };
 }

@@ -31,6 +31,7 @@ use reclaim_trace_common::{
     HIST_FANOUT_CANDIDATES, MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT,
     PASS_F_FOLIOS_IN_TRUNCATED, PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH,
     PROG_FLUSH_DIRTY, PROG_PAGEOUT, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH,
+    delta_u32,
 };
 
 use crate::{
@@ -110,7 +111,7 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
         i += 1;
     }
     // SAFETY: as above.
-    unsafe { (*p).counts.folios_in = n };
+    unsafe { (*p).counts.folios_in = delta_u32(n) };
     if node != folio_list && node != 0 {
         // SAFETY: as above.
         unsafe { (*p).flags |= PASS_F_FOLIOS_IN_TRUNCATED };
@@ -132,16 +133,16 @@ fn shrink_exit_core(ret: u64, staged: bool) -> Result<(), ()> {
     } else {
         ret & 0xffff_ffff // unsigned int
     };
-    s.counts.pages_reclaimed = pages;
-    s.counts.folios_reclaimed = pages;
+    s.counts.pages_reclaimed = delta_u32(pages);
+    s.counts.folios_reclaimed = delta_u32(pages);
     let scanned: u64 = kread(s.sc, config!(btf.sc_nr_scanned)).unwrap_or(0);
-    s.counts.pages_scanned = scanned.saturating_sub(s.sc_nr_scanned_start);
-    s.counts.nr_dirty = kread::<u32>(stat, config!(btf.stat_nr_dirty)).unwrap_or(0) as u64;
-    s.counts.nr_writeback = kread::<u32>(stat, config!(btf.stat_nr_writeback)).unwrap_or(0) as u64;
-    s.counts.nr_activate = kread::<u32>(stat, config!(btf.stat_nr_activate0)).unwrap_or(0) as u64
-        + kread::<u32>(stat, config!(btf.stat_nr_activate1)).unwrap_or(0) as u64;
-    s.counts.nr_unmap_fail =
-        kread::<u32>(stat, config!(btf.stat_nr_unmap_fail)).unwrap_or(0) as u64;
+    s.counts.pages_scanned = delta_u32(scanned.saturating_sub(s.sc_nr_scanned_start));
+    s.counts.nr_dirty = kread::<u32>(stat, config!(btf.stat_nr_dirty)).unwrap_or(0);
+    s.counts.nr_writeback = kread::<u32>(stat, config!(btf.stat_nr_writeback)).unwrap_or(0);
+    s.counts.nr_activate = kread::<u32>(stat, config!(btf.stat_nr_activate0))
+        .unwrap_or(0)
+        .saturating_add(kread::<u32>(stat, config!(btf.stat_nr_activate1)).unwrap_or(0));
+    s.counts.nr_unmap_fail = kread::<u32>(stat, config!(btf.stat_nr_unmap_fail)).unwrap_or(0);
     if s.await_pageout != 0 {
         count(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, 1);
     }

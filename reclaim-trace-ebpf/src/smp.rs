@@ -93,6 +93,6 @@ fn try_ipi_send_cpumask(ctx: &RawTracePointContext) -> Result<(), ()> {
         n += w.count_ones() as u64;
     }
     // SAFETY: map value owned by this task.
-    unsafe { (*p).ep_ipis += n };
+    unsafe { (*p).ep_ipis += n as u32 };
     Ok(())
 }

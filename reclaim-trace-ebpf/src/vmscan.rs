@@ -3,14 +3,13 @@
 //! between kernels), handed over in `CONFIG.tp`.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use reclaim_trace_common::{
     CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CNT_PAGEOUTS_OUTSIDE,
     CNT_PASS_END_WITHOUT_START, CTX_RECLAIM_PAGES, OFF_NONE, PASS_F_HAS_START, PROG_LRU_ISOLATE,
-    PROG_RECLAIM_PAGES, PROG_RECLAIM_WINDOW, PROG_SHRINK_INACTIVE, PROG_WRITE_FOLIO,
+    PROG_RECLAIM_PAGES, PROG_RECLAIM_WINDOW, PROG_SHRINK_INACTIVE, PROG_WRITE_FOLIO, delta_u32,
 };
 
 use crate::{
@@ -130,7 +129,7 @@ fn isolate_core(lru: i32, nr_taken: u64) -> Result<(), ()> {
     }
     let p = start_pass(tid, tgid, CTX_AUTO, PASS_F_HAS_START, 0).ok_or(())?;
     // SAFETY: map value owned by this task.
-    unsafe { (*p).counts.folios_in = nr_taken };
+    unsafe { (*p).counts.folios_in = delta_u32(nr_taken) };
     Ok(())
 }
 
@@ -206,18 +205,27 @@ fn try_shrink_inactive_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     let nr_scanned = ctx.arg::<u64>(1);
     let nr_reclaimed = ctx.arg::<u64>(2);
     let stat = ctx.arg::<u64>(3);
+    // Words, read in place by the raw helper (which zeroes them if the read faults): a byte
+    // array returned by value is copied a byte at a time on BPF (see crate::zero_words).
+    // Not zero-initialised here: LLVM turns that into a memset call.
+    let mut buf = core::mem::MaybeUninit::<[u64; STAT_BYTES / 8]>::uninit();
     // SAFETY: `stat` points at the caller's reclaim_stat; the helper copies with fault
-    // handling.
-    let bytes: [u8; STAT_BYTES] = unsafe { bpf_probe_read_kernel(stat as *const [u8; STAT_BYTES]) }
-        .unwrap_or([0; STAT_BYTES]);
+    // handling into a buffer of exactly STAT_BYTES, and zeroes it when the read fails, so the
+    // buffer is initialised either way.
+    let words = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            buf.as_mut_ptr().cast(),
+            STAT_BYTES as u32,
+            stat as *const core::ffi::c_void,
+        );
+        buf.assume_init()
+    };
+    // reclaim_stat's counters are `unsigned int`s: 4-byte aligned offsets.
     let get = |off: u32| -> u64 {
-        if (off as usize) + 4 <= STAT_BYTES {
-            // SAFETY: bounds checked; unaligned read of an unsigned int counter.
-            unsafe {
-                core::ptr::read_unaligned(bytes.as_ptr().add(off as usize).cast::<u32>()) as u64
-            }
-        } else {
-            0
+        let (w, shift) = ((off / 8) as usize, (off % 8) * 8);
+        match words.get(w) {
+            Some(v) if off.is_multiple_of(4) => (*v >> shift) as u32 as u64,
+            _ => 0,
         }
     };
     let extra = [
@@ -238,13 +246,13 @@ fn shrink_core(nr_scanned: u64, nr_reclaimed: u64, extra: [u64; 4]) -> Result<()
     let p = ending_pass(tid, tgid)?;
     // SAFETY: map value owned by this task.
     let s = unsafe { &mut *p };
-    s.counts.pages_scanned = nr_scanned;
-    s.counts.pages_reclaimed = nr_reclaimed;
-    s.counts.folios_reclaimed = nr_reclaimed;
-    s.counts.nr_dirty = extra[0];
-    s.counts.nr_writeback = extra[1];
-    s.counts.nr_activate = extra[2];
-    s.counts.nr_unmap_fail = extra[3];
+    s.counts.pages_scanned = delta_u32(nr_scanned);
+    s.counts.pages_reclaimed = delta_u32(nr_reclaimed);
+    s.counts.folios_reclaimed = delta_u32(nr_reclaimed);
+    s.counts.nr_dirty = delta_u32(extra[0]);
+    s.counts.nr_writeback = delta_u32(extra[1]);
+    s.counts.nr_activate = delta_u32(extra[2]);
+    s.counts.nr_unmap_fail = delta_u32(extra[3]);
     // Tracepoint programs run with preemption off: the per-CPU batch has one writer at a time.
     end_pass(p, true);
     Ok(())
@@ -278,9 +286,9 @@ fn try_reclaim_pages(ctx: &TracePointContext) -> Result<(), ()> {
     };
     // SAFETY: map value owned by this task.
     let s = unsafe { &mut *p };
-    s.counts.pages_scanned = nr_scanned;
-    s.counts.pages_reclaimed = nr_reclaimed;
-    s.counts.folios_reclaimed = nr_reclaimed;
+    s.counts.pages_scanned = delta_u32(nr_scanned);
+    s.counts.pages_reclaimed = delta_u32(nr_reclaimed);
+    s.counts.folios_reclaimed = delta_u32(nr_reclaimed);
     end_pass(p, true);
     Ok(())
 }

@@ -321,6 +321,8 @@ impl Layout {
             btf.offset("arch_tlbflush_unmap_batch", &["cpumask"]),
         );
         o.list_next = btf.offset("list_head", &["next"]).unwrap_or(0);
+        // Optional: without it the programs fall back to bpf_get_current_comm.
+        o.task_comm = btf.offset("task_struct", &["comm"]).unwrap_or(OFF_NONE);
         let proto = btf
             .func_proto("shrink_folio_list")
             .or_else(|| btf.func_proto("shrink_page_list"));

@@ -16,7 +16,8 @@ use aya::{
 use reclaim_trace_common::{
     CNT_REMOTE_SHOOTDOWNS, CONTROL_GENERATION, CONTROL_STOPPED, Config, GLOBAL_CONFIG, HistBuckets,
     MAP_CONTROL, MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_STAGING, MAP_TOTALS, MAP_VICTIMS,
-    N_COUNTERS, N_CTX, N_HISTS, PASS_BATCH_LEN, PassBatch, PassCounts, RECORD_PASS, decode::Record,
+    N_COUNTERS, N_CTX, N_HISTS, PASS_BATCH_LEN, PassBatch, PassCounts, PassRecord, RECORD_PASS,
+    decode::Record,
 };
 
 pub use self::reader::{RecordBatch, spawn_reader};
@@ -311,7 +312,7 @@ impl Tracer {
                 b.recs[..n]
                     .iter()
                     .filter(|r| r.kind == RECORD_PASS)
-                    .map(|r| Record::Pass(*r)),
+                    .map(|r| Record::Pass(PassRecord::from(r))),
             );
         }
         Ok(out)
