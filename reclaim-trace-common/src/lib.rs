@@ -292,8 +292,8 @@ impl PassCounts {
 
 /// The counts of one reclaim pass as the kernel keeps and sends them: [`PassCounts`] without
 /// `passes` (always 1) and `duration_ns` (in the record), in `u32` (one pass is at most a few
-/// thousand folios). Half the size of the `u64` totals: the per-task pass state and the record
-/// are cache lines written at every pass, and each cold line costs ~100-150 ns on 6.18.44 in a VM.
+/// thousand folios). Half the size of the `u64` totals: less to zero at every pass start and
+/// to copy into every record.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PassDelta {
@@ -357,8 +357,7 @@ pub const fn delta_u32(v: u64) -> u32 {
 }
 
 /// One reclaim pass on the wire (`RECORD_PASS`, alone or in a [`PassBatch`]): 128 bytes, two
-/// cache lines (it was 224 with `u64` counts: measured on 6.18.44, writing it into the batch
-/// was ~550 ns of a pass end's ~1,400). Decoded into a [`PassRecord`].
+/// cache lines (224 with `u64` counts). Decoded into a [`PassRecord`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PassWire {
