@@ -317,34 +317,58 @@ pub struct PassDelta {
     pub dirty_flush_calls: u32,
 }
 
+/// Calls `$m!` with the names of [`PassDelta`]'s fields: the one list that widening
+/// ([`PassDelta::widen`]) and the kernel's per-pass add to the totals are written from, so a
+/// field cannot be added to one and forgotten in the other. Both struct literals below name
+/// every field, so the list must match both structs or this crate does not compile.
+#[macro_export]
+macro_rules! pass_delta_fields {
+    ($m:ident) => {
+        $m!(
+            folios_in,
+            folios_reclaimed,
+            pages_reclaimed,
+            pages_scanned,
+            pageouts,
+            dirty_flushes,
+            batch_flushes,
+            unbatched_flushes,
+            fanout_candidates,
+            fanout_targets,
+            ipis,
+            flushes_without_ipi,
+            batched_unmaps,
+            nr_dirty,
+            nr_writeback,
+            nr_activate,
+            nr_unmap_fail,
+            dirty_flush_calls
+        )
+    };
+}
+
 impl PassDelta {
     /// One pass's counts as totals (`passes` = 1, `duration_ns` given).
     #[inline(always)]
     pub fn widen(&self, duration_ns: u64) -> PassCounts {
-        PassCounts {
-            passes: 1,
-            folios_in: self.folios_in as u64,
-            folios_reclaimed: self.folios_reclaimed as u64,
-            pages_reclaimed: self.pages_reclaimed as u64,
-            pages_scanned: self.pages_scanned as u64,
-            pageouts: self.pageouts as u64,
-            dirty_flushes: self.dirty_flushes as u64,
-            batch_flushes: self.batch_flushes as u64,
-            unbatched_flushes: self.unbatched_flushes as u64,
-            fanout_candidates: self.fanout_candidates as u64,
-            fanout_targets: self.fanout_targets as u64,
-            ipis: self.ipis as u64,
-            flushes_without_ipi: self.flushes_without_ipi as u64,
-            batched_unmaps: self.batched_unmaps as u64,
-            duration_ns,
-            nr_dirty: self.nr_dirty as u64,
-            nr_writeback: self.nr_writeback as u64,
-            nr_activate: self.nr_activate as u64,
-            nr_unmap_fail: self.nr_unmap_fail as u64,
-            dirty_flush_calls: self.dirty_flush_calls as u64,
+        macro_rules! widen {
+            ($($f:ident),*) => {
+                PassCounts { passes: 1, duration_ns, $($f: self.$f as u64),* }
+            };
         }
+        pass_delta_fields!(widen)
     }
 }
+
+// The field list names every PassDelta field (a struct literal must be complete).
+const _: PassDelta = {
+    macro_rules! all_zero {
+        ($($f:ident),*) => {
+            PassDelta { $($f: 0),* }
+        };
+    }
+    pass_delta_fields!(all_zero)
+};
 
 /// A kernel count stored in a [`PassDelta`] field (saturating; never reached by one pass).
 #[inline(always)]

@@ -9,7 +9,7 @@ use reclaim_trace_common::{
     FLUSH_DIRTY, FlushRecord, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
     HIST_IPIS, N_CTX, OFF_NONE, PASS_BATCH_HEADER, PASS_BATCH_LEN, PASS_F_FILL_EXACT, PF_KSWAPD,
     PassBatch, PassCounts, PassDelta, PassWire, RECORD_FLUSH, RECORD_PASS, RECORD_PASS_BATCH,
-    WAKEUP_BYTES, delta_u32,
+    WAKEUP_BYTES, delta_u32, pass_delta_fields,
 };
 
 use crate::{
@@ -428,29 +428,18 @@ pub fn emit_flush(class: u32, ctx: u32, fill: u64, candidates: u64, targets: u64
     entry.submit(submit_flags());
 }
 
-/// Add one pass (`src`, lasting `duration_ns`) to the totals.
+/// Add one pass (`src`, lasting `duration_ns`) to the totals, field by field (a `widen` into
+/// a temporary and a struct add would be copies, see crate::zero_words).
 #[inline(always)]
 fn add_counts(dst: &mut PassCounts, src: &PassDelta, duration_ns: u64) {
+    macro_rules! add {
+        ($($f:ident),*) => {
+            $(dst.$f += src.$f as u64;)*
+        };
+    }
     dst.passes += 1;
-    dst.folios_in += src.folios_in as u64;
-    dst.folios_reclaimed += src.folios_reclaimed as u64;
-    dst.pages_reclaimed += src.pages_reclaimed as u64;
-    dst.pages_scanned += src.pages_scanned as u64;
-    dst.pageouts += src.pageouts as u64;
-    dst.dirty_flushes += src.dirty_flushes as u64;
-    dst.batch_flushes += src.batch_flushes as u64;
-    dst.unbatched_flushes += src.unbatched_flushes as u64;
-    dst.fanout_candidates += src.fanout_candidates as u64;
-    dst.fanout_targets += src.fanout_targets as u64;
-    dst.ipis += src.ipis as u64;
-    dst.flushes_without_ipi += src.flushes_without_ipi as u64;
-    dst.batched_unmaps += src.batched_unmaps as u64;
     dst.duration_ns += duration_ns;
-    dst.nr_dirty += src.nr_dirty as u64;
-    dst.nr_writeback += src.nr_writeback as u64;
-    dst.nr_activate += src.nr_activate as u64;
-    dst.nr_unmap_fail += src.nr_unmap_fail as u64;
-    dst.dirty_flush_calls += src.dirty_flush_calls as u64;
+    pass_delta_fields!(add);
 }
 
 /// Estimated batch fill when unmaps are not observable (tracepoint tier): each dirty flush
