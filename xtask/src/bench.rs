@@ -9,8 +9,11 @@
 //! 4. `reclaim-trace summary`, as users run it.
 //!
 //! Wall time of each workload run is measured from here. For the tool we also take its CPU time
-//! and peak RSS (wait4 rusage), its JSON (drops, records, hot events, load+attach time), and in
-//! one extra untimed run the kernel's BPF statistics per program.
+//! and peak RSS (wait4 rusage) and its JSON (drops, records, hot events, load+attach time).
+//! Every round ends with one untimed run with the floor, bpftrace and the tool attached side by
+//! side and the kernel's BPF statistics on: their program time per reclaimed folio on the same
+//! events, the ratios that this machine's drift cannot move. A last untimed run of each tracer
+//! alone gives the per-program table.
 
 use std::{
     fs,
@@ -205,6 +208,77 @@ fn prog_stats(pid: u32) -> ProgStats {
         s.recursion_misses += field("recursion_misses:");
     }
     s
+}
+
+/// Start a tracer and wait until it is attached; the tool writes its JSON to `json_out`, and
+/// its per-program statistics too with `bpf_stats`.
+fn start_tracer(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    cfg: Config,
+    json_out: &std::path::Path,
+    bpf_stats: bool,
+) -> Result<Tracer> {
+    match cfg {
+        Config::Floor => {
+            let mut c = Command::new(bin);
+            c.arg("__bench-floor");
+            Tracer::start(c, "floor attached")
+        }
+        Config::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.arg(dir.join("same-tracepoints.bt"));
+            Tracer::start(c, "Attaching")
+        }
+        Config::ReclaimTrace => {
+            let mut c = Command::new(bin);
+            c.args(["summary", "--duration", "1h", "--json"])
+                .arg(json_out);
+            if bpf_stats {
+                c.arg("--bpf-stats");
+            }
+            Tracer::start(c, "tracing for")
+        }
+        Config::Nothing => bail!("nothing to start"),
+    }
+}
+
+/// One workload run with the floor, bpftrace and the tool all attached and the kernel's BPF
+/// statistics on: each tracer's program time per reclaimed folio (ns), on the same events.
+fn side_by_side(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    round: u32,
+    workload: &mut dyn FnMut(&mut Vec<Run>) -> Result<()>,
+) -> Result<Vec<(Config, f64)>> {
+    let json_out = dir.join(format!("summary-side-by-side{round}.json"));
+    let mut tracers = Vec::new();
+    for cfg in [Config::Floor, Config::Bpftrace, Config::ReclaimTrace] {
+        tracers.push((cfg, start_tracer(bin, dir, cfg, &json_out, false)?));
+    }
+    let stats_guard = BpfStats::enable()?;
+    let before: Vec<ProgStats> = tracers
+        .iter()
+        .map(|(_, t)| prog_stats(t.child.id()))
+        .collect();
+    let mut one = Vec::new();
+    let r = workload(&mut one);
+    let after: Vec<ProgStats> = tracers
+        .iter()
+        .map(|(_, t)| prog_stats(t.child.id()))
+        .collect();
+    drop(stats_guard);
+    let mut out = Vec::new();
+    for (((cfg, t), b), a) in tracers.into_iter().zip(&before).zip(&after) {
+        let (ok, ..) = t.stop()?;
+        if !ok {
+            bail!("{} did not exit cleanly", cfg.name());
+        }
+        let folios = one.first().map_or(1, |r| r.reclaimed.max(1)) as f64;
+        out.push((cfg, (a.run_time_ns - b.run_time_ns) as f64 / folios));
+    }
+    r?;
+    Ok(out)
 }
 
 /// One workload run.
@@ -414,40 +488,12 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             let json_out = dir.join(format!("summary-round{round}.json"));
             let tracer = match cfg {
                 Config::Nothing => None,
-                Config::Floor => {
-                    let mut c = Command::new(&bin);
-                    c.arg("__bench-floor");
-                    Some(Tracer::start(c, "floor attached")?)
-                }
-                Config::Bpftrace => {
-                    let mut c = Command::new("bpftrace");
-                    c.arg(dir.join("same-tracepoints.bt"));
-                    Some(Tracer::start(c, "Attaching")?)
-                }
-                Config::ReclaimTrace => {
-                    let mut c = Command::new(&bin);
-                    c.args(["summary", "--duration", "1h", "--json"])
-                        .arg(&json_out);
-                    Some(Tracer::start(c, "tracing for")?)
-                }
+                _ => Some(start_tracer(&bin, &dir, cfg, &json_out, false)?),
             };
             let t0 = Instant::now();
             let mut r = Ok(());
             for _ in 0..args.runs {
                 r = r.and_then(|()| workload(&mut times[cfg as usize]));
-            }
-            // One more run with the kernel's BPF statistics on, untimed: this round's in-kernel
-            // cost of the tracer, to be compared with the other tracers' in the same round.
-            if let (Some(t), Ok(())) = (&tracer, &r) {
-                let stats_guard = BpfStats::enable()?;
-                let before = prog_stats(t.child.id());
-                let mut one = Vec::new();
-                r = workload(&mut one);
-                let after = prog_stats(t.child.id());
-                drop(stats_guard);
-                let folios = one.first().map_or(1, |r| r.reclaimed.max(1)) as f64;
-                in_kernel_rounds[cfg as usize]
-                    .push((after.run_time_ns - before.run_time_ns) as f64 / folios);
             }
             if let Some(t) = tracer {
                 let life = t0.elapsed().as_secs_f64() + 1.0;
@@ -472,6 +518,19 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             }
             r?;
         }
+        // Untimed: the three tracers attached side by side, with the kernel's BPF statistics on
+        // for one workload run. Every program then runs on the very same events in the same
+        // seconds, so the ratios of their program time per reclaimed folio carry none of this
+        // machine's drift (separate runs minutes apart differed by ±15% for the empty floor).
+        eprintln!(
+            "xtask bench: round {}/{} in-kernel, side by side",
+            round + 1,
+            args.rounds
+        );
+        let side = side_by_side(&bin, &dir, round, &mut |log| workload(log))?;
+        for (cfg, ns) in side {
+            in_kernel_rounds[cfg as usize].push(ns);
+        }
     }
 
     // Untimed: each tracer's in-kernel cost, from the kernel's BPF statistics (switched on for
@@ -483,24 +542,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut in_kernel = Vec::new();
     for cfg in [Config::Floor, Config::Bpftrace, Config::ReclaimTrace] {
         let json_out = dir.join("summary-bpf-stats.json");
-        let t = match cfg {
-            Config::Floor => {
-                let mut c = Command::new(&bin);
-                c.arg("__bench-floor");
-                Tracer::start(c, "floor attached")?
-            }
-            Config::Bpftrace => {
-                let mut c = Command::new("bpftrace");
-                c.arg(dir.join("same-tracepoints.bt"));
-                Tracer::start(c, "Attaching")?
-            }
-            _ => {
-                let mut c = Command::new(&bin);
-                c.args(["summary", "--duration", "1h", "--bpf-stats", "--json"])
-                    .arg(&json_out);
-                Tracer::start(c, "tracing for")?
-            }
-        };
+        let t = start_tracer(&bin, &dir, cfg, &json_out, true)?;
         let before = prog_stats(t.child.id());
         let mut one = Vec::new();
         workload(&mut one)?;
@@ -593,7 +635,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .map(|r| r[k].as_f64().unwrap_or(0.0))
             .sum::<f64>()
     };
-    // Paired per round, like the wall times: the machine's speed drifts by tens of percent
+    // Per round, from the side-by-side run: the machine's speed drifts by tens of percent
     // between minutes, and a ratio of two measurements minutes apart inherits that drift.
     let in_kernel_ratio_rounds = |num: Config, den: Config| -> Vec<f64> {
         in_kernel_rounds[num as usize]
@@ -638,7 +680,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "basis": "workload wall time, paired per round; a ratio is null when the other configuration's slowdown is not above zero (inside the noise)",
             "tool_vs_floor": ratio(tool, floor),
             "tool_vs_bpftrace": ratio(tool, bpftrace),
-            "in_kernel_basis": "BPF program time per reclaimed folio, one run per tracer per round with kernel BPF statistics on; median of the per-round ratios",
+            "in_kernel_basis": "BPF program time per reclaimed folio, kernel BPF statistics on, in one untimed run per round with the floor, bpftrace and the tool attached side by side (same events); median of the per-round ratios",
             "in_kernel_tool_vs_floor": in_kernel_checks["in_kernel_tool_vs_floor"],
             "in_kernel_tool_vs_bpftrace": in_kernel_checks["in_kernel_tool_vs_bpftrace"],
             "in_kernel_tool_vs_floor_per_round": in_kernel_checks["in_kernel_tool_vs_floor_per_round"],
