@@ -85,6 +85,8 @@ impl Config {
 struct Tracer {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// `stop` waited for it; otherwise dropping it stops it (see `Drop`).
+    reaped: bool,
 }
 
 impl Tracer {
@@ -125,11 +127,15 @@ impl Tracer {
         }
         // bpftrace announces before it attaches; give every tracer the same settling time.
         thread::sleep(Duration::from_secs(1));
-        Ok(Tracer { child, lines: rx })
+        Ok(Tracer {
+            child,
+            lines: rx,
+            reaped: false,
+        })
     }
 
     /// SIGINT, wait, and return (exit ok, user+sys CPU s, peak RSS KiB, lifetime lines).
-    fn stop(self) -> Result<(bool, f64, u64, Vec<String>)> {
+    fn stop(mut self) -> Result<(bool, f64, u64, Vec<String>)> {
         let pid = self.child.id() as i32;
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGINT) };
@@ -141,6 +147,7 @@ impl Tracer {
         if r != pid {
             bail!("wait4({pid}) failed: {}", std::io::Error::last_os_error());
         }
+        self.reaped = true;
         let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
         let lines: Vec<String> = self.lines.try_iter().collect();
         Ok((
@@ -149,6 +156,19 @@ impl Tracer {
             ru.ru_maxrss as u64,
             lines,
         ))
+    }
+}
+
+/// A tracer still running when an error ends the bench early (a later tracer did not start,
+/// the workload failed): stopped as `stop` would, so that none outlives the bench (the tool
+/// runs `--duration 1h`).
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: signalling our own child, not yet reaped (its pid is still ours).
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
     }
 }
 
