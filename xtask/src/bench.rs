@@ -113,15 +113,27 @@ impl Tracer {
                 }
             });
         }
+        // Only the readers hold senders now: the channel closes when the tracer exits.
+        drop(tx);
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut said = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(l) if l.contains(ready) => break,
-                Ok(_) => continue,
-                Err(_) => {
+                Ok(l) => said.push(l),
+                Err(e) => {
                     let _ = child.kill();
-                    bail!("{c:?} did not print `{ready}` within 60 s");
+                    let status = child.wait();
+                    let why = match e {
+                        mpsc::RecvTimeoutError::Timeout => "did not attach within 60 s".to_string(),
+                        mpsc::RecvTimeoutError::Disconnected => format!(
+                            "exited before it attached ({})",
+                            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+                        ),
+                    };
+                    let tail = said[said.len().saturating_sub(5)..].join("\n  ");
+                    bail!("{c:?} {why}; its last words:\n  {tail}");
                 }
             }
         }
