@@ -215,6 +215,44 @@ struct ProgStats {
     recursion_misses: u64,
 }
 
+impl ProgStats {
+    /// What accumulated since `before` (the program count is this snapshot's).
+    fn since(&self, before: &ProgStats) -> ProgStats {
+        ProgStats {
+            programs: self.programs,
+            run_time_ns: self.run_time_ns.saturating_sub(before.run_time_ns),
+            run_cnt: self.run_cnt.saturating_sub(before.run_cnt),
+            recursion_misses: self
+                .recursion_misses
+                .saturating_sub(before.recursion_misses),
+        }
+    }
+}
+
+/// One workload run with `tracers` attached and the kernel's BPF statistics switched on for
+/// it (and restored): each tracer's program statistics over the run, and the run.
+fn stats_over_run(
+    tracers: &[(Config, Tracer)],
+    workload: &mut dyn FnMut(&mut Vec<Run>) -> Result<()>,
+) -> Result<(Vec<ProgStats>, Run)> {
+    let _stats = BpfStats::enable()?;
+    let before: Vec<ProgStats> = tracers
+        .iter()
+        .map(|(_, t)| prog_stats(t.child.id()))
+        .collect();
+    let mut one = Vec::new();
+    workload(&mut one)?;
+    let run = one
+        .pop()
+        .ok_or_else(|| anyhow!("the workload run left no record"))?;
+    let deltas = tracers
+        .iter()
+        .zip(&before)
+        .map(|((_, t), b)| prog_stats(t.child.id()).since(b))
+        .collect();
+    Ok((deltas, run))
+}
+
 fn prog_stats(pid: u32) -> ProgStats {
     let mut s = ProgStats::default();
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -288,28 +326,16 @@ fn side_by_side(
     for cfg in [Config::Floor, Config::Bpftrace, Config::ReclaimTrace] {
         tracers.push((cfg, start_tracer(bin, dir, cfg, &json_out, false)?));
     }
-    let stats_guard = BpfStats::enable()?;
-    let before: Vec<ProgStats> = tracers
-        .iter()
-        .map(|(_, t)| prog_stats(t.child.id()))
-        .collect();
-    let mut one = Vec::new();
-    let r = workload(&mut one);
-    let after: Vec<ProgStats> = tracers
-        .iter()
-        .map(|(_, t)| prog_stats(t.child.id()))
-        .collect();
-    drop(stats_guard);
+    let (stats, run) = stats_over_run(&tracers, workload)?;
+    let folios = run.reclaimed.max(1) as f64;
     let mut out = Vec::new();
-    for (((cfg, t), b), a) in tracers.into_iter().zip(&before).zip(&after) {
+    for ((cfg, t), st) in tracers.into_iter().zip(&stats) {
         let (ok, ..) = t.stop()?;
         if !ok {
             bail!("{} did not exit cleanly", cfg.name());
         }
-        let folios = one.first().map_or(1, |r| r.reclaimed.max(1)) as f64;
-        out.push((cfg, (a.run_time_ns - b.run_time_ns) as f64 / folios));
+        out.push((cfg, st.run_time_ns as f64 / folios));
     }
-    r?;
     Ok(out)
 }
 
@@ -570,29 +596,25 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     // from /proc/<pid>/fdinfo of its prog fds) per reclaimed folio, and the runs the kernel
     // skipped for recursion. Exact where the wall times above are noisy, but it leaves out the
     // dispatch: classic tracepoints (bpftrace) also build a trace record per event.
-    let stats_guard = BpfStats::enable()?;
     let mut in_kernel = Vec::new();
     for cfg in [Config::Floor, Config::Bpftrace, Config::ReclaimTrace] {
         let json_out = dir.join("summary-bpf-stats.json");
-        let t = start_tracer(&bin, &dir, cfg, &json_out, true)?;
-        let before = prog_stats(t.child.id());
-        let mut one = Vec::new();
-        workload(&mut one)?;
-        let after = prog_stats(t.child.id());
+        let t = [(cfg, start_tracer(&bin, &dir, cfg, &json_out, true)?)];
+        let (stats, run) = stats_over_run(&t, &mut |log| workload(log))?;
+        let [(_, t)] = t;
         t.stop()?;
-        let folios = one.first().map_or(1, |r| r.reclaimed.max(1)) as f64;
+        let d = &stats[0];
+        let folios = run.reclaimed.max(1) as f64;
         in_kernel.push(json!({
             "config": cfg.name(),
-            "programs": after.programs,
-            "runs_per_folio": (after.run_cnt - before.run_cnt) as f64 / folios,
-            "ns_per_folio": (after.run_time_ns - before.run_time_ns) as f64 / folios,
-            "ns_per_run": (after.run_time_ns - before.run_time_ns) as f64
-                / (after.run_cnt - before.run_cnt).max(1) as f64,
-            "recursion_misses": after.recursion_misses - before.recursion_misses,
-            "workload_cpu_us_per_folio": one.first().map_or(f64::NAN, |r| 1e6 * r.cpu / folios),
+            "programs": d.programs,
+            "runs_per_folio": d.run_cnt as f64 / folios,
+            "ns_per_folio": d.run_time_ns as f64 / folios,
+            "ns_per_run": d.run_time_ns as f64 / d.run_cnt.max(1) as f64,
+            "recursion_misses": d.recursion_misses,
+            "workload_cpu_us_per_folio": 1e6 * run.cpu / folios,
         }));
     }
-    drop(stats_guard);
     let stats: Value =
         serde_json::from_str(&fs::read_to_string(dir.join("summary-bpf-stats.json"))?)?;
     let hot_events_per_s = stats["tracer"]["hot_events"].as_f64().unwrap_or(0.0)
