@@ -79,32 +79,52 @@ impl Report {
     }
 }
 
-/// The guest kernel died before /init ran: nothing of reclaim-trace had run yet.
+/// The guest kernel died or hung before /init ran: nothing of reclaim-trace had run yet.
 #[derive(Debug)]
-pub struct BootCrash {
+pub struct EarlyBootFailure {
     pub console: PathBuf,
+    /// `None`: it crashed (qemu exited); `Some`: it hung, with where its vCPUs were.
+    pub hung: Option<String>,
+    /// The qemu monitor's whole register dump of a hung guest.
+    pub registers: Option<PathBuf>,
     tail: String,
 }
 
-impl std::fmt::Display for BootCrash {
+impl std::fmt::Display for EarlyBootFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the guest kernel stopped before /init ran; console ({}):\n{}",
-            self.console.display(),
-            self.tail
-        )
+        match &self.hung {
+            None => write!(f, "the guest kernel stopped before /init ran")?,
+            Some(cpus) => write!(
+                f,
+                "the guest kernel hung before /init ran (no sign of /init after {} s, normally \
+                 under 10 s); its vCPUs were at:\n{cpus}",
+                INIT_DEADLINE.as_secs()
+            )?,
+        }
+        if let Some(r) = &self.registers {
+            write!(f, "\n(all registers in {})", r.display())?;
+        }
+        write!(f, "\nconsole ({}):\n{}", self.console.display(), self.tail)
     }
 }
 
-impl std::error::Error for BootCrash {}
+impl std::error::Error for EarlyBootFailure {}
+
+/// How long the kernel may take to start /init (6–8 s under TCG here). Past it the boot is
+/// taken as hung. Seen on 7.2.13 under TCG (QEMU 7.2.22), 2 boots in 50 on 2026-11-26: one
+/// stopped after "smp: Brought up 1 node, 4 CPUs", one right before "Switched to clocksource
+/// tsc-early", and neither printed anything more (nor, at loglevel=4, anything at all); before
+/// this deadline such a boot waited out the run's whole timeout (CI: 420 s, then red).
+pub const INIT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Boot, wait for poweroff (or the timeout), return the report.
 pub fn boot(b: &Boot<'_>) -> Result<Report> {
     let console = b.work.join("console.log");
     let data = b.work.join("report.txt");
+    let monitor = b.work.join("monitor.sock");
     let _ = fs::remove_file(&console);
     let _ = fs::remove_file(&data);
+    let _ = fs::remove_file(&monitor);
     let mut c = Command::new("qemu-system-x86_64");
     // KVM hangs or faults on these machines (DESIGN.md §8): software emulation, multi-threaded.
     c.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
@@ -116,10 +136,15 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
         .arg(b.initramfs)
         // no_timer_check: under TCG on a busy host, 6.1.192's IO-APIC timer check can time
         // out and panic ("IO-APIC + timer doesn't work!"); the PIT is fine, the check is not.
+        // nokaslr: a hung guest's instruction pointers are the same in every boot.
         .args([
             "-append",
-            "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off no_timer_check",
+            "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off no_timer_check \
+             nokaslr",
         ])
+        // The monitor is only used when the guest hangs: where were its vCPUs?
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
@@ -137,13 +162,32 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
     let mut child = c
         .spawn()
         .context("cannot start qemu-system-x86_64: run `cargo xtask setup` (qemu-system-x86)")?;
+    let mut init_seen = false;
     let status = loop {
         if let Some(st) = child.try_wait()? {
             break st;
         }
+        if !init_seen {
+            init_seen = fs::read_to_string(&data).is_ok_and(|t| Report::parse(&t).booted);
+            if !init_seen && started.elapsed() > INIT_DEADLINE {
+                let registers = b.work.join("hang-registers.txt");
+                let cpus = vcpu_locations(&monitor, &registers);
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = fs::remove_file(&monitor);
+                return Err(EarlyBootFailure {
+                    console: console.clone(),
+                    hung: Some(cpus),
+                    registers: registers.exists().then_some(registers),
+                    tail: tail(&console, 20),
+                }
+                .into());
+            }
+        }
         if started.elapsed() > b.timeout {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = fs::remove_file(&monitor);
             bail!(
                 "the guest did not power off within {} s; its console is in {}:\n{}",
                 b.timeout.as_secs(),
@@ -153,6 +197,7 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
         }
         thread::sleep(Duration::from_millis(200));
     };
+    let _ = fs::remove_file(&monitor);
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read as _;
@@ -171,8 +216,10 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
     r.console = console.clone();
     r.wall_s = started.elapsed().as_secs_f64();
     if !r.booted {
-        return Err(BootCrash {
+        return Err(EarlyBootFailure {
             console: console.clone(),
+            hung: None,
+            registers: None,
             tail: tail(&console, 40),
         }
         .into());
@@ -185,6 +232,82 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
         );
     }
     Ok(r)
+}
+
+/// Ask the qemu monitor for every vCPU's registers; keep the whole dump in `keep` and return
+/// one line per vCPU with its instruction pointer. The guest runs with `nokaslr`, so these are
+/// link addresses: `/proc/kallsyms` of any other boot of the same kernel names them (Debian's
+/// System.map is a placeholder; the real one is in the -dbg package).
+fn vcpu_locations(monitor: &Path, keep: &Path) -> String {
+    let dump = match monitor_command(monitor, "info registers -a") {
+        Ok(d) => d,
+        Err(e) => return format!("  (the qemu monitor did not answer: {e:#})"),
+    };
+    let _ = fs::write(keep, &dump);
+    let lines: Vec<String> = rips(&dump)
+        .into_iter()
+        .map(|(cpu, rip, halted)| {
+            format!(
+                "  cpu{cpu} RIP {rip:#x}{}",
+                if halted { " (halted)" } else { "" }
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        "  (no RIP in the monitor's answer)".to_string()
+    } else {
+        lines.join("\n")
+    }
+}
+
+fn monitor_command(path: &Path, cmd: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("cannot connect to {}", path.display()))?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    s.write_all(format!("{cmd}\n").as_bytes())?;
+    // A greeting and a prompt, the echoed command, the answer, the next prompt.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let prompts = |o: &[u8]| o.windows(7).filter(|w| w == b"(qemu) ").count();
+    while prompts(&out) < 2 && Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `(vCPU, RIP, halted)` from `info registers -a` ("CPU#1" headers, then a line
+/// "RIP=ffffffff81... RFL=... HLT=1").
+fn rips(dump: &str) -> Vec<(u32, u64, bool)> {
+    let mut cpu = 0;
+    let mut out = Vec::new();
+    for line in dump.lines() {
+        let line = line.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+        if let Some(n) = line.strip_prefix("CPU#") {
+            cpu = n
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(cpu);
+        }
+        if let Some(rest) = line.split("RIP=").nth(1) {
+            let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+            if let Ok(rip) = u64::from_str_radix(&hex, 16) {
+                out.push((cpu, rip, rest.contains("HLT=1")));
+            }
+        }
+    }
+    out
 }
 
 /// The last `n` lines of a file.
@@ -226,5 +349,24 @@ mod tests {
         // A kernel that dies before /init leaves no boot mark.
         let crashed = Report::parse("[    2.97] Oops: int3: 0000 [#1] SMP NOPTI\n");
         assert!(!crashed.booted && !crashed.done);
+    }
+
+    #[test]
+    fn hung_vcpus_are_read_from_the_monitor() {
+        // QEMU 7.2.22's `info registers -a` (two vCPUs, trimmed; the echoed command is
+        // redrawn with escape sequences).
+        let dump = "QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) \
+                    i\x1b[K\x1b[Dinfo registers -a\x1b[K\r\n\r\nCPU#0\r\nRAX=000000000000000f \
+                    RBX=000000000000001d\r\nRIP=ffffffff8120a1c4 RFL=00000292 [--S-A--] CPL=0 \
+                    II=0 A20=1 SMM=0 HLT=1\r\nES =0000 0000000000000000\r\n\r\nCPU#1\r\n\
+                    RIP=ffffffff81117ff3 RFL=00000006 [-----P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n\
+                    (qemu) ";
+        assert_eq!(
+            rips(dump),
+            vec![
+                (0, 0xffff_ffff_8120_a1c4, true),
+                (1, 0xffff_ffff_8111_7ff3, false)
+            ]
+        );
     }
 }
