@@ -200,43 +200,14 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
         let mut r = loop {
             match run_one(tool, k, &run.workload, lru_gen, &run.extra) {
                 Err(e) if attempt < BOOT_CRASH_RETRIES => {
-                    let Some(failure) = e
-                        .chain()
-                        .find_map(|c| c.downcast_ref::<guest::EarlyBootFailure>())
-                    else {
-                        return Err(e);
-                    };
+                    // Any other error is the run's own: it ends the matrix.
+                    let failure = e.downcast::<guest::EarlyBootFailure>()?;
                     attempt += 1;
-                    let what = if failure.hung.is_some() {
-                        "hang"
-                    } else {
-                        "crash"
-                    };
-                    let kept = failure
-                        .console
-                        .with_file_name(format!("console-boot-{what}-{attempt}.log"));
-                    let _ = fs::rename(&failure.console, &kept);
-                    let registers = failure.registers.as_ref().map(|r| {
-                        let kept = r.with_file_name(format!("hang-registers-{attempt}.txt"));
-                        let _ = fs::rename(r, &kept);
-                        kept
-                    });
-                    match &failure.hung {
-                        None => eprintln!(
-                            "xtask vm: {}: the guest kernel crashed before /init ran (see {}); \
-                             booting once more",
-                            run.kernel,
-                            kept.display()
-                        ),
-                        Some(cpus) => eprintln!(
-                            "xtask vm: {}: the guest kernel hung before /init ran (console in \
-                             {}, registers in {}); its vCPUs were at:\n{cpus}\nxtask vm: \
-                             booting once more",
-                            run.kernel,
-                            kept.display(),
-                            registers.map_or("(none)".into(), |r| r.display().to_string())
-                        ),
-                    }
+                    eprintln!(
+                        "xtask vm: {}: {}\nxtask vm: booting once more",
+                        run.kernel,
+                        failure.keep(attempt)
+                    );
                 }
                 r => break r?,
             }

@@ -82,29 +82,58 @@ impl Report {
 /// The guest kernel died or hung before /init ran: nothing of reclaim-trace had run yet.
 #[derive(Debug)]
 pub struct EarlyBootFailure {
-    pub console: PathBuf,
+    console: PathBuf,
     /// `None`: it crashed (qemu exited); `Some`: it hung, with where its vCPUs were.
-    pub hung: Option<String>,
+    hung: Option<String>,
     /// The qemu monitor's whole register dump of a hung guest.
-    pub registers: Option<PathBuf>,
+    registers: Option<PathBuf>,
     tail: String,
+}
+
+impl EarlyBootFailure {
+    /// Keep this boot's console (and register dump) as `console-boot-{crash,hang}-N.log`
+    /// (`hang-registers-N.txt`), out of the next boot's way; say what happened and where they are.
+    pub fn keep(mut self, n: u32) -> String {
+        let what = if self.hung.is_some() { "hang" } else { "crash" };
+        let kept = self
+            .console
+            .with_file_name(format!("console-boot-{what}-{n}.log"));
+        if fs::rename(&self.console, &kept).is_ok() {
+            self.console = kept;
+        }
+        if let Some(r) = &mut self.registers {
+            let kept = r.with_file_name(format!("hang-registers-{n}.txt"));
+            if fs::rename(&*r, &kept).is_ok() {
+                *r = kept;
+            }
+        }
+        self.headline()
+    }
+
+    fn headline(&self) -> String {
+        let mut s = match &self.hung {
+            None => "the guest kernel crashed before /init ran".to_string(),
+            Some(cpus) => format!(
+                "the guest kernel hung before /init ran (no sign of /init after {} s, normally \
+                 under 10 s); its vCPUs were at:\n{cpus}",
+                INIT_DEADLINE.as_secs()
+            ),
+        };
+        if let Some(r) = &self.registers {
+            s += &format!("\n(all registers in {})", r.display());
+        }
+        s + &format!("\nconsole: {}", self.console.display())
+    }
 }
 
 impl std::fmt::Display for EarlyBootFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.hung {
-            None => write!(f, "the guest kernel stopped before /init ran")?,
-            Some(cpus) => write!(
-                f,
-                "the guest kernel hung before /init ran (no sign of /init after {} s, normally \
-                 under 10 s); its vCPUs were at:\n{cpus}",
-                INIT_DEADLINE.as_secs()
-            )?,
+        if self.tail.trim().is_empty() {
+            // loglevel=4: a boot that goes wrong without an oops prints nothing at all.
+            write!(f, "{} (empty)", self.headline())
+        } else {
+            write!(f, "{}; its last lines:\n{}", self.headline(), self.tail)
         }
-        if let Some(r) = &self.registers {
-            write!(f, "\n(all registers in {})", r.display())?;
-        }
-        write!(f, "\nconsole ({}):\n{}", self.console.display(), self.tail)
     }
 }
 
