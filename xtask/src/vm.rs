@@ -49,7 +49,7 @@ pub struct VmArgs {
 
 /// How long the measured run traces (under TCG a guest second is slow; ≈20 s fits the budget).
 const RUN_SECONDS: u32 = 20;
-/// Upper bound of one boot, workload included (normal: 40–45 s: /init after 6–8 s, doctor, the
+/// Upper bound of one boot, workload included (normal: 33–45 s: /init after 5–8 s, doctor, the
 /// 20 s run, the counters). A boot that never reaches /init is given up on much sooner
 /// (`guest::INIT_DEADLINE`).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -188,14 +188,15 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
             Some("off") => Some("n"),
             _ => None,
         };
-        // Seen on 7.2.13 under TCG (QEMU 7.2.22), 2026-11-26, in 50 boots of the same
-        // initramfs: 3 "Oops: int3" 2–3 s into boot while PID 1 was still the kernel, at
-        // patched code (sched_clock_cpu+0x9 right after "sched_clock: Marking stable" flips
-        // its static key; also __timekeeping_advance and set_next_task_fair), and 2 silent
-        // hangs (see guest::INIT_DEADLINE). Most likely races between the kernel's text
-        // patching or cross-CPU calls and multi-threaded TCG; not investigated further. That
-        // is before /init, so before the tool or its programs existed: boot again, said
-        // loudly, keeping each failed console; a third failure fails the run.
+        // Seen on 7.2.13 under TCG (QEMU 7.2.22), 2026-11-26: "Oops: int3" 1.4–2.5 s into
+        // boot while PID 1 was still the kernel, at code the kernel had just patched
+        // (sched_clock_cpu+0x9 right after "sched_clock: Marking stable" flips its static key,
+        // most of them; also enqueue_timer, __hrtimer_start_range_ns, __timekeeping_advance,
+        // set_next_task_fair), 10 boots in 221, with and without tsc=reliable: most likely
+        // the kernel's text patching racing multi-threaded TCG; not investigated further. And
+        // silent hangs (see guest::INIT_DEADLINE). That is before /init, so before the tool or
+        // its programs existed: boot again, said loudly, keeping each failed console; a third
+        // failure fails the run.
         let mut attempt = 0;
         let mut r = loop {
             match run_one(tool, k, &run.workload, lru_gen, &run.extra) {

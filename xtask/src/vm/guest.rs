@@ -139,11 +139,17 @@ impl std::fmt::Display for EarlyBootFailure {
 
 impl std::error::Error for EarlyBootFailure {}
 
-/// How long the kernel may take to start /init (6–8 s under TCG here). Past it the boot is
-/// taken as hung. Seen on 7.2.13 under TCG (QEMU 7.2.22), 2 boots in 50 on 2026-11-26: one
-/// stopped after "smp: Brought up 1 node, 4 CPUs", one right before "Switched to clocksource
-/// tsc-early", and neither printed anything more (nor, at loglevel=4, anything at all); before
-/// this deadline such a boot waited out the run's whole timeout (CI: 420 s, then red).
+/// How long the kernel may take to start /init (5–8 s under TCG here). Past it the boot is
+/// taken as hung. Seen on 7.2.13 under TCG (QEMU 7.2.22), 3 boots in 121 on 2026-11-26,
+/// silent at loglevel=4 (one stopped after "smp: Brought up 1 node, 4 CPUs", one before
+/// "Switched to clocksource tsc-early"). The registers of one (nokaslr; symbols from
+/// /proc/kallsyms of another boot, code from the vmlinuz): CPU 0 in `watchdog_check_skew+0x77`
+/// with interrupts off, spinning until another CPU checks in, with a timeout read from
+/// `ktime_get_raw_fast_ns` — still jiffies that early, and jiffies stand still when no CPU
+/// takes interrupts; CPUs 1–3 in `stop_machine_yield` (`multi_cpu_stop`, interrupts off)
+/// waiting for CPU 0. The clocksource watchdog against stop_machine: a deadlock for good. Hence
+/// `tsc=reliable` (no watchdog) on the command line: 0 hangs in 100 boots since. Before this
+/// deadline such a boot waited out the run's whole timeout (CI: 420 s, then red).
 pub const INIT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Boot, wait for poweroff (or the timeout), return the report.
@@ -166,10 +172,12 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
         // no_timer_check: under TCG on a busy host, 6.1.192's IO-APIC timer check can time
         // out and panic ("IO-APIC + timer doesn't work!"); the PIT is fine, the check is not.
         // nokaslr: a hung guest's instruction pointers are the same in every boot.
+        // tsc=reliable: no clocksource watchdog. 7.2.13 hung in it at boot (see INIT_DEADLINE);
+        // TCG's TSC follows the host's clock on every vCPU, so there is nothing to watch.
         .args([
             "-append",
             "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off no_timer_check \
-             nokaslr",
+             nokaslr tsc=reliable",
         ])
         // The monitor is only used when the guest hangs: where were its vCPUs?
         .arg("-monitor")
