@@ -83,25 +83,40 @@ impl Report {
 #[derive(Debug)]
 pub struct EarlyBootFailure {
     console: PathBuf,
-    /// `None`: it crashed (qemu exited); `Some`: it hung, with where its vCPUs were.
-    hung: Option<String>,
-    /// The qemu monitor's whole register dump of a hung guest.
-    registers: Option<PathBuf>,
+    how: Early,
     tail: String,
+}
+
+#[derive(Debug)]
+enum Early {
+    /// qemu exited (panic=-1, -no-reboot).
+    Crashed,
+    /// No /init within `INIT_DEADLINE`: where its vCPUs were, and the monitor's whole register
+    /// dump (when it answered).
+    Hung {
+        cpus: String,
+        registers: Option<PathBuf>,
+    },
 }
 
 impl EarlyBootFailure {
     /// Keep this boot's console (and register dump) as `console-boot-{crash,hang}-N.log`
     /// (`hang-registers-N.txt`), out of the next boot's way; say what happened and where they are.
     pub fn keep(mut self, n: u32) -> String {
-        let what = if self.hung.is_some() { "hang" } else { "crash" };
+        let what = match self.how {
+            Early::Crashed => "crash",
+            Early::Hung { .. } => "hang",
+        };
         let kept = self
             .console
             .with_file_name(format!("console-boot-{what}-{n}.log"));
         if fs::rename(&self.console, &kept).is_ok() {
             self.console = kept;
         }
-        if let Some(r) = &mut self.registers {
+        if let Early::Hung {
+            registers: Some(r), ..
+        } = &mut self.how
+        {
             let kept = r.with_file_name(format!("hang-registers-{n}.txt"));
             if fs::rename(&*r, &kept).is_ok() {
                 *r = kept;
@@ -111,18 +126,19 @@ impl EarlyBootFailure {
     }
 
     fn headline(&self) -> String {
-        let mut s = match &self.hung {
-            None => "the guest kernel crashed before /init ran".to_string(),
-            Some(cpus) => format!(
+        let what = match &self.how {
+            Early::Crashed => "the guest kernel crashed before /init ran".to_string(),
+            Early::Hung { cpus, registers } => format!(
                 "the guest kernel hung before /init ran (no sign of /init after {} s, normally \
-                 under 10 s); its vCPUs were at:\n{cpus}",
-                INIT_DEADLINE.as_secs()
+                 under 10 s); its vCPUs were at:\n{cpus}{}",
+                INIT_DEADLINE.as_secs(),
+                registers.as_ref().map_or(String::new(), |r| format!(
+                    "\n(all registers in {})",
+                    r.display()
+                ))
             ),
         };
-        if let Some(r) = &self.registers {
-            s += &format!("\n(all registers in {})", r.display());
-        }
-        s + &format!("\nconsole: {}", self.console.display())
+        format!("{what}\nconsole: {}", self.console.display())
     }
 }
 
@@ -209,22 +225,20 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
             if !init_seen && started.elapsed() > INIT_DEADLINE {
                 let registers = b.work.join("hang-registers.txt");
                 let cpus = vcpu_locations(&monitor, &registers);
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = fs::remove_file(&monitor);
+                stop(&mut child, &monitor);
                 return Err(EarlyBootFailure {
                     console: console.clone(),
-                    hung: Some(cpus),
-                    registers: registers.exists().then_some(registers),
+                    how: Early::Hung {
+                        cpus,
+                        registers: registers.exists().then_some(registers),
+                    },
                     tail: tail(&console, 20),
                 }
                 .into());
             }
         }
         if started.elapsed() > b.timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = fs::remove_file(&monitor);
+            stop(&mut child, &monitor);
             bail!(
                 "the guest did not power off within {} s; its console is in {}:\n{}",
                 b.timeout.as_secs(),
@@ -255,8 +269,7 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
     if !r.booted {
         return Err(EarlyBootFailure {
             console: console.clone(),
-            hung: None,
-            registers: None,
+            how: Early::Crashed,
             tail: tail(&console, 40),
         }
         .into());
@@ -269,6 +282,13 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
         );
     }
     Ok(r)
+}
+
+/// Stop a guest that is still running (hung, or out of time) and remove its monitor socket.
+fn stop(qemu: &mut std::process::Child, monitor: &Path) {
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = fs::remove_file(monitor);
 }
 
 /// Ask the qemu monitor for every vCPU's registers; keep the whole dump in `keep` and return
