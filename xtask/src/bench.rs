@@ -1,14 +1,17 @@
 //! `cargo xtask bench`: what reclaim-trace costs the reclaim it measures.
 //!
-//! Interleaved rounds on the live kernel. Each round runs the built-in anon workload (fixed
-//! work: `--sweeps` passes over `--size` in a `--memcg-limit` cgroup, 2 threads, zram swap)
-//! several times under each configuration, in a rotating order:
+//! Interleaved rounds on the live kernel. A round has `--runs` slots; in each slot the built-in
+//! anon workload (fixed work: `--sweeps` passes over `--size` in a `--memcg-limit` cgroup, 2
+//! threads, zram swap) runs once under each configuration, in an order that rotates from slot
+//! to slot, each tracer attached for its run only:
 //! 1. nothing attached;
 //! 2. floor: do-nothing programs at exactly the tool's attach points (`__bench-floor`);
 //! 3. bpftrace counting the same tracepoints with plain count()/sum() maps;
 //! 4. `reclaim-trace summary`, as users run it.
 //!
-//! Wall time of each workload run is measured from here. For the tool we also take its CPU time
+//! Wall time of each workload run is measured from here and compared with the "nothing" run of
+//! the same slot, seconds away: this VM's speed drifts by 10-30% over a minute (a block of
+//! four runs per configuration, as before, paired rounds whose medians moved by ±15%). For the tool we also take its CPU time
 //! and peak RSS (wait4 rusage) and its JSON (drops, records, hot events, load+attach time).
 //! Every round ends with one untimed run with the floor, bpftrace and the tool attached side by
 //! side and the kernel's BPF statistics on: their program time per reclaimed folio on the same
@@ -392,6 +395,26 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// A distribution-free 95% confidence interval of the median of `v`: the order statistics
+/// x(k) and x(n+1-k), k the largest with P(Binomial(n, 1/2) < k) <= 2.5%. For 16 values
+/// these are the 4th and 13th (97.9% coverage). None below 6 values, where no k qualifies.
+fn median_ci95(v: &[f64]) -> Option<[f64; 2]> {
+    let n = v.len();
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let (mut k, mut cdf, mut choose) = (0, 0.0, 1.0);
+    for j in 0..n {
+        // cdf = P(B <= j); choose = C(n, j).
+        cdf += choose / 2f64.powi(n as i32);
+        if cdf > 0.025 {
+            break;
+        }
+        k = j + 1;
+        choose = choose * (n - j) as f64 / (j + 1) as f64;
+    }
+    (k > 0).then(|| [s[k - 1], s[n - k]])
+}
+
 /// bpftrace probes for the same tracepoints, counted the way a user would.
 fn bpftrace_script(tracepoints: &[String]) -> String {
     let mut s = String::new();
@@ -528,53 +551,57 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Ok(())
     };
 
+    // times[cfg][slot]: every configuration runs once per slot, so that slot i of each is
+    // paired with slot i of "nothing" (runs seconds apart, not a block of runs apart).
     let mut times: Vec<Vec<Run>> = vec![Vec::new(); 4];
     // Per configuration, per round: BPF program time per reclaimed folio (ns).
     let mut in_kernel_rounds: Vec<Vec<f64>> = vec![Vec::new(); 4];
     let mut tool_runs = Vec::new();
     // One warm-up run (page tables, zram, caches) that is not counted.
     workload(&mut Vec::new())?;
+    let json_out = dir.join("summary-timed.json");
     for round in 0..args.rounds {
-        for k in 0..4 {
-            let cfg = Config::ALL[(k + round as usize) % 4];
-            eprintln!(
-                "xtask bench: round {}/{} {}",
-                round + 1,
-                args.rounds,
-                cfg.name()
-            );
-            let json_out = dir.join(format!("summary-round{round}.json"));
-            let tracer = match cfg {
-                Config::Nothing => None,
-                _ => Some(start_tracer(&bin, &dir, cfg, &json_out, false)?),
-            };
-            let t0 = Instant::now();
-            let mut r = Ok(());
-            for _ in 0..args.runs {
-                r = r.and_then(|()| workload(&mut times[cfg as usize]));
-            }
-            if let Some(t) = tracer {
-                let life = t0.elapsed().as_secs_f64() + 1.0;
-                let (ok, cpu, rss, _) = t.stop()?;
-                if !ok {
-                    bail!("{} did not exit cleanly", cfg.name());
+        for run in 0..args.runs {
+            let slot = (round * args.runs + run) as usize;
+            for k in 0..4 {
+                let cfg = Config::ALL[(k + slot) % 4];
+                eprintln!(
+                    "xtask bench: round {}/{} run {}/{} {}",
+                    round + 1,
+                    args.rounds,
+                    run + 1,
+                    args.runs,
+                    cfg.name()
+                );
+                let tracer = match cfg {
+                    Config::Nothing => None,
+                    _ => Some(start_tracer(&bin, &dir, cfg, &json_out, false)?),
+                };
+                let t0 = Instant::now();
+                let r = workload(&mut times[cfg as usize]);
+                if let Some(t) = tracer {
+                    let life = t0.elapsed().as_secs_f64() + 1.0;
+                    let (ok, cpu, rss, _) = t.stop()?;
+                    if !ok {
+                        bail!("{} did not exit cleanly", cfg.name());
+                    }
+                    if cfg == Config::ReclaimTrace {
+                        let s: Value = serde_json::from_str(&fs::read_to_string(&json_out)?)?;
+                        tool_runs.push(json!({
+                            "cpu_s": cpu, "lifetime_s": life,
+                            "cpu_tracing_s": s["tracer"]["cpu_s"], "traced_s": s["tracer"]["traced_s"],
+                            "max_rss_kib": rss,
+                            "ringbuf_drops": s["drops"]["ringbuf"],
+                            "decode_errors": s["drops"]["decode_errors"],
+                            "pass_records": s["tracer"]["pass_records"],
+                            "duration_s": s["duration_s"],
+                            "load_attach_s": s["tracer"]["load_attach_s"],
+                            "folios_reclaimed": s["totals"]["folios_reclaimed"],
+                        }));
+                    }
                 }
-                if cfg == Config::ReclaimTrace {
-                    let s: Value = serde_json::from_str(&fs::read_to_string(&json_out)?)?;
-                    tool_runs.push(json!({
-                        "cpu_s": cpu, "lifetime_s": life,
-                        "cpu_tracing_s": s["tracer"]["cpu_s"], "traced_s": s["tracer"]["traced_s"],
-                        "max_rss_kib": rss,
-                        "ringbuf_drops": s["drops"]["ringbuf"],
-                        "decode_errors": s["drops"]["decode_errors"],
-                        "pass_records": s["tracer"]["pass_records"],
-                        "duration_s": s["duration_s"],
-                        "load_attach_s": s["tracer"]["load_attach_s"],
-                        "folios_reclaimed": s["totals"]["folios_reclaimed"],
-                    }));
-                }
+                r?;
             }
-            r?;
         }
         // Untimed: the three tracers attached side by side, with the kernel's BPF statistics on
         // for one workload run. Every program then runs on the very same events in the same
@@ -622,8 +649,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     // Each run's figures: wall time, the workload's CPU time, and both per reclaimed folio.
     // Every run reclaims the same number of folios (fixed work), yet on this VM the same work
-    // takes ±10% more or less time from run to run, whatever is attached: medians of
-    // interleaved rounds, paired per round, are what can be compared.
+    // takes 10-30% more or less time from minute to minute, whatever is attached.
     let metric = |i: usize, f: fn(&Run) -> f64| times[i].iter().map(f).collect::<Vec<f64>>();
     let pick: [fn(&Run) -> f64; 4] = [
         |r| r.wall,
@@ -631,25 +657,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         |r| 1e6 * r.wall / r.reclaimed.max(1) as f64,
         |r| 1e6 * r.cpu / r.reclaimed.max(1) as f64,
     ];
-    // Paired per round: each configuration against the "nothing" runs of the same round, so
-    // that slow drift of the machine (other load, DAMON, zram and page-cache state) cancels.
-    let runs = args.runs as usize;
-    let paired_rounds = |i: usize, f: fn(&Run) -> f64| -> Vec<f64> {
-        (0..args.rounds as usize)
-            .map(|r| {
-                let m = |k: usize| {
-                    median(
-                        &times[k][r * runs..(r + 1) * runs]
-                            .iter()
-                            .map(f)
-                            .collect::<Vec<_>>(),
-                    )
-                };
-                100.0 * (m(i) / m(0) - 1.0)
-            })
+    // Paired per slot: each run against the "nothing" run of the same slot (seconds apart), so
+    // that the machine's drift (other load, DAMON, zram and page-cache state) mostly cancels.
+    let paired_runs = |i: usize, f: fn(&Run) -> f64| -> Vec<f64> {
+        times[i]
+            .iter()
+            .zip(&times[0])
+            .map(|(x, n)| 100.0 * (f(x) / f(n) - 1.0))
             .collect()
     };
-    let paired = |i: usize, f: fn(&Run) -> f64| median(&paired_rounds(i, f));
+    let paired = |i: usize, f: fn(&Run) -> f64| median(&paired_runs(i, f));
+    let ci = |i: usize, f: fn(&Run) -> f64| median_ci95(&paired_runs(i, f));
     let nothing: Vec<f64> = pick.iter().map(|f| median(&metric(0, *f))).collect();
     let mut configs = Vec::new();
     for cfg in Config::ALL {
@@ -665,14 +683,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "ratio_to_nothing": med[0] / nothing[0],
             "slowdown_pct": 100.0 * (med[0] / nothing[0] - 1.0),
             "paired_slowdown_pct": paired(i, pick[0]),
-            // The spread of the per-round figures: what this machine's noise allows to resolve.
-            "paired_slowdown_pct_per_round": paired_rounds(i, pick[0]),
+            // What this machine's noise allows to resolve: a distribution-free 95% interval
+            // of that median, and every paired figure.
+            "paired_slowdown_pct_ci95": ci(i, pick[0]),
+            "paired_slowdown_pct_per_run": paired_runs(i, pick[0]),
             "cpu_median_s": med[1],
             "paired_cpu_slowdown_pct": paired(i, pick[1]),
             "wall_us_per_folio": med[2],
             "paired_wall_per_folio_slowdown_pct": paired(i, pick[2]),
             "cpu_us_per_folio": med[3],
             "paired_cpu_per_folio_slowdown_pct": paired(i, pick[3]),
+            "paired_cpu_per_folio_slowdown_pct_ci95": ci(i, pick[3]),
             "times_s": w,
             "cpu_s": metric(i, pick[1]),
             "folios_reclaimed": times[i].iter().map(|r| r.reclaimed).collect::<Vec<u64>>(),
@@ -680,9 +701,18 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     let get = |i: usize, k: &str| configs[i][k].as_f64().unwrap_or(f64::NAN);
     let slow = |i: usize| get(i, "paired_slowdown_pct");
-    // A ratio of slowdowns only means something when the denominator is a slowdown.
-    let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
-    let (floor, bpftrace, tool) = (slow(1), slow(2), slow(3));
+    let low = |i: usize| configs[i]["paired_slowdown_pct_ci95"][0].as_f64();
+    let high = |i: usize| configs[i]["paired_slowdown_pct_ci95"][1].as_f64();
+    // A ratio of slowdowns only means something when the denominator is a slowdown: its whole
+    // interval above zero. The bound is the conservative one (the tool's interval top over the
+    // other's interval bottom), the ratio any two runs of this bench could still show.
+    let ratio = |tool: usize, den: usize| match low(den) {
+        Some(lo) if lo > 0.0 => json!({
+            "median": slow(tool) / slow(den),
+            "upper_bound": high(tool).map(|h| h / lo),
+        }),
+        _ => Value::Null,
+    };
     let sum = |k: &str| {
         tool_runs
             .iter()
@@ -731,9 +761,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "configs": configs,
         "reclaim_trace": tool_summary,
         "checks": {
-            "basis": "workload wall time, paired per round; a ratio is null when the other configuration's slowdown is not above zero (inside the noise)",
-            "tool_vs_floor": ratio(tool, floor),
-            "tool_vs_bpftrace": ratio(tool, bpftrace),
+            "basis": "workload wall time, each run paired with the nothing run of the same slot; median of the paired slowdowns, and as upper_bound the tool's 95% interval top over the other's interval bottom; null when the other configuration's interval reaches zero or below (its slowdown is inside the noise)",
+            "tool_vs_floor": ratio(3, 1),
+            "tool_vs_bpftrace": ratio(3, 2),
             "in_kernel_basis": "BPF program time per reclaimed folio, kernel BPF statistics on, in one untimed run per round with the floor, bpftrace and the tool attached side by side (same events); median of the per-round ratios",
             "in_kernel_tool_vs_floor": in_kernel_checks["in_kernel_tool_vs_floor"],
             "in_kernel_tool_vs_bpftrace": in_kernel_checks["in_kernel_tool_vs_bpftrace"],
@@ -752,12 +782,24 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `1.23x`, or why there is no ratio.
+/// `1.23x (at most 2.50x)`, or why there is no ratio.
 fn times(v: &Value) -> String {
-    v.as_f64().map_or_else(
-        || "n/a (its slowdown is not above zero: inside the noise)".to_string(),
-        |x| format!("{x:.2}x"),
-    )
+    match (v["median"].as_f64(), v["upper_bound"].as_f64()) {
+        (Some(m), Some(u)) => format!("{m:.2}x (at most {u:.2}x)"),
+        (Some(m), None) => format!("{m:.2}x"),
+        _ => "n/a (its slowdown's 95% interval reaches zero: inside the noise)".to_string(),
+    }
+}
+
+/// `[-3, +8]`: a 95% interval in percent.
+fn interval(v: &Value) -> String {
+    match v
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+    {
+        Some(a) if a.len() == 2 => format!("{:+.0} to {:+.0}%", a[0], a[1]),
+        _ => "n/a".to_string(),
+    }
 }
 
 /// `1.61 1.70 ...`: a list of per-round ratios.
@@ -774,7 +816,7 @@ fn per_round(v: &Value) -> String {
 fn markdown(r: &Value) -> String {
     let mut o = String::new();
     o.push_str(&format!(
-        "Kernel {} ({} tier), anon workload {} in a {} memcg, {} threads, {} sweeps; {} rounds x {} runs per configuration.\n\n",
+        "Kernel {} ({} tier), anon workload {} in a {} memcg, {} threads, {} sweeps; {} rounds x {} runs per configuration, each run paired with a \"nothing\" run seconds apart.\n\n",
         r["kernel"].as_str().unwrap_or("?"),
         r["probe_mode"].as_str().unwrap_or("?"),
         r["workload"]["size"].as_str().unwrap_or("?"),
@@ -784,25 +826,28 @@ fn markdown(r: &Value) -> String {
         r["rounds"],
         r["runs_per_round"],
     ));
-    o.push_str("| configuration | median wall time | min | max | wall vs nothing (paired) | per round | workload CPU per reclaimed folio | vs nothing (paired) |\n|---|---|---|---|---|---|---|---|\n");
+    o.push_str("| configuration | median wall time | min | max | wall vs nothing (paired) | 95% interval | workload CPU per reclaimed folio | vs nothing (paired) | 95% interval |\n|---|---|---|---|---|---|---|---|---|\n");
     for c in r["configs"].as_array().into_iter().flatten() {
         let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
+        // "nothing" against itself: no interval to give.
+        let interval = |v: &Value| {
+            if c["config"] == "nothing" {
+                String::new()
+            } else {
+                interval(v)
+            }
+        };
         o.push_str(&format!(
-            "| {} | {:.3} s | {:.3} s | {:.3} s | {:+.1}% | {} | {:.2} µs | {:+.1}% |\n",
+            "| {} | {:.3} s | {:.3} s | {:.3} s | {:+.1}% | {} | {:.2} µs | {:+.1}% | {} |\n",
             c["config"].as_str().unwrap_or("?"),
             f("median_s"),
             f("min_s"),
             f("max_s"),
             f("paired_slowdown_pct"),
-            c["paired_slowdown_pct_per_round"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| format!("{:+.0}", v.as_f64().unwrap_or(f64::NAN)))
-                .collect::<Vec<_>>()
-                .join(" "),
+            interval(&c["paired_slowdown_pct_ci95"]),
             f("cpu_us_per_folio"),
             f("paired_cpu_per_folio_slowdown_pct"),
+            interval(&c["paired_cpu_per_folio_slowdown_pct_ci95"]),
         ));
     }
     let t = &r["reclaim_trace"];
@@ -867,4 +912,62 @@ fn markdown(r: &Value) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_interval_is_the_binomial_order_statistics() {
+        // 16 values: P(B <= 3) = 0.0106 <= 2.5% < P(B <= 4) = 0.0384, so the 4th and 13th.
+        let v: Vec<f64> = (1..=16).rev().map(f64::from).collect();
+        assert_eq!(median_ci95(&v), Some([4.0, 13.0]));
+        // 6 values: only the extremes (P(B = 0) = 1/64).
+        assert_eq!(
+            median_ci95(&[3.0, -1.0, 2.0, 9.0, 0.0, 5.0]),
+            Some([-1.0, 9.0])
+        );
+        // 5 values: P(B = 0) = 1/32 > 2.5%, no interval at 95%.
+        assert_eq!(median_ci95(&[1.0, 2.0, 3.0, 4.0, 5.0]), None);
+        // 9 values: P(B <= 1) = 10/512 = 0.0195, P(B <= 2) = 0.0898: the 2nd and 8th.
+        let v: Vec<f64> = (1..=9).map(f64::from).collect();
+        assert_eq!(median_ci95(&v), Some([2.0, 8.0]));
+    }
+
+    #[test]
+    fn the_table_gives_intervals_against_nothing_only() {
+        let row = |name: &str, ci: Value| {
+            json!({"config": name, "median_s": 2.0, "min_s": 1.9, "max_s": 2.2,
+                "paired_slowdown_pct": 0.0, "paired_slowdown_pct_ci95": ci.clone(),
+                "cpu_us_per_folio": 25.0, "paired_cpu_per_folio_slowdown_pct": 0.0,
+                "paired_cpu_per_folio_slowdown_pct_ci95": ci})
+        };
+        let r = json!({
+            "configs": [row("nothing", json!([0.0, 0.0])), row("floor", json!([-8.4, 15.2]))],
+            "checks": {"tool_vs_floor": null,
+                "tool_vs_bpftrace": {"median": 0.35, "upper_bound": 5.35}},
+            "reclaim_trace": {},
+        });
+        let md = markdown(&r);
+        assert!(
+            md.contains(
+                "| nothing | 2.000 s | 1.900 s | 2.200 s | +0.0% |  | 25.00 µs | +0.0% |  |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| floor | 2.000 s | 1.900 s | 2.200 s | +0.0% | -8 to +15% | 25.00 µs | +0.0% | -8 to +15% |"), "{md}");
+        assert!(md.contains("slowdown n/a (its slowdown's 95% interval reaches zero: inside the noise) the floor's and 0.35x (at most 5.35x) bpftrace's"), "{md}");
+    }
+
+    #[test]
+    fn a_ratio_needs_a_slowdown_to_divide_by() {
+        assert_eq!(
+            times(&json!({"median": 0.5, "upper_bound": 1.25})),
+            "0.50x (at most 1.25x)"
+        );
+        assert!(times(&Value::Null).starts_with("n/a"));
+        assert_eq!(interval(&json!([-3.2, 8.6])), "-3 to +9%");
+        assert_eq!(interval(&Value::Null), "n/a");
+    }
 }
