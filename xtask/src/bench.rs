@@ -10,9 +10,10 @@
 //! 4. `reclaim-trace summary`, as users run it.
 //!
 //! Wall time of each workload run is measured from here and compared with the "nothing" run of
-//! the same slot, seconds away: this VM's speed drifts by 10-30% over a minute (a block of
-//! four runs per configuration, as before, paired rounds whose medians moved by ±15%). For the tool we also take its CPU time
-//! and peak RSS (wait4 rusage) and its JSON (drops, records, hot events, load+attach time).
+//! the same slot, seconds away; the median of those paired slowdowns comes with a 95% interval,
+//! since identical kernel work takes 10-30% more or less time from run to run on this VM. For
+//! the tool we also take its CPU time and peak RSS (wait4 rusage) and its JSON (drops, records,
+//! hot events, load+attach time).
 //! Every round ends with one untimed run with the floor, bpftrace and the tool attached side by
 //! side and the kernel's BPF statistics on: their program time per reclaimed folio on the same
 //! events, the ratios that this machine's drift cannot move. A last untimed run of each tracer
@@ -658,7 +659,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         |r| 1e6 * r.cpu / r.reclaimed.max(1) as f64,
     ];
     // Paired per slot: each run against the "nothing" run of the same slot (seconds apart), so
-    // that the machine's drift (other load, DAMON, zram and page-cache state) mostly cancels.
+    // that the machine's slow drift (other load, DAMON, zram state) cancels; the run-to-run
+    // noise that remains is what the intervals show.
     let paired_runs = |i: usize, f: fn(&Run) -> f64| -> Vec<f64> {
         times[i]
             .iter()
@@ -704,8 +706,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let low = |i: usize| configs[i]["paired_slowdown_pct_ci95"][0].as_f64();
     let high = |i: usize| configs[i]["paired_slowdown_pct_ci95"][1].as_f64();
     // A ratio of slowdowns only means something when the denominator is a slowdown: its whole
-    // interval above zero. The bound is the conservative one (the tool's interval top over the
-    // other's interval bottom), the ratio any two runs of this bench could still show.
+    // interval above zero. The bound is the largest ratio the two intervals allow (the tool's
+    // interval top over the other's interval bottom).
     let ratio = |tool: usize, den: usize| match low(den) {
         Some(lo) if lo > 0.0 => json!({
             "median": slow(tool) / slow(den),
@@ -791,7 +793,7 @@ fn times(v: &Value) -> String {
     }
 }
 
-/// `[-3, +8]`: a 95% interval in percent.
+/// `-3 to +8%`: a 95% interval in percent.
 fn interval(v: &Value) -> String {
     match v
         .as_array()
@@ -830,7 +832,7 @@ fn markdown(r: &Value) -> String {
     for c in r["configs"].as_array().into_iter().flatten() {
         let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
         // "nothing" against itself: no interval to give.
-        let interval = |v: &Value| {
+        let ci_cell = |v: &Value| {
             if c["config"] == "nothing" {
                 String::new()
             } else {
@@ -844,10 +846,10 @@ fn markdown(r: &Value) -> String {
             f("min_s"),
             f("max_s"),
             f("paired_slowdown_pct"),
-            interval(&c["paired_slowdown_pct_ci95"]),
+            ci_cell(&c["paired_slowdown_pct_ci95"]),
             f("cpu_us_per_folio"),
             f("paired_cpu_per_folio_slowdown_pct"),
-            interval(&c["paired_cpu_per_folio_slowdown_pct_ci95"]),
+            ci_cell(&c["paired_cpu_per_folio_slowdown_pct_ci95"]),
         ));
     }
     let t = &r["reclaim_trace"];
