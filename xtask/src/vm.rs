@@ -196,7 +196,8 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
         // the kernel's text patching racing multi-threaded TCG; not investigated further. And
         // silent hangs (see guest::INIT_DEADLINE). That is before /init, so before the tool or
         // its programs existed: boot again, said loudly, keeping each failed console; a third
-        // failure fails the run.
+        // failure fails the run. The same int3 race later, at a tracepoint site the tool was
+        // enabling (guest::is_patch_trap), is retried the same way.
         let mut attempt = 0;
         let mut r = loop {
             match run_one(tool, k, &run.workload, lru_gen, &run.extra) {
