@@ -43,5 +43,13 @@ pub async fn run(args: SummaryArgs) -> Result<()> {
         ),
         Stop::Deadline | Stop::Requested => {}
     }
+    if let Some(e) = summary
+        .workload
+        .as_ref()
+        .and_then(|w| w.result.as_ref())
+        .and_then(|r| r.corruption())
+    {
+        bail!(e);
+    }
     Ok(())
 }

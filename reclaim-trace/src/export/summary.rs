@@ -191,6 +191,43 @@ pub struct WorkloadInfo {
     pub cgroup: String,
     pub cgroup_version: u32,
     pub swap: String,
+    /// What it achieved, read from its process when it stopped (absent if it could not say).
+    #[serde(default)]
+    pub result: Option<WorkloadResult>,
+}
+
+/// What the built-in workload did: its throughput (the figure a patch's cover letter gives,
+/// e.g. stress-ng's bogo ops/s) and the check of every word it read back. Under emulation
+/// (qemu TCG) the rates are not hardware rates; the flush and IPI counts are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    pub elapsed_s: f64,
+    pub pages_written: u64,
+    pub pages_read: u64,
+    /// Pages written or read per second, all threads together.
+    pub pages_per_s: f64,
+    pub pages_per_s_by_thread: Vec<f64>,
+    /// Pages whose word was read back and compared with what was written one sweep before.
+    pub pages_verified: u64,
+    pub corrupt_pages: u64,
+    pub first_corruption: Option<String>,
+}
+
+impl WorkloadResult {
+    /// The error to end the run with when a page read back held data the workload had not
+    /// written.
+    pub fn corruption(&self) -> Option<String> {
+        (self.corrupt_pages > 0).then(|| {
+            format!(
+                "the workload read back {} of {} verified pages with data it had not written \
+                 (first: {}): the kernel lost writes to memory under reclaim; keep the console \
+                 log and report it as a kernel bug",
+                self.corrupt_pages,
+                self.pages_verified,
+                self.first_corruption.as_deref().unwrap_or("?")
+            )
+        })
+    }
 }
 
 /// Run time and count of one BPF program (kernel BPF statistics).

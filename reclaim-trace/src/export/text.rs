@@ -102,6 +102,23 @@ pub fn render(s: &Summary) -> String {
             w.cgroup_version,
             w.swap
         );
+        if let Some(r) = &w.result {
+            let per_thread: Vec<String> = r
+                .pages_per_s_by_thread
+                .iter()
+                .map(|v| format!("{v:.0}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "workload did: {:.0} pages/s over {:.1} s (per thread: {}); {} pages read back, {} \
+                 corrupt",
+                r.pages_per_s,
+                r.elapsed_s,
+                per_thread.join(" "),
+                thousands(r.pages_verified),
+                thousands(r.corrupt_pages)
+            );
+        }
     }
     let _ = writeln!(o);
     let _ = writeln!(

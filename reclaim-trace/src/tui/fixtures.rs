@@ -183,6 +183,7 @@ fn workload() -> WorkloadInfo {
         cgroup: "/sys/fs/cgroup/memory/reclaim-trace-4242".into(),
         cgroup_version: 1,
         swap: "zram0 (640 MiB, created for this run)".into(),
+        result: None,
     }
 }
 

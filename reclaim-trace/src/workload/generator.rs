@@ -5,7 +5,10 @@
 //!   each thread, pinned to its own CPU, keeps writing a pseudo-random word into every page of
 //!   its slice. PTEs are dirty (dirty flush before each pageout), the data is not zero and not
 //!   same-filled (zram and the swap zeromap would otherwise skip the write), and every CPU of the
-//!   mm is in its cpumask (the flush must reach them).
+//!   mm is in its cpumask (the flush must reach them). Before each write the thread reads the
+//!   word back and checks it is the one it wrote there one sweep earlier: a write that reclaim
+//!   lost (written out, then freed as clean while a CPU could still store to it) shows up as a
+//!   corrupt page, which is what a reclaim-flush patch must never cause.
 //! - `file`: a clean shared file mapping read page by page: mapped clean folios, flushed in
 //!   batches.
 //! - `mixed`: half of each.
@@ -15,7 +18,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -23,6 +26,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::export::summary::WorkloadResult;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -160,8 +165,107 @@ fn pin_to(cpu: u32) {
     }
 }
 
-/// Touch `range` of `region` page by page until `stop` (or `sweeps` passes over it): write
-/// (anon) or read (file).
+/// xorshift64: cheap, never zero (from a non-zero state), different in every page.
+fn next_word(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// What one thread did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ThreadOutcome {
+    pub pages_touched: u64,
+    /// Pages whose word was read back and compared (writers, from their second sweep on).
+    pub pages_verified: u64,
+    pub corrupt_pages: u64,
+    /// The first mismatch, in words: where, what was written, what was read.
+    pub first_corruption: Option<String>,
+}
+
+/// How often (in pages) a thread looks at the stop flag: under reclaim a page costs a swap-in
+/// and a swap-out, so this keeps the stop within milliseconds.
+const STOP_CHECK_PAGES: u64 = 256;
+
+/// One thread's walk over its slice: the generator and what it has seen so far.
+struct Sweeper {
+    /// Generator state: the next word to write comes from here.
+    x: u64,
+    /// The generator state at the start of the previous complete sweep: replayed, it gives
+    /// the words that sweep wrote, in the same order.
+    last_sweep_start: Option<u64>,
+    out: ThreadOutcome,
+}
+
+impl Sweeper {
+    fn new(seed: u64) -> Sweeper {
+        Sweeper {
+            x: seed | 1,
+            last_sweep_start: None,
+            out: ThreadOutcome::default(),
+        }
+    }
+
+    /// One pass over `range` of `region`, page by page: write (anon) or read (file). A writer
+    /// first reads each page's word and compares it with what it wrote there one sweep
+    /// before. Returns false if `stop` cut the sweep short (then no later sweep compares
+    /// against it).
+    fn sweep(
+        &mut self,
+        region: &Region,
+        range: std::ops::Range<usize>,
+        write: bool,
+        stop: &AtomicBool,
+    ) -> bool {
+        let page = page_size();
+        let mut previous = self.last_sweep_start.take();
+        let start = self.x;
+        let mut off = range.start;
+        while off + 8 <= range.end {
+            let word = next_word(&mut self.x);
+            // SAFETY: off + 8 <= range.end <= region.len; the mapping is live while `region`
+            // is borrowed; volatile so the compiler keeps every access.
+            let p = unsafe { region.base.add(off).cast::<u64>() };
+            if write {
+                if let Some(prev) = previous.as_mut() {
+                    // SAFETY: as above.
+                    let found = unsafe { std::ptr::read_volatile(p) };
+                    self.verify(off, found, next_word(prev));
+                }
+                // SAFETY: as above.
+                unsafe { std::ptr::write_volatile(p, word) };
+            } else {
+                // SAFETY: as above.
+                unsafe { std::ptr::read_volatile(p) };
+            }
+            off += page;
+            self.out.pages_touched += 1;
+            if self.out.pages_touched.is_multiple_of(STOP_CHECK_PAGES)
+                && stop.load(Ordering::Relaxed)
+            {
+                return false;
+            }
+        }
+        self.last_sweep_start = Some(start);
+        true
+    }
+
+    fn verify(&mut self, off: usize, found: u64, expected: u64) {
+        self.out.pages_verified += 1;
+        if found != expected {
+            self.out.corrupt_pages += 1;
+            self.out.first_corruption.get_or_insert_with(|| {
+                format!(
+                    "the page at byte offset {off:#x} of the mapping held {found:#018x} where \
+                     this thread wrote {expected:#018x} one sweep before"
+                )
+            });
+        }
+    }
+}
+
+/// Sweep until `stop` or `sweeps` passes over the slice.
 fn touch_loop(
     region: &Region,
     range: std::ops::Range<usize>,
@@ -169,40 +273,16 @@ fn touch_loop(
     seed: u64,
     sweeps: Option<u64>,
     stop: &AtomicBool,
-    touched: &AtomicU64,
-) {
-    let page = page_size();
-    let mut x = seed | 1;
-    let mut n = 0u64;
+) -> ThreadOutcome {
+    let mut s = Sweeper::new(seed);
     let mut done = 0u64;
-    while !stop.load(Ordering::Relaxed) && sweeps.is_none_or(|s| done < s) {
+    while !stop.load(Ordering::Relaxed) && sweeps.is_none_or(|n| done < n) {
         done += 1;
-        let mut off = range.start;
-        while off + 8 <= range.end {
-            // xorshift64: cheap, never zero, different in every page.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            // SAFETY: off + 8 <= range.end <= region.len; the mapping is live while `region`
-            // is borrowed; volatile so the compiler keeps every access.
-            unsafe {
-                let p = region.base.add(off).cast::<u64>();
-                if write {
-                    std::ptr::write_volatile(p, x);
-                } else {
-                    std::ptr::read_volatile(p);
-                }
-            }
-            off += page;
-            n += 1;
-            if n.is_multiple_of(4096) {
-                touched.fetch_add(4096, Ordering::Relaxed);
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-            }
+        if !s.sweep(region, range.clone(), write, stop) {
+            break;
         }
     }
+    s.out
 }
 
 /// Create the data file of the `file` workload: `size` bytes of non-zero data, written back
@@ -269,13 +349,12 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
         _ => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    watch_parent(stop.clone());
     let sweeps = spec.sweeps;
-    let touched = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for t in 0..threads {
         let cpu = spec.cpus.get(t % spec.cpus.len().max(1)).copied();
-        let (anon, file, stop, touched) =
-            (anon.clone(), file.clone(), stop.clone(), touched.clone());
+        let (anon, file, stop) = (anon.clone(), file.clone(), stop.clone());
         let name = format!("rt-{}-{t}", spec.kind.as_str());
         handles.push(thread::Builder::new().name(name).spawn(move || {
             if let Some(cpu) = cpu {
@@ -293,7 +372,7 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
                 }
                 (Some(a), None) => (a, true),
                 (None, Some(f)) => (f, false),
-                (None, None) => return,
+                (None, None) => return (false, ThreadOutcome::default()),
             };
             let (region, write) = target;
             let sharers = match (&anon, &file) {
@@ -306,7 +385,7 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
             };
             let slice = region.len / sharers;
             let range = idx * slice..(idx + 1) * slice;
-            touch_loop(region, range, write, seed, sweeps, &stop, &touched);
+            (write, touch_loop(region, range, write, seed, sweeps, &stop))
         })?);
     }
     let started = Instant::now();
@@ -322,8 +401,118 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    let mut outcomes = Vec::new();
     for h in handles {
-        let _ = h.join();
+        outcomes.push(h.join().unwrap_or_default());
+    }
+    let result = WorkloadResult::from_threads(started.elapsed().as_secs_f64(), &outcomes);
+    // The parent reads this one line when it stops the workload.
+    println!("{}", serde_json::to_string(&result)?);
+    if let Some(first) = &result.first_corruption {
+        bail!(
+            "data corruption: {} of {} pages read back did not hold what was written (first: \
+             {first}); the kernel lost writes to memory under reclaim",
+            result.corrupt_pages,
+            result.pages_verified
+        );
     }
     Ok(())
+}
+
+/// Stop when the parent says so: it closes our stdin (or dies, which closes it too).
+fn watch_parent(stop: Arc<AtomicBool>) {
+    thread::spawn(move || {
+        use std::io::Read as _;
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+impl WorkloadResult {
+    /// Totals and rates from each thread's outcome (`true`: the thread wrote).
+    pub fn from_threads(elapsed_s: f64, threads: &[(bool, ThreadOutcome)]) -> WorkloadResult {
+        let rate = |n: u64| {
+            if elapsed_s > 0.0 {
+                n as f64 / elapsed_s
+            } else {
+                0.0
+            }
+        };
+        let sum = |f: fn(&ThreadOutcome) -> u64, writers: Option<bool>| -> u64 {
+            threads
+                .iter()
+                .filter(|(w, _)| writers.is_none_or(|x| x == *w))
+                .map(|(_, o)| f(o))
+                .sum()
+        };
+        WorkloadResult {
+            elapsed_s,
+            pages_written: sum(|o| o.pages_touched, Some(true)),
+            pages_read: sum(|o| o.pages_touched, Some(false)),
+            pages_per_s: rate(sum(|o| o.pages_touched, None)),
+            pages_per_s_by_thread: threads.iter().map(|(_, o)| rate(o.pages_touched)).collect(),
+            pages_verified: sum(|o| o.pages_verified, None),
+            corrupt_pages: sum(|o| o.corrupt_pages, None),
+            first_corruption: threads.iter().find_map(|(_, o)| o.first_corruption.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGES: usize = 16;
+
+    fn region() -> (Region, std::ops::Range<usize>) {
+        let len = PAGES * page_size();
+        (map_anon(len).expect("mmap"), 0..len)
+    }
+
+    #[test]
+    fn a_clean_run_verifies_every_page_after_the_first_sweep() {
+        let (r, range) = region();
+        let out = touch_loop(&r, range, true, 7, Some(3), &AtomicBool::new(false));
+        assert_eq!(out.pages_touched, 3 * PAGES as u64);
+        assert_eq!(out.pages_verified, 2 * PAGES as u64);
+        assert_eq!(out.corrupt_pages, 0);
+        assert!(out.first_corruption.is_none());
+    }
+
+    #[test]
+    fn a_word_changed_between_sweeps_is_reported_with_its_offset() {
+        let (r, range) = region();
+        let stop = AtomicBool::new(false);
+        let mut s = Sweeper::new(7);
+        assert!(s.sweep(&r, range.clone(), true, &stop));
+        // What a write lost by reclaim looks like: the page holds something else.
+        let off = 5 * page_size();
+        // SAFETY: inside the live mapping.
+        unsafe { *r.base.add(off).cast::<u64>() ^= 1 };
+        assert!(s.sweep(&r, range.clone(), true, &stop));
+        assert!(s.sweep(&r, range, true, &stop));
+        assert_eq!(s.out.pages_verified, 2 * PAGES as u64);
+        assert_eq!(s.out.corrupt_pages, 1);
+        let first = s.out.first_corruption.expect("reported");
+        assert!(first.contains(&format!("{off:#x}")), "{first}");
+    }
+
+    #[test]
+    fn readers_verify_nothing_and_totals_split_by_role() {
+        let (r, range) = region();
+        let reader = touch_loop(&r, range, false, 7, Some(2), &AtomicBool::new(false));
+        assert_eq!(reader.pages_verified, 0);
+        let writer = ThreadOutcome {
+            pages_touched: 10,
+            pages_verified: 4,
+            corrupt_pages: 1,
+            first_corruption: Some("x".into()),
+        };
+        let t = WorkloadResult::from_threads(2.0, &[(true, writer), (false, reader)]);
+        assert_eq!((t.pages_written, t.pages_read), (10, 2 * PAGES as u64));
+        assert_eq!(t.pages_per_s_by_thread, vec![5.0, PAGES as f64]);
+        assert!(t.corruption().is_some_and(|e| e.contains("1 of 4")));
+    }
 }

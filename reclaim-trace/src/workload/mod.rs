@@ -157,6 +157,9 @@ fn online_cpus() -> Vec<u32> {
         .unwrap_or_else(|| vec![0])
 }
 
+/// How long a stopping workload may take to finish the page it is on and report.
+const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A running workload. Fields drop in order: child first, then cgroup, file and zram.
 pub struct Workload {
     child: Option<Child>,
@@ -211,8 +214,9 @@ impl Workload {
         let child = Command::new(exe)
             .arg("__workload-child")
             .arg(serde_json::to_string(&spec)?)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Closing its stdin tells the child to stop; it answers on stdout.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .context("cannot start the workload process")?;
@@ -224,6 +228,7 @@ impl Workload {
             cgroup: cgroup.path.display().to_string(),
             cgroup_version: h.version,
             swap,
+            result: None,
         };
         Ok(Workload {
             child: Some(child),
@@ -244,11 +249,34 @@ impl Workload {
         }
     }
 
-    /// Stop the generator (reclaim stops with it). Idempotent.
+    /// Stop the generator (reclaim stops with it) and read what it achieved into
+    /// `info.result`. Idempotent.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        drop(c.stdin.take());
+        let deadline = std::time::Instant::now() + CHILD_STOP_TIMEOUT;
+        while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if matches!(c.try_wait(), Ok(None)) {
+            log::warn!(
+                "the workload did not stop within {} s of being asked: killed, its throughput is \
+                 not known",
+                CHILD_STOP_TIMEOUT.as_secs()
+            );
             let _ = c.kill();
-            let _ = c.wait();
+        }
+        let status = c.wait().ok();
+        let mut out = String::new();
+        if let Some(mut o) = c.stdout.take() {
+            use std::io::Read as _;
+            let _ = o.read_to_string(&mut out);
+        }
+        self.info.result = out.lines().find_map(|l| serde_json::from_str(l).ok());
+        if self.info.result.is_none() && status.is_some_and(|s| s.success()) {
+            log::warn!("the workload ended without saying what it did");
         }
     }
 
