@@ -160,7 +160,7 @@ impl Histogram {
 }
 
 /// The statistics every histogram in the JSON carries.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HistStats {
     pub mean: Option<f64>,
     pub p50: Option<u64>,

@@ -151,6 +151,10 @@ pub struct PassTable {
     pub decode_errors: u64,
     /// Pass durations (µs), for latency percentiles.
     pub pass_duration_us: Histogram,
+    /// Folios handed to each pass, and pageouts in each pass: what bounds a batch, since no
+    /// flush batch can outgrow the pass it is in.
+    pub pass_folios_in: Histogram,
+    pub pass_pageouts: Histogram,
 }
 
 impl PassTable {
@@ -166,6 +170,8 @@ impl PassTable {
         self.pass_records += 1;
         self.pass_duration_us
             .record(r.end_ns.saturating_sub(r.start_ns) / 1000, 1);
+        self.pass_folios_in.record(r.counts.folios_in, 1);
+        self.pass_pageouts.record(r.counts.pageouts, 1);
     }
 
     /// `self - earlier` (rows that did not change are dropped).
@@ -186,6 +192,8 @@ impl PassTable {
             flush_records: self.flush_records - earlier.flush_records,
             decode_errors: self.decode_errors - earlier.decode_errors,
             pass_duration_us: self.pass_duration_us.delta(&earlier.pass_duration_us),
+            pass_folios_in: self.pass_folios_in.delta(&earlier.pass_folios_in),
+            pass_pageouts: self.pass_pageouts.delta(&earlier.pass_pageouts),
         }
     }
 

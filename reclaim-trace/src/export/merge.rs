@@ -173,6 +173,8 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
         by_cgroup,
         remote_shootdowns_by_cpu,
         pass_duration_us: HistStats::of(&hist_sum(&a.pass_duration_us, &b.pass_duration_us), None),
+        pass_folios_in: HistStats::of(&hist_sum(&a.pass_folios_in, &b.pass_folios_in), None),
+        pass_pageouts: HistStats::of(&hist_sum(&a.pass_pageouts, &b.pass_pageouts), None),
         drops: super::summary::Drops {
             ringbuf: a.drops.ringbuf + b.drops.ringbuf,
             decode_errors: a.drops.decode_errors + b.drops.decode_errors,

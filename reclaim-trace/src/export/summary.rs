@@ -278,6 +278,12 @@ pub struct Summary {
     pub by_cgroup: Vec<CgroupSummary>,
     pub remote_shootdowns_by_cpu: Vec<u64>,
     pub pass_duration_us: HistStats,
+    /// Folios handed to each `shrink_folio_list` call (a lower bound past the walk limit).
+    #[serde(default)]
+    pub pass_folios_in: HistStats,
+    /// Pageouts in each pass: a batch of dirty-folio flushes cannot span passes.
+    #[serde(default)]
+    pub pass_pageouts: HistStats,
     pub drops: Drops,
     pub program_errors: BTreeMap<String, u64>,
     #[serde(default)]
@@ -436,6 +442,8 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
         by_cgroup,
         remote_shootdowns_by_cpu: victims,
         pass_duration_us: HistStats::of(&w.passes.pass_duration_us, None),
+        pass_folios_in: HistStats::of(&w.passes.pass_folios_in, None),
+        pass_pageouts: HistStats::of(&w.passes.pass_pageouts, None),
         drops: Drops {
             ringbuf: k.counter(CNT_RINGBUF_DROPS),
             decode_errors: w.passes.decode_errors,
