@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run -- ARGS | test | vm | bench`.
 
+mod ab;
 mod bench;
 mod screenshot;
 mod setup;
@@ -49,6 +50,10 @@ enum Cmd {
     /// Boot Debian kernels under qemu and check the tool against each guest kernel's counters
     /// (the real-kernel matrix; see `cargo xtask vm --help`).
     Vm(vm::VmArgs),
+    /// Judge a reclaim-flush patch: build a baseline and a patched kernel from Debian's
+    /// source (cached), run the same workload on both under qemu, check each run against the
+    /// guest's counters, and print the A/B table (see `cargo xtask ab --help`).
+    Ab(ab::AbArgs),
     /// Measure the tracer's cost: workload wall time with nothing, a do-nothing floor,
     /// bpftrace, and reclaim-trace attached (interleaved rounds, as root).
     Bench(bench::BenchArgs),
@@ -70,6 +75,13 @@ fn main() {
         Cmd::Vm(args) => setup::setup(true)
             .and_then(|env| build(&env))
             .and_then(|bin| vm::vm(&bin, &args)),
+        Cmd::Ab(args) => setup::setup(true).and_then(|env| {
+            if args.build_only {
+                ab::build_kernels(&args).map(|_| ())
+            } else {
+                build(&env).and_then(|bin| ab::ab(&bin, &args))
+            }
+        }),
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Screenshot { seconds } => setup::setup(true)
             .and_then(|env| build(&env))

@@ -4,11 +4,11 @@
 //! cgroup) under `reclaim-trace summary`; checks the tool's figures against the guest kernel's
 //! own counters read around the run (/proc/vmstat, /proc/interrupts).
 
-mod apt;
-mod check;
-mod guest;
+pub(crate) mod apt;
+pub(crate) mod check;
+pub(crate) mod guest;
 mod initramfs;
-mod kernel;
+pub(crate) mod kernel;
 mod modules;
 
 use std::{
@@ -93,7 +93,7 @@ impl VmArgs {
     }
 }
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("RECLAIM_TRACE_VM_CACHE") {
         return PathBuf::from(d);
     }
@@ -106,6 +106,9 @@ pub struct RunResult {
     pub name: String,
     pub checks: Vec<Check>,
     pub row: Option<String>,
+    /// The measured run's summary JSON and the guest kernel's counter deltas around it.
+    pub summary: Option<Value>,
+    pub deltas: Option<KernelDeltas>,
     pub wall_s: f64,
     pub dir: PathBuf,
     /// The workload was SIGKILLed (the guest's memcg OOM killer) before the run's end.
@@ -188,61 +191,22 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
             Some("off") => Some("n"),
             _ => None,
         };
-        // Seen on 7.2.13 under TCG (QEMU 7.2.22), 2026-11-26: "Oops: int3" 1.4–2.5 s into
-        // boot while PID 1 was still the kernel, at code the kernel had just patched
-        // (sched_clock_cpu+0x9 right after "sched_clock: Marking stable" flips its static key,
-        // most of them; also enqueue_timer, __hrtimer_start_range_ns, __timekeeping_advance,
-        // set_next_task_fair), 10 boots in 221, with and without tsc=reliable: most likely
-        // the kernel's text patching racing multi-threaded TCG; not investigated further. And
-        // silent hangs (see guest::INIT_DEADLINE). That is before /init, so before the tool or
-        // its programs existed: boot again, said loudly, keeping each failed console; a third
-        // failure fails the run. The same int3 race later, at a tracepoint site the tool was
-        // enabling (guest::is_patch_trap), is retried the same way.
-        let mut attempt = 0;
-        let mut r = loop {
-            match run_one(tool, k, &run.workload, lru_gen, &run.extra) {
-                Err(e) if attempt < BOOT_CRASH_RETRIES => {
-                    // Any other error is the run's own: it ends the matrix.
-                    let failure = e.downcast::<guest::EarlyBootFailure>()?;
-                    attempt += 1;
-                    eprintln!(
-                        "xtask vm: {}: {}\nxtask vm: booting once more",
-                        run.kernel,
-                        failure.keep(attempt)
-                    );
-                }
-                r => break r?,
-            }
-        };
-        if r.workload_oom_killed {
-            // Seen once in ~10 runs on 6.12.118 (MGLRU, 4 threads, TCG): a memcg OOM kill of
-            // the workload seconds into the run. The guest kernel gave up reclaiming, the tool
-            // did nothing wrong; one more boot, said loudly, and the second result counts.
-            let first = r.dir.join("console-oom-killed.log");
-            let _ = fs::rename(r.dir.join("console.log"), &first);
-            eprintln!(
-                "xtask vm: {}: the guest kernel OOM-killed the workload (see {}); booting once \
-                 more",
-                r.name,
-                first.display()
-            );
-            r = run_one(tool, k, &run.workload, lru_gen, &run.extra)?;
-        }
-        eprintln!(
-            "xtask vm: {} {} in {:.0} s (report in {})",
-            r.name,
-            if r.passed() { "PASS" } else { "FAIL" },
-            r.wall_s,
-            r.dir.display()
-        );
-        for c in &r.checks {
-            eprintln!(
-                "  {} {:<52} {}",
-                if c.ok { "ok  " } else { "FAIL" },
-                c.name,
-                c.detail
-            );
-        }
+        let (name, slug) = run_name(&k.label, &run.workload, lru_gen, &run.extra);
+        let r = run_with_retries(
+            tool,
+            &GuestRun {
+                kernel: k,
+                name,
+                dir: out_root().join(slug),
+                workload: &run.workload,
+                lru_gen,
+                extra: &run.extra,
+                smp: guest::VCPUS,
+                strict_console: false,
+                dirty_flushes: check::DirtyFlushes::PerFolio,
+            },
+        )?;
+        print_result(&r);
         results.push(r);
     }
     let rows: Vec<&String> = results.iter().filter_map(|r| r.row.as_ref()).collect();
@@ -273,11 +237,127 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
     Ok(())
 }
 
+/// A run's verdict and its checks, on stderr.
+pub fn print_result(r: &RunResult) {
+    eprintln!(
+        "xtask vm: {} {} in {:.0} s (report in {})",
+        r.name,
+        if r.passed() { "PASS" } else { "FAIL" },
+        r.wall_s,
+        r.dir.display()
+    );
+    for c in &r.checks {
+        eprintln!(
+            "  {} {:<52} {}",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+}
+
 fn out_root() -> PathBuf {
     workspace_root().join("target/vm")
 }
 
-fn tool_args(workload: &str, extra: &[String]) -> (Vec<String>, bool) {
+/// One guest boot: which kernel, what runs in it, where its files go.
+pub struct GuestRun<'a> {
+    pub kernel: &'a Kernel,
+    /// What reports call it, e.g. `6.12/anon (MGLRU off)`.
+    pub name: String,
+    pub dir: PathBuf,
+    pub workload: &'a str,
+    /// Value for /sys/kernel/mm/lru_gen/enabled, if any.
+    pub lru_gen: Option<&'static str>,
+    /// Extra arguments of the measured `summary` (see `VmArgs::args`).
+    pub extra: &'a [String],
+    /// vCPUs; the workload runs one thread per vCPU.
+    pub smp: u32,
+    /// Fail the run on any kernel warning, BUG or oops in the guest's console (for kernels
+    /// under judgement; Debian's own kernels are not what the matrix tests).
+    pub strict_console: bool,
+    /// What the checks expect of dirty-folio flushes.
+    pub dirty_flushes: check::DirtyFlushes,
+}
+
+/// Name and folder name of a run.
+fn run_name(
+    label: &str,
+    workload: &str,
+    lru_gen: Option<&str>,
+    extra: &[String],
+) -> (String, String) {
+    let mglru = match lru_gen {
+        Some("y") => " (MGLRU on)",
+        Some(_) => " (MGLRU off)",
+        None => "",
+    };
+    let variant = format!(
+        "{mglru}{}",
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", extra.join(" "))
+        }
+    );
+    let name = format!("{label}/{workload}{variant}");
+    let slug: String = format!("{label}-{workload}{variant}")
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    (name, slug)
+}
+
+/// `run_one`, booted again when the guest kernel dies or hangs before /init, or when its
+/// memcg OOM-kills the workload.
+pub fn run_with_retries(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
+    // Under TCG (QEMU 7.2.22) 7.2.13 oopses with "Oops: int3" 1.4–2.5 s into boot while PID 1
+    // is still the kernel, at code the kernel has just patched (sched_clock_cpu after
+    // "sched_clock: Marking stable" flips its static key, enqueue_timer,
+    // __hrtimer_start_range_ns, __timekeeping_advance, set_next_task_fair), in about 1 boot in
+    // 20: most likely the kernel's text patching racing multi-threaded TCG. And boots can hang
+    // silently (see guest::INIT_DEADLINE). That is before /init, so before the tool or its
+    // programs existed: boot again, said loudly, keeping each failed console; a third failure
+    // fails the run. The same int3 race later, at a tracepoint site the tool was enabling
+    // (guest::is_patch_trap), is retried the same way.
+    let mut attempt = 0;
+    let mut res = loop {
+        match run_one(tool, r) {
+            Err(e) if attempt < BOOT_CRASH_RETRIES => {
+                // Any other error is the run's own: it ends the caller's runs.
+                let failure = e.downcast::<guest::EarlyBootFailure>()?;
+                attempt += 1;
+                eprintln!(
+                    "xtask vm: {}: {}\nxtask vm: booting once more",
+                    r.name,
+                    failure.keep(attempt)
+                );
+            }
+            res => break res?,
+        }
+    };
+    if res.workload_oom_killed {
+        // 6.12.118 (MGLRU, 4 threads, TCG) memcg-OOM-kills the workload seconds into the run
+        // in about 1 run in 10: the guest kernel gave up reclaiming, the tool did nothing
+        // wrong. One more boot, said loudly, and the second result counts.
+        let first = res.dir.join("console-oom-killed.log");
+        let _ = fs::rename(res.dir.join("console.log"), &first);
+        eprintln!(
+            "xtask vm: {}: the guest kernel OOM-killed the workload (see {}); booting once more",
+            res.name,
+            first.display()
+        );
+        res = run_one(tool, r)?;
+    }
+    Ok(res)
+}
+
+fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) {
     if extra.first().is_some_and(|a| !a.starts_with('-')) {
         return (extra.to_vec(), false);
     }
@@ -288,7 +368,7 @@ fn tool_args(workload: &str, extra: &[String]) -> (Vec<String>, bool) {
         "--workload",
         workload,
         "--threads",
-        &guest::VCPUS.to_string(),
+        &smp.to_string(),
         "--json",
         "/tmp/summary.json",
     ]
@@ -320,44 +400,15 @@ fn tool_args(workload: &str, extra: &[String]) -> (Vec<String>, bool) {
 /// Extra boots when the guest kernel dies or hangs before /init (see the matrix loop).
 const BOOT_CRASH_RETRIES: u32 = 2;
 
-fn run_one(
-    tool: &Path,
-    k: &Kernel,
-    workload: &str,
-    lru_gen: Option<&'static str>,
-    extra: &[String],
-) -> Result<RunResult> {
-    let mglru = match lru_gen {
-        Some("y") => " (MGLRU on)",
-        Some(_) => " (MGLRU off)",
-        None => "",
-    };
-    let variant = format!(
-        "{mglru}{}",
-        if extra.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", extra.join(" "))
-        }
-    );
-    let name = format!("{}/{workload}{variant}", k.label);
-    let slug: String = format!("{}-{workload}{variant}", k.label)
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect::<String>()
-        .split('-')
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("-");
-    let dir = out_root().join(slug);
+fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
+    let (k, workload, name, dir) = (r.kernel, r.workload, r.name.clone(), r.dir.clone());
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let (args, measured) = tool_args(workload, extra);
+    let (args, measured) = tool_args(workload, r.smp, r.extra);
     let disk = workload == "file";
     let plan = initramfs::InitPlan {
         tool_args: args,
         disk,
-        lru_gen,
+        lru_gen: r.lru_gen,
     };
     let cpio = dir.join("initramfs.cpio");
     initramfs::build(tool, k, &plan, &dir, &cpio)?;
@@ -368,6 +419,7 @@ fn run_one(
     eprintln!("xtask vm: booting {name} ({})", k.abi);
     let report = guest::boot(&guest::Boot {
         vmlinuz: &k.vmlinuz,
+        smp: r.smp,
         initramfs: &cpio,
         disk: disk.then_some(disk_path.as_path()),
         work: &dir,
@@ -381,6 +433,10 @@ fn run_one(
         ("summary_json", "summary.json"),
         ("stdout", "stdout.txt"),
         ("stderr", "stderr.txt"),
+        ("vmstat_before", "vmstat-before.txt"),
+        ("vmstat_after", "vmstat-after.txt"),
+        ("interrupts_before", "interrupts-before.txt"),
+        ("interrupts_after", "interrupts-after.txt"),
     ] {
         if let Ok(t) = report.section(sec) {
             fs::write(dir.join(file), t)?;
@@ -393,6 +449,9 @@ fn run_one(
             ok: false,
             detail: e.clone(),
         });
+    }
+    if r.strict_console {
+        checks.push(console_check(&report.console));
     }
     let exit = report.exit;
     checks.push(Check {
@@ -410,7 +469,7 @@ fn run_one(
                 .join(" / ")
         ),
     });
-    let mut row = None;
+    let (mut row, mut summary, mut kernel_deltas) = (None, None, None);
     if measured && exit == Some(0) {
         let s: Value = serde_json::from_str(report.section("summary_json")?)
             .context("the guest's summary JSON does not parse")?;
@@ -420,19 +479,17 @@ fn run_one(
             report.section("interrupts_before")?,
             report.section("interrupts_after")?,
         );
-        checks.extend(check::checks(workload, &s, &deltas));
+        checks.extend(check::checks(workload, r.dirty_flushes, &s, &deltas));
         let uname = report.section("uname").unwrap_or(&k.abi).trim().to_string();
         let kernel = if k.version.is_empty() {
             uname
         } else {
             format!("{uname} ({})", k.version)
         };
-        row = Some(check::table_row(
-            &kernel,
-            &format!("{workload}{variant}"),
-            &s,
-            &deltas,
-        ));
+        let variant = name.split_once('/').map_or(name.as_str(), |(_, v)| v);
+        row = Some(check::table_row(&kernel, variant, &s, &deltas));
+        summary = Some(s);
+        kernel_deltas = Some(deltas);
     } else if !measured {
         println!("{}", report.section("stdout").unwrap_or(""));
         eprintln!("{}", report.section("stderr").unwrap_or(""));
@@ -446,8 +503,32 @@ fn run_one(
         name,
         checks,
         row,
+        summary,
+        deltas: kernel_deltas,
         wall_s: report.wall_s,
         dir,
         workload_oom_killed,
     })
+}
+
+/// Kernel log lines that mean the guest kernel found itself in a state it should not be in.
+const CONSOLE_ALARMS: &[&str] = &["WARNING:", "BUG:", "Oops", "kernel BUG", "Call Trace:"];
+
+/// A check that the guest's console has none of `CONSOLE_ALARMS`.
+fn console_check(console: &Path) -> Check {
+    let text = fs::read_to_string(console).unwrap_or_default();
+    let alarms: Vec<&str> = text
+        .lines()
+        .filter(|l| CONSOLE_ALARMS.iter().any(|a| l.contains(a)))
+        .take(3)
+        .collect();
+    Check {
+        name: "guest kernel log: no warning, BUG or oops".into(),
+        ok: alarms.is_empty(),
+        detail: if alarms.is_empty() {
+            format!("{} lines read", text.lines().count())
+        } else {
+            format!("{} (see {})", alarms.join(" / "), console.display())
+        },
+    }
 }

@@ -115,8 +115,32 @@ pub fn max_nonzero_bucket(h: &Value) -> Option<u64> {
         .max()
 }
 
+/// What the kernel under test does with dirty folios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirtyFlushes {
+    /// One `try_to_unmap_flush_dirty()` before each pageout (every kernel released so far).
+    PerFolio,
+    /// One flush per batch of up to `batch` dirty folios of a pass (a batching patch).
+    Batched { batch: u64 },
+}
+
+/// Bounds of Σ over passes of ⌈pageouts in the pass ÷ `batch`⌉, from the `pass_pageouts`
+/// histogram: exact when every pass fell in an exact bucket (≤ 64 pageouts), else the range
+/// its log2 buckets allow. None without a histogram or with a pass in the open-ended bucket.
+pub fn batched_flush_bounds(hist: &Value, batch: u64) -> Option<(u64, u64)> {
+    let (mut lo, mut hi) = (0u64, 0u64);
+    for b in hist.as_array()? {
+        let (le, count) = (b["le"].as_u64()?, b["count"].as_u64()?);
+        // Exact buckets up to 64, then log2 buckets (le/2, le].
+        let low_value = if le <= 64 { le } else { le / 2 + 1 };
+        lo += count * low_value.div_ceil(batch);
+        hi += count * le.div_ceil(batch);
+    }
+    Some((lo, hi))
+}
+
 /// The checks of one run. `workload` is `anon` or `file`.
-pub fn checks(workload: &str, s: &Value, k: &KernelDeltas) -> Vec<Check> {
+pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) -> Vec<Check> {
     let mut out = Vec::new();
     let mode = s.pointer("/kernel/probe_mode").and_then(Value::as_str);
     out.push(check(
@@ -159,7 +183,9 @@ pub fn checks(workload: &str, s: &Value, k: &KernelDeltas) -> Vec<Check> {
         format!("passes {passes:?}, pass records {records:?}, ring-buffer drops {drops:?}"),
     ));
     let ratio = s.get("flushes_per_reclaimed_folio").and_then(Value::as_f64);
-    if workload == "anon" {
+    if let (DirtyFlushes::Batched { batch }, "anon") = (dirty, workload) {
+        out.extend(batched_checks(batch, s, k));
+    } else if workload == "anon" {
         let mglru = s.pointer("/kernel/lru_gen").and_then(Value::as_bool) == Some(true);
         let dirty = u(s, "/totals/dirty_flushes");
         let pageouts = u(s, "/totals/pageouts").unwrap_or(0);
@@ -238,6 +264,39 @@ pub fn checks(workload: &str, s: &Value, k: &KernelDeltas) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// Dirty anon reclaim on a kernel that batches dirty-folio flushes.
+fn batched_checks(batch: u64, s: &Value, k: &KernelDeltas) -> Vec<Check> {
+    let dirty = u(s, "/totals/dirty_flushes");
+    let bounds = batched_flush_bounds(&s["pass_pageouts"]["histogram"], batch);
+    let ok = match (dirty, bounds) {
+        (Some(d), Some((lo, hi))) => {
+            d as f64 >= lo as f64 * 0.97 && d as f64 <= hi as f64 * 1.03 && lo >= 100
+        }
+        _ => false,
+    };
+    let ratio = s.get("flushes_per_reclaimed_folio").and_then(Value::as_f64);
+    let fill = u(s, "/batch_fill/p50");
+    vec![
+        check(
+            &format!("dirty flushes vs sum over passes of ceil(pageouts / {batch})"),
+            ok,
+            format!("dirty flushes {dirty:?}, expected {bounds:?} (±3%) from pass_pageouts"),
+        ),
+        close(
+            "pageouts vs pswpout",
+            u(s, "/totals/pageouts"),
+            k.pswpout,
+            0.03,
+            1000,
+        ),
+        check(
+            "batched: at most one flush per 2 reclaimed folios, batch fill p50 >= 2",
+            ratio.is_some_and(|r| r <= 0.5) && fill.is_some_and(|f| f >= 2),
+            format!("flushes_per_reclaimed_folio {ratio:?}, batch_fill.p50 {fill:?}"),
+        ),
+    ]
 }
 
 /// `p50/max` of a histogram summary.
@@ -347,7 +406,12 @@ mod tests {
     fn a_good_run_passes_every_check() {
         let k = kernel(5000);
         assert_eq!(k.tlb_irqs, Some(3000));
-        let c = checks("anon", &summary(5000, 5000, 5000, 3), &k);
+        let c = checks(
+            "anon",
+            DirtyFlushes::PerFolio,
+            &summary(5000, 5000, 5000, 3),
+            &k,
+        );
         assert!(c.iter().all(|c| c.ok), "{c:#?}");
         assert!(
             table_row("6.12", "anon", &summary(5000, 5000, 5000, 3), &k)
@@ -359,7 +423,7 @@ mod tests {
     fn mismatches_fail() {
         let k = kernel(5000);
         let failed = |s: Value| {
-            checks("anon", &s, &k)
+            checks("anon", DirtyFlushes::PerFolio, &s, &k)
                 .into_iter()
                 .filter(|c| !c.ok)
                 .map(|c| c.name)
@@ -393,6 +457,14 @@ mod tests {
         lost["tracer"]["pass_records"] = 699.into();
         assert_eq!(failed(lost), vec!["every pass has its record"]);
         // Nothing reclaimed at all proves nothing.
-        assert!(!checks("anon", &summary(0, 0, 0, 3), &kernel(0))[1].ok);
+        assert!(
+            !checks(
+                "anon",
+                DirtyFlushes::PerFolio,
+                &summary(0, 0, 0, 3),
+                &kernel(0)
+            )[1]
+            .ok
+        );
     }
 }

@@ -21,6 +21,8 @@ pub const MEMORY_MIB: u32 = 2048;
 
 pub struct Boot<'a> {
     pub vmlinuz: &'a Path,
+    /// vCPUs.
+    pub smp: u32,
     pub initramfs: &'a Path,
     pub disk: Option<&'a Path>,
     pub work: &'a Path,
@@ -189,7 +191,7 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
     let mut c = Command::new("qemu-system-x86_64");
     // KVM hangs or faults on these machines (DESIGN.md §8): software emulation, multi-threaded.
     c.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
-        .args(["-smp", &VCPUS.to_string(), "-m", &MEMORY_MIB.to_string()])
+        .args(["-smp", &b.smp.to_string(), "-m", &MEMORY_MIB.to_string()])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-kernel")
         .arg(b.vmlinuz)
