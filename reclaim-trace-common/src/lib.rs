@@ -93,7 +93,13 @@ pub const HIST_BATCH_FILL: u32 = 0;
 pub const HIST_FANOUT_CANDIDATES: u32 = 1;
 pub const HIST_FANOUT_TARGETS: u32 = 2;
 pub const HIST_IPIS: u32 = 3;
-pub const N_HIST_METRICS: u32 = 4;
+/// Stale-TLB window, per written-out folio (precise tier): from its `try_to_unmap` to the end
+/// of the flush that covered it. Recorded as [`log2_ns`] of the time: bucket k holds windows
+/// shorter than 2^k ns.
+pub const HIST_UNFLUSHED_WINDOW: u32 = 4;
+/// From that flush's end to the folio's `pageout()`, as [`log2_ns`].
+pub const HIST_FLUSH_TO_PAGEOUT: u32 = 5;
+pub const N_HIST_METRICS: u32 = 6;
 /// Largest value with a bucket of its own.
 pub const HIST_EXACT_MAX: u64 = 64;
 /// 65 exact buckets, log2 buckets up to 2^13 (NR_CPUS is at most 8192 with MAXSMP), and one
@@ -107,6 +113,13 @@ pub type HistBuckets = [u64; HIST_BUCKETS];
 #[inline(always)]
 pub const fn hist_index(metric: u32, ctx: u32) -> u32 {
     metric * N_HIST_CTX + ctx
+}
+
+/// The value a time goes into the window histograms as: k with 2^(k-1) <= ns < 2^k (0 for 0),
+/// so bucket k holds times below 2^k ns (at most 64, an exact bucket).
+#[inline(always)]
+pub const fn log2_ns(ns: u64) -> u64 {
+    64 - ns.leading_zeros() as u64
 }
 
 /// The bucket a value falls in. Never returns an index `>= HIST_BUCKETS`.
@@ -173,6 +186,17 @@ pub const CNT_FOLIO_WALK_TRUNCATED: u32 = 12;
 /// with MGLRU on (Debian 6.12.118 and 7.2.13 under qemu, 4 threads; more when the host is
 /// busy), 0 with the classic LRU (6.1.192, and 7.2.13 with MGLRU switched off).
 pub const CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT: u32 = 13;
+/// Precise tier: `pageout()` began on a folio whose unmap was deferred into the task's TLB
+/// batch while a writable entry was still unflushed (no flush since its unmap and
+/// `tlb_ubc.writable` set): a store through a stale TLB entry could reach memory after its
+/// I/O started. 0 on a correct kernel.
+pub const CNT_PAGEOUTS_BEFORE_FLUSH: u32 = 14;
+/// Precise tier: `pageout()` on a folio unmapped with `TTU_BATCH_FLUSH` that found nothing
+/// pending in the batch: its unmap flushed at once (a single-threaded mm), no window.
+pub const CNT_PAGEOUTS_UNDEFERRED: u32 = 15;
+/// Precise tier: pageouts after the covering flush whose flush time was no longer known
+/// (evicted from the flush-time map): counted, not in the window histograms.
+pub const CNT_WINDOW_UNKNOWN: u32 = 16;
 /// First program-error counter: `CNT_ERR_BASE + PROG_*`.
 pub const CNT_ERR_BASE: u32 = 32;
 pub const N_COUNTERS: u32 = 64;
@@ -191,7 +215,8 @@ pub const PROG_TRY_TO_UNMAP: u32 = 9;
 pub const PROG_FLUSH_DIRTY: u32 = 10;
 pub const PROG_ARCH_TLBBATCH_FLUSH: u32 = 11;
 pub const PROG_PAGEOUT: u32 = 12;
-pub const N_PROGS: u32 = 13;
+pub const PROG_PAGEOUT_ENTRY: u32 = 13;
+pub const N_PROGS: u32 = 14;
 
 // ---------------------------------------------------------------------------------------------
 // Records
@@ -498,6 +523,9 @@ pub const CFG_PRECISE_UNMAP: u32 = 1 << 3;
 pub const CFG_STAT_NR_RECLAIMED: u32 = 1 << 4;
 /// A `pageout` probe counts pageouts (else `mm_vmscan_write_folio`).
 pub const CFG_PAGEOUT_PROBE: u32 = 1 << 5;
+/// Measure the stale-TLB window per folio: `try_to_unmap`, `arch_tlbbatch_flush` and
+/// `pageout` entry are all probed (precise tier).
+pub const CFG_STALE_WINDOW: u32 = 1 << 6;
 
 /// Marks an offset that is not known on this kernel; programs skip the read.
 pub const OFF_NONE: u32 = u32::MAX;

@@ -77,7 +77,9 @@ pub struct PassState {
     /// Precise tier: `try_to_unmap_flush_dirty` saw `tlb_ubc.writable`; the next
     /// `arch_tlbbatch_flush` on this task is a dirty flush.
     pub dirty_pending: u32,
-    pub _pad: u32,
+    /// Precise tier: flushes this pass has finished (`arch_tlbbatch_flush` exits), the
+    /// sequence the stale-TLB window is measured against (see precise::FLUSH_END_NS).
+    pub flush_seq: u32,
     /// Keeps the slot at 256 bytes.
     pub _pad1: u64,
     /// Precise tier: arguments of shrink_folio_list, kept for the exit probe.

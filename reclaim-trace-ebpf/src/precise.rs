@@ -20,18 +20,24 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_task, bpf_get_smp_processor_id, generated::bpf_get_func_ret},
-    macros::{fentry, fexit, kprobe, kretprobe},
+    helpers::{
+        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::bpf_get_func_ret,
+    },
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::LruHashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use reclaim_trace_common::{
-    CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STAT_NR_RECLAIMED,
-    CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FOLIO_WALK_TRUNCATED, CNT_OTHER_FLUSH_CANDIDATES,
-    CNT_OTHER_FLUSHES, CNT_PAGEOUTS_OUTSIDE, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE, FLUSH_OTHER,
-    HIST_FANOUT_CANDIDATES, MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT,
-    PASS_F_FOLIOS_IN_TRUNCATED, PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH,
-    PROG_FLUSH_DIRTY, PROG_PAGEOUT, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH,
-    delta_u32,
+    CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STALE_WINDOW,
+    CFG_STAT_NR_RECLAIMED, CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FOLIO_WALK_TRUNCATED,
+    CNT_OTHER_FLUSH_CANDIDATES, CNT_OTHER_FLUSHES, CNT_PAGEOUTS_BEFORE_FLUSH, CNT_PAGEOUTS_OUTSIDE,
+    CNT_PAGEOUTS_UNDEFERRED, CNT_WINDOW_UNKNOWN, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE,
+    FLUSH_OTHER, HIST_FANOUT_CANDIDATES, HIST_FLUSH_TO_PAGEOUT, HIST_UNFLUSHED_WINDOW,
+    MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT, PASS_F_FOLIOS_IN_TRUNCATED,
+    PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH, PROG_FLUSH_DIRTY, PROG_PAGEOUT,
+    PROG_PAGEOUT_ENTRY, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH, delta_u32,
+    log2_ns,
 };
 
 use crate::{
@@ -188,15 +194,26 @@ pub fn fx_shrink_folio_list(ctx: FExitContext) -> u32 {
 
 // ------------------------------------------------------------------ try_to_unmap
 
-fn unmap_core(flags: u64) -> Result<(), ()> {
+fn unmap_core(folio: u64, flags: u64) -> Result<(), ()> {
     if flags & TTU_BATCH_FLUSH == 0 {
         return Ok(());
     }
     if let Some(p) = pass_of(current_key()) {
         // SAFETY: map value owned by this task.
-        unsafe {
+        let (start_ns, seq) = unsafe {
             (*p).unmaps_since_flush += 1;
             (*p).counts.batched_unmaps += 1;
+            ((*p).start_ns, (*p).flush_seq)
+        };
+        if config!(flags) & CFG_STALE_WINDOW != 0 {
+            let u = FolioUnmap {
+                // SAFETY: helper without preconditions.
+                unmap_ns: unsafe { bpf_ktime_get_ns() },
+                pass_start_ns: start_ns,
+                flush_seq: seq,
+                _pad: 0,
+            };
+            UNFLUSHED.insert(&folio, &u, 0).map_err(|_| ())?;
         }
     }
     Ok(())
@@ -204,13 +221,144 @@ fn unmap_core(flags: u64) -> Result<(), ()> {
 
 #[kprobe]
 pub fn kp_try_to_unmap(ctx: ProbeContext) -> u32 {
-    let r = ctx.arg::<u64>(1).ok_or(()).and_then(unmap_core);
+    let r = match (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) {
+        (Some(folio), Some(flags)) => unmap_core(folio, flags),
+        _ => Err(()),
+    };
     report(PROG_TRY_TO_UNMAP, r)
 }
 
 #[fentry]
 pub fn fe_try_to_unmap(ctx: FEntryContext) -> u32 {
-    report(PROG_TRY_TO_UNMAP, unmap_core(ctx.arg::<u64>(1)))
+    report(
+        PROG_TRY_TO_UNMAP,
+        unmap_core(ctx.arg::<u64>(0), ctx.arg::<u64>(1)),
+    )
+}
+
+// ------------------------------------------------------------------ the stale-TLB window
+//
+// Between a folio's `try_to_unmap` (its PTEs cleared, the flush deferred into
+// `current->tlb_ubc`) and the end of the flush that covers it, another CPU may still write to
+// it through a stale TLB entry; that is safe only if the folio's I/O starts after that flush.
+// Per folio, without a record: its unmap time and the task's flush sequence number then, in
+// an LRU map keyed by the folio (clean folios that are never written out age out of it); the
+// end time of each flush of a pass, keyed by task and sequence number. At `pageout()` entry the
+// covering flush is the one numbered `flush_seq + 1`.
+
+/// A folio unmapped into its task's TLB batch.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FolioUnmap {
+    unmap_ns: u64,
+    /// Which pass (its start time): a folio kept from an earlier pass is not this pass's.
+    pass_start_ns: u64,
+    /// The task's `PassState::flush_seq` at the unmap.
+    flush_seq: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FlushKey {
+    task: u64,
+    seq: u64,
+}
+
+/// Folios a pass's `try_to_unmap` deferred into the batch, by folio address. A pass holds at
+/// most a few thousand (MGLRU hands up to 4096 folios to one call).
+#[map(name = "UNFLUSHED")]
+static UNFLUSHED: LruHashMap<u64, FolioUnmap> = LruHashMap::with_max_entries(16384, 0);
+
+/// When each flush of a pass ended (`arch_tlbbatch_flush` exit).
+#[map(name = "FLUSH_END_NS")]
+static FLUSH_END_NS: LruHashMap<FlushKey, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// A flush of this pass ended: number it and keep its time.
+#[inline(always)]
+fn flush_ended(p: *mut crate::PassState, task: u64) -> Result<(), ()> {
+    // SAFETY: map value owned by this task.
+    let seq = unsafe {
+        (*p).flush_seq += 1;
+        (*p).flush_seq
+    };
+    let key = FlushKey {
+        task,
+        seq: seq as u64,
+    };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    FLUSH_END_NS.insert(&key, &now, 0).map_err(|_| ())
+}
+
+fn pageout_entry_core(folio: u64) -> Result<(), ()> {
+    if config!(flags) & CFG_STALE_WINDOW == 0 {
+        return Ok(());
+    }
+    let task = current_key();
+    let Some(p) = pass_of(task) else {
+        return Ok(());
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(u) = (unsafe { UNFLUSHED.get(&folio) }).copied() else {
+        return Ok(()); // not unmapped into a batch (or aged out)
+    };
+    let _ = UNFLUSHED.remove(&folio);
+    // SAFETY: map value owned by this task.
+    let (start_ns, seq, ctx) = unsafe { ((*p).start_ns, (*p).flush_seq, (*p).ctx) };
+    if u.pass_start_ns != start_ns {
+        return Ok(());
+    }
+    if seq == u.flush_seq {
+        // No flush since the unmap. Only a pending writable entry makes that dangerous
+        // (try_to_unmap_flush_dirty() rightly skips the flush when the batch is read-only).
+        // SAFETY: current task pointer, only used as a base for probe reads.
+        let t = unsafe { bpf_get_current_task() };
+        let writable: u8 = kread(t, config!(btf.task_tlb_ubc_writable)).ok_or(())?;
+        let pending: u8 = kread(t, config!(btf.task_tlb_ubc_flush_required)).ok_or(())?;
+        if writable != 0 {
+            count(CNT_PAGEOUTS_BEFORE_FLUSH, 1);
+        } else if pending == 0 {
+            count(CNT_PAGEOUTS_UNDEFERRED, 1);
+        }
+        return Ok(());
+    }
+    let key = FlushKey {
+        task,
+        seq: u.flush_seq as u64 + 1,
+    };
+    // SAFETY: read-only copy of a map value.
+    match unsafe { FLUSH_END_NS.get(&key) }.copied() {
+        Some(flushed) => {
+            // SAFETY: helper without preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            hist_add(
+                HIST_UNFLUSHED_WINDOW,
+                ctx,
+                log2_ns(flushed.saturating_sub(u.unmap_ns)),
+                1,
+            );
+            hist_add(
+                HIST_FLUSH_TO_PAGEOUT,
+                ctx,
+                log2_ns(now.saturating_sub(flushed)),
+                1,
+            );
+        }
+        None => count(CNT_WINDOW_UNKNOWN, 1),
+    }
+    Ok(())
+}
+
+#[kprobe]
+pub fn kp_pageout(ctx: ProbeContext) -> u32 {
+    let r = ctx.arg::<u64>(0).ok_or(()).and_then(pageout_entry_core);
+    report(PROG_PAGEOUT_ENTRY, r)
+}
+
+#[fentry]
+pub fn fe_pageout(ctx: FEntryContext) -> u32 {
+    report(PROG_PAGEOUT_ENTRY, pageout_entry_core(ctx.arg::<u64>(0)))
 }
 
 // ------------------------------------------------------------------ try_to_unmap_flush_dirty
@@ -316,10 +464,14 @@ fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
 }
 
 fn tlbbatch_exit_core() -> Result<(), ()> {
-    if let Some(p) = pass_of(current_key()) {
+    let task = current_key();
+    if let Some(p) = pass_of(task) {
         // SAFETY: map value owned by this task.
         if unsafe { (*p).ep } == EP_OPEN {
             close_episode(p, false);
+            if config!(flags) & CFG_STALE_WINDOW != 0 {
+                flush_ended(p, task)?;
+            }
         }
     }
     Ok(())

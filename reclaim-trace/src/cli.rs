@@ -68,6 +68,10 @@ pub struct ProbeArgs {
     /// Most precise probe tier to use; `auto` picks the best available per signal.
     #[arg(long, value_enum, default_value_t = ProbeMode::Auto)]
     pub probe_mode: ProbeMode,
+    /// Do not measure the stale-TLB window (per-folio bookkeeping in the precise tier: one
+    /// map update per unmap and a lookup per pageout); for measuring what it costs.
+    #[arg(long)]
+    pub no_stale_window: bool,
 }
 
 /// Knobs of the built-in workload, shared by every command that can run it.

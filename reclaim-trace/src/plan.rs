@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, fmt};
 
 use reclaim_trace_common::{
-    CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CFG_PRECISE_UNMAP,
+    CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CFG_PRECISE_UNMAP, CFG_STALE_WINDOW,
     CFG_STAT_NR_RECLAIMED, Config, OFF_NONE, TpOffsets,
 };
 use serde::{Serialize, Serializer};
@@ -65,10 +65,11 @@ pub enum Signal {
     FanoutTargets,
     Ipis,
     RemoteShootdowns,
+    StaleTlbWindow,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 9] = [
+    pub const ALL: [Signal; 10] = [
         Signal::ReclaimPass,
         Signal::ReclaimContext,
         Signal::Pageouts,
@@ -78,6 +79,7 @@ impl Signal {
         Signal::FanoutTargets,
         Signal::Ipis,
         Signal::RemoteShootdowns,
+        Signal::StaleTlbWindow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +93,7 @@ impl Signal {
             Signal::FanoutTargets => "fanout_targets",
             Signal::Ipis => "ipis",
             Signal::RemoteShootdowns => "remote_shootdowns",
+            Signal::StaleTlbWindow => "stale_tlb_window",
         }
     }
 }
@@ -381,6 +384,62 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The stale-TLB window per written-out folio: its unmap, the flush that covers it and its
+/// `pageout()` must all be probed in the precise tier (`pageout` is inlined on 6.18 and 7.2).
+fn stale_tlb_window(p: &mut Planner<'_>) {
+    let tier = p.precise_tier("pageout").and_then(|t| {
+        if p.flags & CFG_PRECISE_UNMAP == 0 {
+            Err("needs the precise try_to_unmap and flush probes".into())
+        } else {
+            Ok(t)
+        }
+    });
+    match tier {
+        Ok(tier) => {
+            p.flags |= CFG_STALE_WINDOW;
+            p.add_probe(
+                tier,
+                "pageout",
+                Some(("fe_pageout", "kp_pageout")),
+                None,
+                Signal::StaleTlbWindow,
+            );
+            p.row(
+                Signal::StaleTlbWindow,
+                tier,
+                format!("{tier}:try_to_unmap -> arch_tlbbatch_flush exit -> pageout entry"),
+                None,
+            );
+        }
+        Err(why) => p.row(
+            Signal::StaleTlbWindow,
+            Tier::None,
+            "none".into(),
+            Some(format!("not measured: {why}")),
+        ),
+    }
+}
+
+impl Plan {
+    /// The plan without the stale-TLB window's per-folio bookkeeping (`--no-stale-window`:
+    /// what it costs is measured against this).
+    pub fn without_stale_tlb_window(mut self) -> Plan {
+        if self.flags & CFG_STALE_WINDOW == 0 {
+            return self;
+        }
+        self.flags &= !CFG_STALE_WINDOW;
+        self.programs.retain(|a| a.signal != Signal::StaleTlbWindow);
+        for row in &mut self.signals {
+            if row.signal == Signal::StaleTlbWindow {
+                row.tier = Tier::None;
+                row.source = "none".into();
+                row.note = Some("switched off (--no-stale-window)".into());
+            }
+        }
+        self
     }
 }
 
@@ -732,6 +791,8 @@ pub fn plan(
             false
         }
     };
+
+    stale_tlb_window(&mut p);
 
     // --- fan-out ------------------------------------------------------------------------------
     let csd = p.raw_tp("csd", "csd_queue_cpu");

@@ -1,6 +1,8 @@
 //! Histograms with the kernel's bucket rule: exact buckets 0..=64, then log2 buckets.
 
-use reclaim_trace_common::{HIST_BUCKETS, HistBuckets, bucket_of, bucket_upper_bound};
+use reclaim_trace_common::{
+    HIST_BUCKETS, HIST_EXACT_MAX, HistBuckets, bucket_of, bucket_upper_bound,
+};
 use serde::{Deserialize, Serialize};
 
 /// Counts per bucket (see `reclaim_trace_common::bucket_of`).
@@ -185,9 +187,73 @@ impl HistStats {
     }
 }
 
+/// Times kept as [`reclaim_trace_common::log2_ns`] (value k: below 2^k ns, at least
+/// 2^(k-1)) are shown in ns: bucket k as `le` 2^k - 1, statistics from those bounds, the mean
+/// from each bucket's middle (3/4 of 2^k).
+pub fn log2_ns_stats(h: &Histogram) -> HistStats {
+    let le = |k: u64| if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+    let mut ns = h.clone();
+    // Only the exact buckets (0..=64) can be set: log2_ns never exceeds 64.
+    ns.buckets[HIST_EXACT_MAX as usize + 1..].fill(0);
+    let pick = |v: Option<u64>| v.map(le);
+    let total = ns.total();
+    let mean = (total > 0).then(|| {
+        ns.buckets
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| {
+                if k == 0 {
+                    0.0
+                } else {
+                    0.75 * (1u128 << k) as f64 * c as f64
+                }
+            })
+            .sum::<f64>()
+            / total as f64
+    });
+    HistStats {
+        mean,
+        p50: pick(ns.percentile(0.50)),
+        p99: pick(ns.percentile(0.99)),
+        max: pick(ns.max()),
+        count: total,
+        histogram: ns
+            .to_buckets()
+            .into_iter()
+            .map(|b| Bucket {
+                le: Le::Value(le(b.le.value())),
+                count: b.count,
+            })
+            .collect(),
+    }
+}
+
+/// The inverse of [`log2_ns_stats`]'s buckets (recordings, merges).
+pub fn log2_ns_from_buckets(list: &[Bucket]) -> Histogram {
+    let mut h = Histogram::default();
+    for b in list {
+        h.record(reclaim_trace_common::log2_ns(b.le.value()), b.count);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log2_ns_times_show_as_power_of_two_bounds_and_round_trip() {
+        let mut h = Histogram::default();
+        for ns in [0u64, 900, 1000, 1023, 5000] {
+            h.record(reclaim_trace_common::log2_ns(ns), 1);
+        }
+        let s = log2_ns_stats(&h);
+        let les: Vec<u64> = s.histogram.iter().map(|b| b.le.value()).collect();
+        assert_eq!(les, vec![0, 1023, 8191]);
+        assert_eq!(s.histogram[1].count, 3);
+        assert_eq!((s.p50, s.max, s.count), (Some(1023), Some(8191), 5));
+        assert_eq!(log2_ns_from_buckets(&s.histogram), h);
+    }
 
     #[test]
     fn empty_histogram_has_no_statistics() {

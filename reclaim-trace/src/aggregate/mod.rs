@@ -44,6 +44,7 @@ pub const PROGRAM_NAMES: [&str; N_PROGS as usize] = [
     "try_to_unmap_flush_dirty",
     "arch_tlbbatch_flush",
     "pageout",
+    "pageout_entry",
 ];
 
 /// The kernel-side aggregates at one moment, summed over CPUs (wrapping: some counters are

@@ -39,6 +39,7 @@ pub fn run(json: bool, mode: ProbeMode) -> Result<()> {
                     &TracerOptions {
                         mode,
                         extra_flags: 0,
+                        no_stale_window: false,
                     },
                 )
             } else {

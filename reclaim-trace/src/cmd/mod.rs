@@ -30,6 +30,7 @@ pub(crate) fn session_options(
         tracer: TracerOptions {
             mode: probe.probe_mode,
             extra_flags: 0,
+            no_stale_window: probe.no_stale_window,
         },
         workload: workload.map(|k| tuning.options(k, None)),
         bpf_stats,

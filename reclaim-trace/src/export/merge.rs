@@ -11,7 +11,10 @@ use super::summary::{
     BatchFill, CgroupSummary, ContextSummary, IpiFanout, Rates, Summary, Totals, rank_cgroups,
     ratio,
 };
-use crate::aggregate::{HistStats, Histogram};
+use crate::aggregate::{
+    HistStats, Histogram,
+    hist::{log2_ns_from_buckets, log2_ns_stats},
+};
 
 /// Add every integer field of `b` to `a` (both serialise to flat objects of integers).
 fn add_counts<T: Serialize + DeserializeOwned + Default>(a: &T, b: &T) -> T {
@@ -25,6 +28,19 @@ fn add_counts<T: Serialize + DeserializeOwned + Default>(a: &T, b: &T) -> T {
         x.insert(k, sum.into());
     }
     serde_json::from_value(serde_json::Value::Object(x)).unwrap_or_default()
+}
+
+/// Two stale-TLB window histograms (ns, power-of-two buckets) added; one side may lack it.
+fn window_sum(a: &Option<HistStats>, b: &Option<HistStats>) -> Option<HistStats> {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            let mut h = log2_ns_from_buckets(&x.histogram);
+            h.add(&log2_ns_from_buckets(&y.histogram));
+            Some(log2_ns_stats(&h))
+        }
+        (x, None) => x.clone(),
+        (None, y) => y.clone(),
+    }
 }
 
 pub fn add_totals(a: &Totals, b: &Totals) -> Totals {
@@ -175,6 +191,8 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
         pass_duration_us: HistStats::of(&hist_sum(&a.pass_duration_us, &b.pass_duration_us), None),
         pass_folios_in: HistStats::of(&hist_sum(&a.pass_folios_in, &b.pass_folios_in), None),
         pass_pageouts: HistStats::of(&hist_sum(&a.pass_pageouts, &b.pass_pageouts), None),
+        unflushed_window_ns: window_sum(&a.unflushed_window_ns, &b.unflushed_window_ns),
+        flush_to_pageout_ns: window_sum(&a.flush_to_pageout_ns, &b.flush_to_pageout_ns),
         drops: super::summary::Drops {
             ringbuf: a.drops.ringbuf + b.drops.ringbuf,
             decode_errors: a.drops.decode_errors + b.drops.decode_errors,

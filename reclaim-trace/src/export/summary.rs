@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
     CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES,
-    CNT_PAGEOUTS_OUTSIDE, CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU,
-    CNT_RINGBUF_DROPS, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS,
-    N_CTX, PassCounts,
+    CNT_PAGEOUTS_BEFORE_FLUSH, CNT_PAGEOUTS_OUTSIDE, CNT_PAGEOUTS_UNDEFERRED,
+    CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS,
+    CNT_WINDOW_UNKNOWN, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
+    HIST_FLUSH_TO_PAGEOUT, HIST_IPIS, HIST_UNFLUSHED_WINDOW, N_CTX, PassCounts,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    aggregate::{CONTEXT_NAMES, HistStats, Window},
+    aggregate::{CONTEXT_NAMES, HistStats, Window, hist::log2_ns_stats},
     plan::{Plan, Signal, Tier},
 };
 
@@ -50,6 +51,16 @@ pub struct Totals {
     /// absent from recordings made before it existed.
     #[serde(default)]
     pub dirty_flushes_without_pageout: u64,
+    /// Stale-TLB window (precise tier): pageouts that began while a writable entry of their
+    /// folio's deferred flush was still unflushed. 0 on a correct kernel.
+    #[serde(default)]
+    pub pageouts_before_flush: u64,
+    /// Pageouts of folios whose unmap flushed at once (nothing deferred: no window).
+    #[serde(default)]
+    pub pageouts_undeferred: u64,
+    /// Pageouts after their covering flush whose flush time was no longer known.
+    #[serde(default)]
+    pub window_unknown: u64,
 }
 
 impl Totals {
@@ -284,6 +295,13 @@ pub struct Summary {
     /// Pageouts in each pass: a batch of dirty-folio flushes cannot span passes.
     #[serde(default)]
     pub pass_pageouts: HistStats,
+    /// Per written-out folio (precise tier, null elsewhere): from its `try_to_unmap` to the
+    /// end of the flush that covered it, in ns (power-of-two buckets).
+    #[serde(default)]
+    pub unflushed_window_ns: Option<HistStats>,
+    /// From that flush's end to the folio's `pageout()`, in ns.
+    #[serde(default)]
+    pub flush_to_pageout_ns: Option<HistStats>,
     pub drops: Drops,
     pub program_errors: BTreeMap<String, u64>,
     #[serde(default)]
@@ -331,6 +349,11 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     totals.pageouts_outside_reclaim = k.counter(CNT_PAGEOUTS_OUTSIDE);
     totals.passes_without_start = k.counter(CNT_PASS_END_WITHOUT_START);
     totals.dirty_flushes_without_pageout = k.counter(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT);
+    totals.pageouts_before_flush = k.counter(CNT_PAGEOUTS_BEFORE_FLUSH);
+    totals.pageouts_undeferred = k.counter(CNT_PAGEOUTS_UNDEFERRED);
+    totals.window_unknown = k.counter(CNT_WINDOW_UNKNOWN);
+    let have_window = cx.plan.signal(Signal::StaleTlbWindow).tier != Tier::None;
+    let window = |metric| have_window.then(|| log2_ns_stats(&k.hist_reclaim(metric)));
 
     let flushes = totals.flushes;
     let have_candidates = cx.plan.signal(Signal::Flush).tier < Tier::Tracepoint;
@@ -444,6 +467,8 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
         pass_duration_us: HistStats::of(&w.passes.pass_duration_us, None),
         pass_folios_in: HistStats::of(&w.passes.pass_folios_in, None),
         pass_pageouts: HistStats::of(&w.passes.pass_pageouts, None),
+        unflushed_window_ns: window(HIST_UNFLUSHED_WINDOW),
+        flush_to_pageout_ns: window(HIST_FLUSH_TO_PAGEOUT),
         drops: Drops {
             ringbuf: k.counter(CNT_RINGBUF_DROPS),
             decode_errors: w.passes.decode_errors,

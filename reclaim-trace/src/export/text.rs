@@ -220,6 +220,8 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(o, "  IPIs per flush               {}", i.line());
     }
 
+    stale_window(&mut o, s);
+
     let _ = writeln!(o, "\nby reclaim context");
     let rows: Vec<Vec<String>> = s
         .by_context
@@ -361,6 +363,26 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(o, "program errors: {}", errs.join(", "));
     }
     o
+}
+
+/// The stale-TLB window section (precise tier only).
+fn stale_window(o: &mut String, s: &Summary) {
+    let (Some(w), Some(f)) = (&s.unflushed_window_ns, &s.flush_to_pageout_ns) else {
+        return;
+    };
+    let t = &s.totals;
+    let _ = writeln!(
+        o,
+        "\nstale-TLB window per written-out folio (ns, power-of-two buckets)\n  \
+         unmap -> covering flush   {}\n  flush -> pageout          {}\n  \
+         pageouts before their flush {} (0 on a correct kernel)   unflushed at once {}   \
+         flush time lost {}",
+        w.line(),
+        f.line(),
+        thousands(t.pageouts_before_flush),
+        thousands(t.pageouts_undeferred),
+        thousands(t.window_unknown)
+    );
 }
 
 #[cfg(test)]

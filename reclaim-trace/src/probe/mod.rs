@@ -75,6 +75,8 @@ pub struct TracerOptions {
     pub mode: ProbeMode,
     /// Extra `CFG_*` flags (e.g. per-flush records).
     pub extra_flags: u32,
+    /// Leave out the stale-TLB window's per-folio bookkeeping.
+    pub no_stale_window: bool,
 }
 
 fn target(a: &Attach) -> String {
@@ -121,7 +123,10 @@ impl Tracer {
         // aya's copy of the kernel BTF (~5 MB to parse) is needed only to load fentry programs.
         let mut btf: Option<Btf> = None;
         for _round in 0..6 {
-            let plan = plan::plan(facts, opts.mode, &failures)?;
+            let mut plan = plan::plan(facts, opts.mode, &failures)?;
+            if opts.no_stale_window {
+                plan = plan.without_stale_tlb_window();
+            }
             let wants_fentry = plan
                 .programs
                 .iter()
@@ -187,7 +192,6 @@ impl Tracer {
             if retry {
                 continue; // dropping `ebpf` detaches what was attached
             }
-            let mut plan = plan;
             note_tracepoint_failures(&mut plan, &outcomes);
             if plan.signal(plan::Signal::ReclaimPass).tier == plan::Tier::Tracepoint
                 && outcomes

@@ -68,6 +68,11 @@ pub fn tracepoint_plan() -> Plan {
                 Tier::Tracepoint,
                 "a flush followed by a pageout on the same task counts as dirty",
             ),
+            (
+                Signal::StaleTlbWindow,
+                Tier::None,
+                "not measured: kprobes are not available",
+            ),
         ],
     )
 }

@@ -130,7 +130,7 @@ fn degraded_probe_plan() {
     assert!(s.contains("pass:T "), "{s}");
     assert!(!s.contains("degraded, see 4"), "no room at 80 columns");
     let wide = text(draw(&app, 100, 30).backend().buffer());
-    assert!(wide.contains("3 degraded, see 4"), "{wide}");
+    assert!(wide.contains("4 degraded, see 4"), "{wide}");
     assert!(
         s.contains("≈ estimate"),
         "batch fill says it is estimated:\n{s}"

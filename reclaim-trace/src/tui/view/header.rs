@@ -21,6 +21,7 @@ pub fn short_signal(name: &str) -> &str {
         "fanout_targets" => "tgt",
         "ipis" => "ipi",
         "remote_shootdowns" => "shoot",
+        "stale_tlb_window" => "win",
         other => other,
     }
 }
