@@ -213,7 +213,7 @@ fn unmap_core(folio: u64, flags: u64) -> Result<(), ()> {
                 flush_seq: seq,
                 _pad: 0,
             };
-            UNFLUSHED.insert(&folio, &u, 0).map_err(|_| ())?;
+            UNFLUSHED.insert(folio, u, 0).map_err(|_| ())?;
         }
     }
     Ok(())
@@ -288,7 +288,7 @@ fn flush_ended(p: *mut crate::PassState, task: u64) -> Result<(), ()> {
     };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    FLUSH_END_NS.insert(&key, &now, 0).map_err(|_| ())
+    FLUSH_END_NS.insert(key, now, 0).map_err(|_| ())
 }
 
 fn pageout_entry_core(folio: u64) -> Result<(), ()> {
@@ -300,10 +300,10 @@ fn pageout_entry_core(folio: u64) -> Result<(), ()> {
         return Ok(());
     };
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(u) = (unsafe { UNFLUSHED.get(&folio) }).copied() else {
+    let Some(u) = (unsafe { UNFLUSHED.get(folio) }).copied() else {
         return Ok(()); // not unmapped into a batch (or aged out)
     };
-    let _ = UNFLUSHED.remove(&folio);
+    let _ = UNFLUSHED.remove(folio);
     // SAFETY: map value owned by this task.
     let (start_ns, seq, ctx) = unsafe { ((*p).start_ns, (*p).flush_seq, (*p).ctx) };
     if u.pass_start_ns != start_ns {
@@ -328,7 +328,7 @@ fn pageout_entry_core(folio: u64) -> Result<(), ()> {
         seq: u.flush_seq as u64 + 1,
     };
     // SAFETY: read-only copy of a map value.
-    match unsafe { FLUSH_END_NS.get(&key) }.copied() {
+    match unsafe { FLUSH_END_NS.get(key) }.copied() {
         Some(flushed) => {
             // SAFETY: helper without preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
