@@ -43,6 +43,11 @@ pub struct AbArgs {
     /// 0 expects one dirty flush per folio, as on the baseline.
     #[arg(long, default_value_t = 31)]
     pub batch: u64,
+    /// The B kernel is a negative control that writes dirty folios out before their TLB
+    /// flush (kernel-patches/6.12-unsafe): check that the tool sees pageouts before the flush
+    /// instead of checking the batching.
+    #[arg(long)]
+    pub expect_unsafe: bool,
     #[arg(long, default_value = "anon", value_parser = ["anon", "file"])]
     pub workload: String,
     /// Guest vCPUs (one workload thread each).
@@ -179,6 +184,7 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
         for side in order {
             let (name, k) = sides[side];
             let dirty_flushes = match (side, args.batch) {
+                (1, _) if args.expect_unsafe => DirtyFlushes::WrittenBeforeFlush,
                 (1, b) if b > 0 => DirtyFlushes::Batched { batch: b },
                 _ => DirtyFlushes::PerFolio,
             };

@@ -154,6 +154,20 @@ pub fn rows(a: &Side<'_>, b: &Side<'_>, batch: u64) -> Vec<Row> {
             "/workload/result/pages_per_s",
             0,
         ),
+        both(
+            "stale-TLB window p50 (ns, unmap -> end of its flush)",
+            "/unflushed_window_ns/p50",
+            0,
+        ),
+        both("stale-TLB window p99 (ns)", "/unflushed_window_ns/p99", 0),
+        both("flush -> pageout p50 (ns)", "/flush_to_pageout_ns/p50", 0),
+        both("flush -> pageout p99 (ns)", "/flush_to_pageout_ns/p99", 0),
+        Row {
+            metric: "pageouts before their flush (0 on a correct kernel)".into(),
+            a: count(a.sum("/totals/pageouts_before_flush")),
+            b: count(b.sum("/totals/pageouts_before_flush")),
+            change: String::new(),
+        },
         row(
             "TLB interrupts (/proc/interrupts) per reclaimed page",
             per_page(a, |k| k.tlb_irqs),

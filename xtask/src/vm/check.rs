@@ -122,6 +122,35 @@ pub enum DirtyFlushes {
     PerFolio,
     /// One flush per batch of up to `batch` dirty folios of a pass (a batching patch).
     Batched { batch: u64 },
+    /// A deliberately broken kernel that writes dirty folios out before their flush (the
+    /// negative control of the stale-TLB window check): only that is checked.
+    WrittenBeforeFlush,
+}
+
+/// The stale-TLB window of dirty anon reclaim, where the plan measures it: every pageout
+/// after its flush (or, on the broken kernel, pageouts before it are seen).
+fn window_check(dirty: DirtyFlushes, s: &Value) -> Option<Check> {
+    let count = s
+        .pointer("/unflushed_window_ns/count")
+        .and_then(Value::as_u64)?;
+    let before = u(s, "/totals/pageouts_before_flush");
+    let detail = format!(
+        "pageouts_before_flush {before:?}; windows measured {count}, p50 {} ns, p99 {} ns",
+        s["unflushed_window_ns"]["p50"], s["unflushed_window_ns"]["p99"]
+    );
+    Some(if dirty == DirtyFlushes::WrittenBeforeFlush {
+        check(
+            "stale-TLB window: pageouts before their flush are seen",
+            before.is_some_and(|b| b >= 100),
+            detail,
+        )
+    } else {
+        check(
+            "stale-TLB window: no pageout before its flush",
+            before == Some(0) && count >= 1000,
+            detail,
+        )
+    })
 }
 
 /// Bounds of Σ over passes of ⌈pageouts in the pass ÷ `batch`⌉, from the `pass_pageouts`
@@ -183,7 +212,12 @@ pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) 
         format!("passes {passes:?}, pass records {records:?}, ring-buffer drops {drops:?}"),
     ));
     let ratio = s.get("flushes_per_reclaimed_folio").and_then(Value::as_f64);
-    if let (DirtyFlushes::Batched { batch }, "anon") = (dirty, workload) {
+    if workload == "anon" {
+        out.extend(window_check(dirty, s));
+    }
+    if let (DirtyFlushes::WrittenBeforeFlush, "anon") = (dirty, workload) {
+        // Nothing else holds on a kernel that skips flushes.
+    } else if let (DirtyFlushes::Batched { batch }, "anon") = (dirty, workload) {
         out.extend(batched_checks(batch, s, k));
     } else if workload == "anon" {
         let mglru = s.pointer("/kernel/lru_gen").and_then(Value::as_bool) == Some(true);
@@ -466,5 +500,38 @@ mod tests {
             )[1]
             .ok
         );
+    }
+
+    #[test]
+    fn the_stale_window_check_fails_on_a_pageout_before_its_flush() {
+        let with = |before: u64| {
+            let mut s = summary(5000, 5000, 5000, 3);
+            s["totals"]["pageouts_before_flush"] = before.into();
+            s["unflushed_window_ns"] =
+                serde_json::json!({"count": 5000, "p50": 4095, "p99": 65535});
+            s
+        };
+        let ok = |d, s: &Value| window_check(d, s).map(|c| c.ok);
+        assert_eq!(ok(DirtyFlushes::PerFolio, &with(0)), Some(true));
+        assert_eq!(ok(DirtyFlushes::PerFolio, &with(1)), Some(false));
+        assert_eq!(ok(DirtyFlushes::WrittenBeforeFlush, &with(0)), Some(false));
+        assert_eq!(
+            ok(DirtyFlushes::WrittenBeforeFlush, &with(4000)),
+            Some(true)
+        );
+        // Not measured (tracepoint tier, pageout inlined): no check rather than a pass.
+        assert_eq!(
+            ok(DirtyFlushes::PerFolio, &summary(5000, 5000, 5000, 3)),
+            None
+        );
+    }
+
+    #[test]
+    fn batched_expectation_from_pass_pageouts() {
+        let h = serde_json::json!([{"le": 31, "count": 2}, {"le": 32, "count": 1}, {"le": 6, "count": 4}]);
+        // 2 x 1 + 1 x 2 + 4 x 1
+        assert_eq!(batched_flush_bounds(&h, 31), Some((8, 8)));
+        let open = serde_json::json!([{"le": "+Inf", "count": 1}]);
+        assert_eq!(batched_flush_bounds(&open, 31), None);
     }
 }
