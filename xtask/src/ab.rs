@@ -120,7 +120,14 @@ pub fn build_kernels(args: &AbArgs) -> Result<Kernels> {
     let patches = if args.patches.is_empty() {
         default_patches(release.label)?
     } else {
-        args.patches.clone()
+        // `patch` runs in the kernel tree: the paths must not be relative to here.
+        args.patches
+            .iter()
+            .map(|p| {
+                p.canonicalize()
+                    .with_context(|| format!("--patch {}: no such file", p.display()))
+            })
+            .collect::<Result<_>>()?
     };
     let fragment = workspace_root()
         .join("kernel-patches")

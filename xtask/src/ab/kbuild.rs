@@ -220,10 +220,11 @@ impl BuildRoot {
                     .context("cannot run patch")?;
                 if !out.status.success() {
                     bail!(
-                        "{} does not apply to Debian's {}: {}",
+                        "{} does not apply to Debian's {}: {} {}",
                         p.display(),
                         src.version,
-                        String::from_utf8_lossy(&out.stdout).trim()
+                        String::from_utf8_lossy(&out.stdout).trim(),
+                        String::from_utf8_lossy(&out.stderr).trim()
                     );
                 }
             }
