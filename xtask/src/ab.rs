@@ -171,6 +171,8 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| workspace_root().join("target/ab"));
+    // The guest's files are built from other working directories.
+    let out = std::path::absolute(&out).context("--out")?;
     let sides = [
         ("baseline", &kernels.baseline),
         (args.name.as_str(), &kernels.patched),
