@@ -197,6 +197,9 @@ pub const CNT_PAGEOUTS_UNDEFERRED: u32 = 15;
 /// Precise tier: pageouts after the covering flush whose flush time was no longer known
 /// (evicted from the flush-time map): counted, not in the window histograms.
 pub const CNT_WINDOW_UNKNOWN: u32 = 16;
+/// Precise tier with the stale-TLB window: `pageout()` calls inside reclaim passes, written
+/// out or not (PAGE_SUCCESS ones are the `pageouts`).
+pub const CNT_PAGEOUT_CALLS: u32 = 17;
 /// First program-error counter: `CNT_ERR_BASE + PROG_*`.
 pub const CNT_ERR_BASE: u32 = 32;
 pub const N_COUNTERS: u32 = 64;

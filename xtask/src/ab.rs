@@ -68,13 +68,59 @@ pub struct AbArgs {
     /// Build (or find in the cache) both kernels and stop.
     #[arg(long)]
     pub build_only: bool,
-    /// Extra arguments of the measured `reclaim-trace summary` in both guests.
+    /// Extra arguments of the measured `reclaim-trace summary` in both guests
+    /// [default: --memcg-limit 48M --size 120M].
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
 }
 
+/// The measured summary's workload size when no ARGS are given: small enough that under TCG
+/// each thread sweeps its slice within the run on the baseline too (at ~700 pages/s a thread),
+/// so the read-back check verifies data on both kernels.
+const DEFAULT_SUMMARY_ARGS: &[&str] = &["--memcg-limit", "48M", "--size", "120M"];
+
+/// What `cargo xtask test` runs: the project's patch against the baseline with the classic
+/// LRU and with MGLRU (one run per kernel), and the negative control that writes out before
+/// the flush (its stale-TLB window check must see it).
+pub fn test_runs() -> Vec<AbArgs> {
+    let base = AbArgs {
+        kernel_src: "6.12".into(),
+        patches: vec![],
+        name: "patched".into(),
+        batch: 31,
+        expect_unsafe: false,
+        workload: "anon".into(),
+        smp: vm::guest::VCPUS,
+        runs: 1,
+        mglru: Some("off".into()),
+        jobs: None,
+        out: Some(workspace_root().join("target/ab/mglru-off")),
+        build_only: false,
+        args: vec![],
+    };
+    let patches = workspace_root().join("kernel-patches");
+    vec![
+        base.clone(),
+        AbArgs {
+            mglru: Some("on".into()),
+            out: Some(workspace_root().join("target/ab/mglru-on")),
+            ..base.clone()
+        },
+        AbArgs {
+            name: "unsafe".into(),
+            expect_unsafe: true,
+            patches: vec![
+                patches.join("6.12/0001-mm-vmscan-one-TLB-flush-per-batch-of-dirty-folios.patch"),
+                patches.join("6.12-unsafe/0001-TEST-ONLY-write-out-before-the-flush.patch"),
+            ],
+            out: Some(workspace_root().join("target/ab/unsafe")),
+            ..base
+        },
+    ]
+}
+
 /// `~/.cache/reclaim-trace/ab` (or `RECLAIM_TRACE_AB_CACHE`).
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("RECLAIM_TRACE_AB_CACHE") {
         return PathBuf::from(d);
     }
@@ -185,6 +231,11 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
         Some("off") => Some("n"),
         _ => None,
     };
+    let extra: Vec<String> = if args.args.is_empty() {
+        DEFAULT_SUMMARY_ARGS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.args.clone()
+    };
     let mut results: Vec<(usize, RunResult)> = Vec::new();
     for i in 1..=args.runs.max(1) {
         // Alternate which kernel goes first, so that a drift of the host over time does not
@@ -192,11 +243,7 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
         let order = if i % 2 == 1 { [0, 1] } else { [1, 0] };
         for side in order {
             let (name, k) = sides[side];
-            let dirty_flushes = match (side, args.batch) {
-                (1, _) if args.expect_unsafe => DirtyFlushes::WrittenBeforeFlush,
-                (1, b) if b > 0 => DirtyFlushes::Batched { batch: b },
-                _ => DirtyFlushes::PerFolio,
-            };
+            let dirty_flushes = dirty_flushes_of(args, side);
             let r = vm::run_with_retries(
                 tool,
                 &GuestRun {
@@ -205,7 +252,7 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
                     dir: out.join(name).join(format!("run-{i}")),
                     workload: &args.workload,
                     lru_gen,
-                    extra: &args.args,
+                    extra: &extra,
                     smp: args.smp,
                     strict_console: true,
                     dirty_flushes,
@@ -232,7 +279,16 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
     let rendered = table::render(&a, &b, &rows);
     fs::write(out.join("table.md"), &rendered)?;
     let first = |name: &str| out.join(name).join("run-1/summary.json");
-    compare(tool, &first(sides[0].0), &first(sides[1].0), &out)?;
+    let (fa, fb) = (first(sides[0].0), first(sides[1].0));
+    compare(tool, &fa, &fb, &out)?;
+    let mut gates = Vec::new();
+    if matches!(dirty_flushes_of(args, 1), DirtyFlushes::Batched { .. }) {
+        gates.push(gate(tool, &fa, &fb, true)?);
+        gates.push(gate(tool, &fb, &fa, false)?);
+        for g in &gates {
+            eprintln!("  {} {}", if g.ok { "ok  " } else { "FAIL" }, g.detail);
+        }
+    }
     println!(
         "\n{} vs {} ({}, {} vCPUs, MGLRU {}), {} run(s) each:\n\n{rendered}",
         kernels.baseline.abi,
@@ -242,11 +298,14 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
         args.mglru.as_deref().unwrap_or("as the kernel defaults"),
         args.runs.max(1),
     );
-    let failed: Vec<&str> = results
+    let mut failed: Vec<&str> = results
         .iter()
         .filter(|(_, r)| !r.passed())
         .map(|(_, r)| r.name.as_str())
         .collect();
+    if gates.iter().any(|g| !g.ok) {
+        failed.push("the compare --fail-if gate");
+    }
     eprintln!(
         "xtask ab: {} run(s) in {:.0} s; table, compare and every run's files in {}",
         results.len(),
@@ -257,6 +316,46 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
         bail!("A/B runs failed their checks: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// What the checks expect of side `side` (0 baseline, 1 patched).
+fn dirty_flushes_of(args: &AbArgs, side: usize) -> DirtyFlushes {
+    match (side, args.batch) {
+        (1, _) if args.expect_unsafe => DirtyFlushes::WrittenBeforeFlush,
+        (1, b) if b > 0 => DirtyFlushes::Batched { batch: b },
+        _ => DirtyFlushes::PerFolio,
+    }
+}
+
+/// The rule a kernel CI would gate a batching patch with.
+const GATE: &str = "flushes_per_reclaimed_folio>0.5";
+
+/// `reclaim-trace compare A B --fail-if GATE`: it must pass with A = baseline, B = patched,
+/// and fail (exit 1) with the two swapped, or the gate could never catch a regression.
+fn gate(tool: &Path, a: &Path, b: &Path, should_pass: bool) -> Result<vm::check::Check> {
+    let st = Command::new(tool)
+        .arg("compare")
+        .arg(a)
+        .arg(b)
+        .args(["--fail-if", GATE])
+        .output()
+        .with_context(|| format!("cannot run {}", tool.display()))?
+        .status;
+    let ok = if should_pass {
+        st.success()
+    } else {
+        st.code() == Some(1)
+    };
+    Ok(vm::check::Check {
+        name: "compare gate".into(),
+        ok,
+        detail: format!(
+            "compare {} {} --fail-if '{GATE}': {st} (should {})",
+            a.parent().and_then(Path::parent).map_or(a, |p| p).display(),
+            b.parent().and_then(Path::parent).map_or(b, |p| p).display(),
+            if should_pass { "pass" } else { "fail with 1" }
+        ),
+    })
 }
 
 /// The guest kernel's counter deltas beside the run's summary.json.

@@ -218,6 +218,16 @@ fn test(no_live: bool, no_vm: bool) -> Result<()> {
             "xtask test: kernel matrix passed in {:.0} s",
             vm_started.elapsed().as_secs_f64()
         );
+        step("A/B of kernel-patches/6.12 on kernels built from Debian's source (cargo xtask ab)");
+        let ab_started = std::time::Instant::now();
+        for args in ab::test_runs() {
+            ab::ab(&bin, &args)?;
+        }
+        eprintln!(
+            "xtask test: A/B runs passed in {:.0} s (kernels built or found in {})",
+            ab_started.elapsed().as_secs_f64(),
+            ab::cache_dir().display()
+        );
     }
     eprintln!(
         "\nxtask test: all checks passed in {:.0} s",

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
-    CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES,
+    CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES, CNT_PAGEOUT_CALLS,
     CNT_PAGEOUTS_BEFORE_FLUSH, CNT_PAGEOUTS_OUTSIDE, CNT_PAGEOUTS_UNDEFERRED,
     CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS,
     CNT_WINDOW_UNKNOWN, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
@@ -61,6 +61,11 @@ pub struct Totals {
     /// Pageouts after their covering flush whose flush time was no longer known.
     #[serde(default)]
     pub window_unknown: u64,
+    /// `pageout()` calls in reclaim passes, written out or not (precise tier with the
+    /// stale-TLB window; 0 elsewhere): `pageout_calls - pageouts` folios were handed to
+    /// pageout() after their dirty flush and kept.
+    #[serde(default)]
+    pub pageout_calls: u64,
 }
 
 impl Totals {
@@ -352,6 +357,7 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     totals.pageouts_before_flush = k.counter(CNT_PAGEOUTS_BEFORE_FLUSH);
     totals.pageouts_undeferred = k.counter(CNT_PAGEOUTS_UNDEFERRED);
     totals.window_unknown = k.counter(CNT_WINDOW_UNKNOWN);
+    totals.pageout_calls = k.counter(CNT_PAGEOUT_CALLS);
     let have_window = cx.plan.signal(Signal::StaleTlbWindow).tier != Tier::None;
     let window = |metric| have_window.then(|| log2_ns_stats(&k.hist_reclaim(metric)));
 
