@@ -194,8 +194,9 @@ pub const CNT_PAGEOUTS_BEFORE_FLUSH: u32 = 14;
 /// Precise tier: `pageout()` on a folio unmapped with `TTU_BATCH_FLUSH` that found nothing
 /// pending in the batch: its unmap flushed at once (a single-threaded mm), no window.
 pub const CNT_PAGEOUTS_UNDEFERRED: u32 = 15;
-/// Precise tier: pageouts after the covering flush whose flush time was no longer known
-/// (evicted from the flush-time map): counted, not in the window histograms.
+/// Precise tier: pageouts whose covering flush was followed by another before the pageout
+/// (a full free batch flushed too): only the last flush's time is kept, so these are counted,
+/// not in the window histograms.
 pub const CNT_WINDOW_UNKNOWN: u32 = 16;
 /// Precise tier with the stale-TLB window: `pageout()` calls inside reclaim passes, written
 /// out or not (PAGE_SUCCESS ones are the `pageouts`).

@@ -80,8 +80,9 @@ pub struct PassState {
     /// Precise tier: flushes this pass has finished (`arch_tlbbatch_flush` exits), the
     /// sequence the stale-TLB window is measured against (see precise::FLUSH_END_NS).
     pub flush_seq: u32,
-    /// Keeps the slot at 256 bytes.
-    pub _pad1: u64,
+    /// Precise tier: when flush number `flush_seq` ended (the stale-TLB window's end for the
+    /// folios unmapped before it and after the flush before it).
+    pub last_flush_end_ns: u64,
     /// Precise tier: arguments of shrink_folio_list, kept for the exit probe.
     pub sc: u64,
     pub stat: u64,

@@ -242,9 +242,10 @@ pub fn fe_try_to_unmap(ctx: FEntryContext) -> u32 {
 // `current->tlb_ubc`) and the end of the flush that covers it, another CPU may still write to
 // it through a stale TLB entry; that is safe only if the folio's I/O starts after that flush.
 // Per folio, without a record: its unmap time and the task's flush sequence number then, in
-// an LRU map keyed by the folio (clean folios that are never written out age out of it); the
-// end time of each flush of a pass, keyed by task and sequence number. At `pageout()` entry the
-// covering flush is the one numbered `flush_seq + 1`.
+// an LRU map keyed by the folio (clean folios that are never written out age out of it); per
+// task, the number and end time of its last flush. At `pageout()` entry the covering flush is
+// the one numbered `flush_seq + 1`: if it is the last one, the window is measured; if later
+// flushes came too, the folio is counted in CNT_WINDOW_UNKNOWN.
 
 /// A folio unmapped into its task's TLB batch.
 #[repr(C)]
@@ -258,37 +259,20 @@ pub struct FolioUnmap {
     _pad: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct FlushKey {
-    task: u64,
-    seq: u64,
-}
-
 /// Folios a pass's `try_to_unmap` deferred into the batch, by folio address. A pass holds at
 /// most a few thousand (MGLRU hands up to 4096 folios to one call).
 #[map(name = "UNFLUSHED")]
 static UNFLUSHED: LruHashMap<u64, FolioUnmap> = LruHashMap::with_max_entries(16384, 0);
 
-/// When each flush of a pass ended (`arch_tlbbatch_flush` exit).
-#[map(name = "FLUSH_END_NS")]
-static FLUSH_END_NS: LruHashMap<FlushKey, u64> = LruHashMap::with_max_entries(4096, 0);
-
-/// A flush of this pass ended: number it and keep its time.
+/// A flush of this pass ended: number it and keep its time in the pass state (a map of every
+/// flush's time cost more than the rest of the window's bookkeeping together under TCG).
 #[inline(always)]
-fn flush_ended(p: *mut crate::PassState, task: u64) -> Result<(), ()> {
-    // SAFETY: map value owned by this task.
-    let seq = unsafe {
+fn flush_ended(p: *mut crate::PassState) {
+    // SAFETY: helper without preconditions; map value owned by this task.
+    unsafe {
         (*p).flush_seq += 1;
-        (*p).flush_seq
-    };
-    let key = FlushKey {
-        task,
-        seq: seq as u64,
-    };
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    FLUSH_END_NS.insert(key, now, 0).map_err(|_| ())
+        (*p).last_flush_end_ns = bpf_ktime_get_ns();
+    }
 }
 
 fn pageout_entry_core(folio: u64) -> Result<(), ()> {
@@ -300,11 +284,12 @@ fn pageout_entry_core(folio: u64) -> Result<(), ()> {
         return Ok(());
     };
     count(CNT_PAGEOUT_CALLS, 1);
-    // SAFETY: the value is copied out before the entry is removed.
+    // SAFETY: read-only copy of a map value. The entry is not removed: the next unmap of the
+    // folio overwrites it, and the pass check below ignores one from an earlier pass (a
+    // delete per folio cost about as much as the lookup under TCG).
     let Some(u) = (unsafe { UNFLUSHED.get(folio) }).copied() else {
         return Ok(()); // not unmapped into a batch (or aged out)
     };
-    let _ = UNFLUSHED.remove(folio);
     // SAFETY: map value owned by this task.
     let (start_ns, seq, ctx) = unsafe { ((*p).start_ns, (*p).flush_seq, (*p).ctx) };
     if u.pass_start_ns != start_ns {
@@ -324,30 +309,26 @@ fn pageout_entry_core(folio: u64) -> Result<(), ()> {
         }
         return Ok(());
     }
-    let key = FlushKey {
-        task,
-        seq: u.flush_seq as u64 + 1,
-    };
-    // SAFETY: read-only copy of a map value.
-    match unsafe { FLUSH_END_NS.get(key) }.copied() {
-        Some(flushed) => {
-            // SAFETY: helper without preconditions.
-            let now = unsafe { bpf_ktime_get_ns() };
-            hist_add(
-                HIST_UNFLUSHED_WINDOW,
-                ctx,
-                log2_ns(flushed.saturating_sub(u.unmap_ns)),
-                1,
-            );
-            hist_add(
-                HIST_FLUSH_TO_PAGEOUT,
-                ctx,
-                log2_ns(now.saturating_sub(flushed)),
-                1,
-            );
-        }
-        None => count(CNT_WINDOW_UNKNOWN, 1),
+    if seq != u.flush_seq + 1 {
+        // Flushed more than once since (a full free batch came first): the covering flush's
+        // time is gone with the later one.
+        count(CNT_WINDOW_UNKNOWN, 1);
+        return Ok(());
     }
+    // SAFETY: helper without preconditions; map value owned by this task.
+    let (now, flushed) = unsafe { (bpf_ktime_get_ns(), (*p).last_flush_end_ns) };
+    hist_add(
+        HIST_UNFLUSHED_WINDOW,
+        ctx,
+        log2_ns(flushed.saturating_sub(u.unmap_ns)),
+        1,
+    );
+    hist_add(
+        HIST_FLUSH_TO_PAGEOUT,
+        ctx,
+        log2_ns(now.saturating_sub(flushed)),
+        1,
+    );
     Ok(())
 }
 
@@ -465,13 +446,12 @@ fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
 }
 
 fn tlbbatch_exit_core() -> Result<(), ()> {
-    let task = current_key();
-    if let Some(p) = pass_of(task) {
+    if let Some(p) = pass_of(current_key()) {
         // SAFETY: map value owned by this task.
         if unsafe { (*p).ep } == EP_OPEN {
             close_episode(p, false);
             if config!(flags) & CFG_STALE_WINDOW != 0 {
-                flush_ended(p, task)?;
+                flush_ended(p);
             }
         }
     }

@@ -58,7 +58,8 @@ pub struct Totals {
     /// Pageouts of folios whose unmap flushed at once (nothing deferred: no window).
     #[serde(default)]
     pub pageouts_undeferred: u64,
-    /// Pageouts after their covering flush whose flush time was no longer known.
+    /// Pageouts whose covering flush was followed by another before them (its time is not
+    /// kept): not in the window histograms.
     #[serde(default)]
     pub window_unknown: u64,
     /// `pageout()` calls in reclaim passes, written out or not (precise tier with the

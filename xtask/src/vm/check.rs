@@ -365,6 +365,7 @@ fn tiers(s: &Value) -> String {
         "fanout_targets" => "targets",
         "ipis" => "ipis",
         "remote_shootdowns" => "victims",
+        "stale_tlb_window" => "window",
         _ => "?",
     };
     s["probe_plan"]
