@@ -36,6 +36,11 @@ pub const HEADLINE: &[&str] = &[
     "totals.fanout_targets",
     "pass_duration_us.p50",
     "pass_duration_us.p99",
+    "totals.pageouts_before_flush",
+    "unflushed_window_ns.p50",
+    "unflushed_window_ns.p99",
+    "flush_to_pageout_ns.p50",
+    "flush_to_pageout_ns.p99",
     "duration_s",
 ];
 
