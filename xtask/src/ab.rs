@@ -69,7 +69,7 @@ pub struct AbArgs {
     #[arg(long)]
     pub build_only: bool,
     /// Extra arguments of the measured `reclaim-trace summary` in both guests
-    /// [default: --memcg-limit 48M --size 120M].
+    /// [default for anon: --memcg-limit 48M --size 120M].
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
 }
@@ -231,7 +231,8 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
         Some("off") => Some("n"),
         _ => None,
     };
-    let extra: Vec<String> = if args.args.is_empty() {
+    // The file workload has a size of its own in the guest (vm::tool_args).
+    let extra: Vec<String> = if args.args.is_empty() && args.workload == "anon" {
         DEFAULT_SUMMARY_ARGS.iter().map(|s| s.to_string()).collect()
     } else {
         args.args.clone()
