@@ -275,7 +275,8 @@ fn flush_ended(p: *mut crate::PassState) {
     }
 }
 
-fn pageout_entry_core(folio: u64) -> Result<(), ()> {
+/// `pageout()` entry, or (where it is inlined) its `mm_vmscan_write_folio` tracepoint.
+pub(crate) fn pageout_entry_core(folio: u64) -> Result<(), ()> {
     if config!(flags) & CFG_STALE_WINDOW == 0 {
         return Ok(());
     }

@@ -296,18 +296,22 @@ fn try_reclaim_pages(ctx: &TracePointContext) -> Result<(), ()> {
 // TP_PROTO(struct folio *folio): one per successful pageout (6.1 … 7.2). A raw tracepoint:
 // the kernel skips building the trace record, and this program reads no argument.
 #[raw_tracepoint(tracepoint = "mm_vmscan_write_folio")]
-pub fn vmscan_write_folio(_ctx: RawTracePointContext) -> u32 {
-    if try_write_folio().is_err() {
+pub fn vmscan_write_folio(ctx: RawTracePointContext) -> u32 {
+    // TP_PROTO(struct folio *folio)
+    if try_write_folio(ctx.arg::<u64>(0)).is_err() {
         count_error(PROG_WRITE_FOLIO);
     }
     0
 }
 
-fn try_write_folio() -> Result<(), ()> {
+fn try_write_folio(folio: u64) -> Result<(), ()> {
     let flags = config!(flags);
     if flags & CFG_PAGEOUT_PROBE != 0 {
         return Ok(());
     }
+    // Where pageout() is inlined (6.18, 7.2) its tracepoint, right after ->writepage(), is
+    // the latest point that still tells whether the write began before the flush.
+    crate::precise::pageout_entry_core(folio)?;
     let Some(p) = pass_of(current_key()) else {
         count(CNT_PAGEOUTS_OUTSIDE, 1);
         return Ok(());

@@ -390,14 +390,16 @@ impl Planner<'_> {
 /// The stale-TLB window per written-out folio: its unmap, the flush that covers it and its
 /// `pageout()` must all be probed in the precise tier (`pageout` is inlined on 6.18 and 7.2).
 fn stale_tlb_window(p: &mut Planner<'_>) {
-    let tier = p.precise_tier("pageout").and_then(|t| {
-        if p.flags & CFG_PRECISE_UNMAP == 0 {
-            Err("needs the precise try_to_unmap and flush probes".into())
-        } else {
-            Ok(t)
-        }
-    });
-    match tier {
+    if p.flags & CFG_PRECISE_UNMAP == 0 {
+        p.row(
+            Signal::StaleTlbWindow,
+            Tier::None,
+            "none".into(),
+            Some("not measured: needs the precise try_to_unmap and flush probes".into()),
+        );
+        return;
+    }
+    match p.precise_tier("pageout") {
         Ok(tier) => {
             p.flags |= CFG_STALE_WINDOW;
             p.add_probe(
@@ -412,6 +414,25 @@ fn stale_tlb_window(p: &mut Planner<'_>) {
                 tier,
                 format!("{tier}:try_to_unmap -> arch_tlbbatch_flush exit -> pageout entry"),
                 None,
+            );
+        }
+        // pageout() is inlined on 6.18 and 7.2: its tracepoint (already counting pageouts)
+        // marks the write instead, just after ->writepage() began it.
+        Err(_)
+            if p.flags & CFG_PAGEOUT_PROBE == 0
+                && p.programs.iter().any(|a| a.program == "vmscan_write_folio") =>
+        {
+            p.flags |= CFG_STALE_WINDOW;
+            let tier = p
+                .signals
+                .iter()
+                .find(|r| r.signal == Signal::BatchedUnmaps)
+                .map_or(Tier::Tracepoint, |r| r.tier);
+            p.row(
+                Signal::StaleTlbWindow,
+                tier,
+                "try_to_unmap -> arch_tlbbatch_flush exit -> raw_tracepoint:vmscan:mm_vmscan_write_folio".into(),
+                Some("pageout() is inlined: the window ends at its tracepoint, after the write began".into()),
             );
         }
         Err(why) => p.row(
@@ -1158,9 +1179,18 @@ pub(crate) mod tests {
         assert_eq!(p.probe_mode(), "fentry");
         assert_eq!(
             p.flags,
-            CFG_PRECISE_PASS | CFG_PRECISE_FLUSH | CFG_PRECISE_UNMAP
+            CFG_PRECISE_PASS | CFG_PRECISE_FLUSH | CFG_PRECISE_UNMAP | CFG_STALE_WINDOW
         );
         assert!(p.batch_fill_exact);
+        // The stale-TLB window ends at mm_vmscan_write_folio where pageout() is inlined.
+        let w = p.signal(Signal::StaleTlbWindow);
+        assert_eq!(w.tier, Tier::Fentry);
+        assert!(w.source.ends_with("mm_vmscan_write_folio"), "{}", w.source);
+        assert!(w.note.as_deref().is_some_and(|n| n.contains("inlined")));
+        assert_eq!(
+            p.clone().without_stale_tlb_window().flags & CFG_STALE_WINDOW,
+            0
+        );
         let progs = programs(&p);
         for want in [
             "fe_shrink_folio_list",
