@@ -124,7 +124,7 @@ impl Tmux {
 
 /// Kill the tmux server, and wait (bounded) for a reclaim-trace still running in the pane to
 /// finish its cleanup (SIGHUP): a test that failed mid-run must not leave its workload cgroup
-/// and zram device to the next test's "nothing left behind" check, as it once did in CI.
+/// and zram device to the next test's "nothing left behind" check.
 impl Drop for Tmux {
     fn drop(&mut self) {
         let top = self.find_top_pid();

@@ -47,25 +47,15 @@ pub fn source(vm_cache: &Path, cache: &Path, r: Release) -> Result<Source> {
     let dir = cache.join(format!("debian-{version}"));
     let stamp = dir.join(".unpacked");
     if !stamp.exists() {
-        let debs = apt.dir.join("debs");
-        let deb = |p: &str, arch: &str| debs.join(format!("{p}_{version}_{arch}.deb"));
-        let wanted = [(src_pkg.as_str(), "all"), (cfg_pkg.as_str(), "amd64")];
-        let missing: Vec<String> = wanted
-            .iter()
-            .filter(|(p, a)| !deb(p, a).exists())
-            .map(|(p, _)| format!("{p}={version}"))
-            .collect();
-        if !missing.is_empty() {
-            eprintln!("xtask ab: downloading {}", missing.join(" "));
-            let mut args = vec!["download"];
-            args.extend(missing.iter().map(String::as_str));
-            apt.output("apt-get", &args)?;
-        }
+        let files = apt.download(
+            "ab",
+            &[(&src_pkg, &version, "all"), (&cfg_pkg, &version, "amd64")],
+        )?;
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
-        for (p, a) in wanted {
-            run(Command::new("dpkg-deb").arg("-x").arg(deb(p, a)).arg(&dir))
-                .with_context(|| format!("cannot unpack {p} {version}"))?;
+        for f in files {
+            run(Command::new("dpkg-deb").arg("-x").arg(&f).arg(&dir))
+                .with_context(|| format!("cannot unpack {}", f.display()))?;
         }
         fs::write(&stamp, "")?;
     }

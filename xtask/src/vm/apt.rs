@@ -221,6 +221,32 @@ impl AptState {
         SystemTime::now().duration_since(t).ok()
     }
 
+    /// The `.deb` of each (package, version, architecture), downloaded into `debs/` unless it
+    /// is there already.
+    pub fn download(&self, who: &str, want: &[(&str, &str, &str)]) -> Result<Vec<PathBuf>> {
+        let debs = self.dir.join("debs");
+        let file = |(p, v, a): &(&str, &str, &str)| debs.join(format!("{p}_{v}_{a}.deb"));
+        let missing: Vec<String> = want
+            .iter()
+            .filter(|w| !file(w).exists())
+            .map(|(p, v, _)| format!("{p}={v}"))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("xtask {who}: downloading {}", missing.join(" "));
+            let mut args = vec!["download"];
+            args.extend(missing.iter().map(String::as_str));
+            self.output("apt-get", &args)?;
+        }
+        let files: Vec<PathBuf> = want.iter().map(file).collect();
+        if let Some(f) = files.iter().find(|f| !f.exists()) {
+            bail!(
+                "apt-get download did not produce {} (named differently?)",
+                f.display()
+            );
+        }
+        Ok(files)
+    }
+
     pub fn update(&self, suite: &str) -> Result<()> {
         if self.index_age().is_some_and(|a| a < INDEX_MAX_AGE) {
             return Ok(());

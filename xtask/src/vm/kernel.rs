@@ -105,30 +105,13 @@ pub fn fetch(cache: &Path, r: Release) -> Result<Kernel> {
         }
         want.insert(pkg, ver);
     }
-    let debs = apt.dir.join("debs");
-    let cached = |pkg: &str, ver: &str| debs.join(format!("{pkg}_{ver}_amd64.deb"));
-    let missing: Vec<String> = want
+    let list: Vec<(&str, &str, &str)> = want
         .iter()
-        .filter(|(p, v)| !cached(p, v).exists())
-        .map(|(p, v)| format!("{p}={v}"))
+        .map(|(p, v)| (p.as_str(), v.as_str(), "amd64"))
         .collect();
-    if !missing.is_empty() {
-        eprintln!("xtask vm: downloading {}", missing.join(" "));
-        let args: Vec<&str> = std::iter::once("download")
-            .chain(missing.iter().map(String::as_str))
-            .collect();
-        apt.output("apt-get", &args)
-            .with_context(|| format!("cannot download the {} kernel", r.label))?;
-    }
-    let files: Vec<PathBuf> = want.iter().map(|(p, v)| cached(p, v)).collect();
-    for f in &files {
-        if !f.exists() {
-            bail!(
-                "apt-get download did not produce {} (named differently?)",
-                f.display()
-            );
-        }
-    }
+    let files = apt
+        .download("vm", &list)
+        .with_context(|| format!("cannot download the {} kernel", r.label))?;
     let root = cache.join("kernels").join(format!("{abi}_{version}"));
     let mut k = unpack(&root, &files, &abi)?;
     k.label = r.label.to_string();
