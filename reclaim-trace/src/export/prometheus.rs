@@ -7,8 +7,9 @@
 use std::fmt::Write as _;
 
 use reclaim_trace_common::{
-    CNT_OTHER_FLUSHES, CNT_RINGBUF_DROPS, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES,
-    HIST_FANOUT_TARGETS, HIST_IPIS, bucket_upper_bound,
+    CNT_OTHER_FLUSHES, CNT_PAGEOUTS_BEFORE_FLUSH, CNT_RINGBUF_DROPS, HIST_BATCH_FILL,
+    HIST_EXACT_MAX, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_FLUSH_TO_PAGEOUT, HIST_IPIS,
+    HIST_UNFLUSHED_WINDOW, bucket_upper_bound,
 };
 
 use super::summary::{KernelInfo, Totals};
@@ -164,6 +165,39 @@ fn histogram(
     }
 }
 
+/// A stale-TLB window histogram (kept as log2 of ns, see `log2_ns`) in seconds: bucket k holds
+/// times below 2^k ns, so its `le` is 2^k ns; the sum counts each bucket at 3/4 of its bound.
+fn window_histogram(o: &mut Out, name: &str, help: &str, w: &Window, metric: u32) {
+    o.family(name, "histogram", help);
+    for (ctx, label) in CONTEXT_NAMES.iter().copied().enumerate() {
+        let h = w.kernel.hist(metric, ctx as u32);
+        let (mut cum, mut sum) = (0u64, 0.0f64);
+        for k in 0..=HIST_EXACT_MAX as usize {
+            let c = h.buckets[k];
+            cum += c;
+            let bound_s = (1u128 << k) as f64 * 1e-9;
+            if k > 0 {
+                sum += 0.75 * bound_s * c as f64;
+            }
+            // Buckets past a minute say nothing more; the +Inf line holds them.
+            if bound_s <= 64.0 {
+                o.sample(
+                    &format!("{name}_bucket"),
+                    &[("context", label), ("le", &format!("{bound_s:e}"))],
+                    cum,
+                );
+            }
+        }
+        o.sample(
+            &format!("{name}_bucket"),
+            &[("context", label), ("le", "+Inf")],
+            cum,
+        );
+        o.sample(&format!("{name}_sum"), &[("context", label)], sum);
+        o.sample(&format!("{name}_count"), &[("context", label)], cum);
+    }
+}
+
 /// Σ value × count over the exact buckets; log2 buckets count at their upper bound.
 fn bucket_sum(h: &Histogram) -> f64 {
     h.mean().map_or(0.0, |m| m * h.total() as f64)
@@ -280,6 +314,30 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
             |ctx, _| totals[ctx].fanout_candidates as f64,
         );
     }
+    if plan.signal(Signal::StaleTlbWindow).tier != Tier::None {
+        let name = "reclaim_trace_pageouts_before_flush_total";
+        o.family(
+            name,
+            "counter",
+            "Pageouts that began while a writable deferred TLB entry of their folio was \
+             unflushed (0 on a correct kernel).",
+        );
+        o.sample(name, &[], w.kernel.counter(CNT_PAGEOUTS_BEFORE_FLUSH));
+        window_histogram(
+            &mut o,
+            "reclaim_trace_unflushed_window_seconds",
+            "Per written-out folio: from its unmap to the end of the TLB flush that covered it.",
+            w,
+            HIST_UNFLUSHED_WINDOW,
+        );
+        window_histogram(
+            &mut o,
+            "reclaim_trace_flush_to_pageout_seconds",
+            "Per written-out folio: from the end of its TLB flush to its pageout().",
+            w,
+            HIST_FLUSH_TO_PAGEOUT,
+        );
+    }
     o.family(
         "reclaim_trace_probe_info",
         "info",
@@ -346,6 +404,40 @@ mod tests {
             "no cpumask in this tier"
         );
         assert!(!t.contains("# EOF"));
+    }
+
+    #[test]
+    fn stale_window_only_where_measured_in_seconds_with_power_of_two_bounds() {
+        let tp = exposition(Format::Prometheus);
+        assert!(!tp.contains("_window_seconds") && !tp.contains("pageouts_before_flush"));
+        let facts = FakeKernel::host_6_18().facts();
+        let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
+        let mut w = anon_window();
+        let idx = reclaim_trace_common::hist_index(HIST_UNFLUSHED_WINDOW, 2) as usize;
+        // Three windows below 2^10 ns, one below 2^12.
+        w.kernel.hists[idx].buckets[10] = 3;
+        w.kernel.hists[idx].buckets[12] = 1;
+        w.kernel.counters[CNT_PAGEOUTS_BEFORE_FLUSH as usize] = 7;
+        let t = render(&w, &p, &kernel_info(), Format::Prometheus);
+        let ctx = CONTEXT_NAMES[2];
+        for want in [
+            "reclaim_trace_pageouts_before_flush_total 7\n".to_string(),
+            format!(
+                "reclaim_trace_unflushed_window_seconds_bucket{{context=\"{ctx}\",le=\"5.12e-7\"}} 0\n"
+            ),
+            format!(
+                "reclaim_trace_unflushed_window_seconds_bucket{{context=\"{ctx}\",le=\"1.024e-6\"}} 3\n"
+            ),
+            format!(
+                "reclaim_trace_unflushed_window_seconds_bucket{{context=\"{ctx}\",le=\"4.096e-6\"}} 4\n"
+            ),
+            format!(
+                "reclaim_trace_unflushed_window_seconds_bucket{{context=\"{ctx}\",le=\"+Inf\"}} 4\n"
+            ),
+            format!("reclaim_trace_unflushed_window_seconds_count{{context=\"{ctx}\"}} 4\n"),
+        ] {
+            assert!(t.contains(&want), "{want} not in:\n{t}");
+        }
     }
 
     #[test]
