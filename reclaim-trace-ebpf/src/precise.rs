@@ -103,7 +103,7 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
     // Count the folios on the list (bounded walk of list_head.next pointers). Last, after
     // start_pass: the verifier explores the code after a bounded loop once per trip count, so
     // a walk placed before start_pass's branches exceeded its 1M-instruction budget on 6.1.192
-    // (seen 2026-11-25 in the qemu matrix; E2BIG at load).
+    // (E2BIG at load).
     let limit = config!(folio_walk_limit);
     let mut n = 0u64;
     let mut node: u64 = kread(folio_list, 0).unwrap_or(folio_list);

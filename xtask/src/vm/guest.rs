@@ -168,7 +168,7 @@ impl std::fmt::Display for EarlyBootFailure {
 impl std::error::Error for EarlyBootFailure {}
 
 /// How long the kernel may take to start /init (5–8 s under TCG here). Past it the boot is
-/// taken as hung. Seen on 7.2.13 under TCG (QEMU 7.2.22), 3 boots in 121 on 2026-11-26,
+/// taken as hung. Seen on 7.2.13 under TCG (QEMU 7.2.22), 3 boots in 121,
 /// silent at loglevel=4 (one stopped after "smp: Brought up 1 node, 4 CPUs", one before
 /// "Switched to clocksource tsc-early"). The registers of one (nokaslr; symbols from
 /// /proc/kallsyms of another boot, code from the vmlinuz): CPU 0 in `watchdog_check_skew+0x77`
@@ -306,7 +306,7 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
 
 /// The RIP line of an "Oops: int3" whose trap is in kernel text and not in a BPF program.
 ///
-/// Seen on 6.12.118 under TCG (QEMU 7.2.22, 4 vCPUs), 2026-11-26, once in ~100 runs: while the
+/// Seen on 6.12.118 under TCG (QEMU 7.2.22, 4 vCPUs), once in ~100 runs: while the
 /// tool attached its raw tracepoints, a timer interrupt on another vCPU ran
 /// `__smp_call_single_queue` (the `csd_queue_cpu` tracepoint's site) as its static key was being
 /// flipped, and trapped on the int3 that text_poke_bp plants there (`eb <28>` half-patched) —
