@@ -201,6 +201,15 @@ pub const CNT_WINDOW_UNKNOWN: u32 = 16;
 /// Precise tier with the stale-TLB window: `pageout()` calls inside reclaim passes, written
 /// out or not (PAGE_SUCCESS ones are the `pageouts`).
 pub const CNT_PAGEOUT_CALLS: u32 = 17;
+/// With folio counting (`CFG_COUNT_FOLIOS`): passes whose freed folios' pages differ from the
+/// kernel's reclaimed pages (a folio freed by someone else while isolated, a page freed by an
+/// interrupt on the reclaiming CPU, a speculative reference that kept a reclaimed folio), or
+/// whose frees could not be seen (a pass known only from its end). Their folio count is not
+/// exact.
+pub const CNT_UNMATCHED_PASSES: u32 = 18;
+/// Σ over those passes of |pages freed − pages reclaimed| (all reclaimed pages for a pass
+/// whose frees were not seen, where folios are counted as pages).
+pub const CNT_UNMATCHED_PAGES: u32 = 19;
 /// First program-error counter: `CNT_ERR_BASE + PROG_*`.
 pub const CNT_ERR_BASE: u32 = 32;
 pub const N_COUNTERS: u32 = 64;
@@ -255,9 +264,9 @@ pub struct PassCounts {
     pub passes: u64,
     /// Folios handed to shrink_folio_list (tracepoint tier: pages isolated, `nr_taken`).
     pub folios_in: u64,
-    /// Folios reclaimed. The kernel reports base pages in both tiers (shrink_folio_list's return
-    /// value, `nr_reclaimed` of the tracepoints), so this equals `pages_reclaimed` unless a
-    /// precise probe counted folios.
+    /// Folios reclaimed: the folios the pass freed (`kmem:mm_page_free` on the reclaiming task
+    /// while its pass is open, each with its order), where `CFG_COUNT_FOLIOS` is set. Without
+    /// it the kernel only reports base pages, and this equals `pages_reclaimed`.
     pub folios_reclaimed: u64,
     pub pages_reclaimed: u64,
     pub pages_scanned: u64,
@@ -267,9 +276,12 @@ pub struct PassCounts {
     pub dirty_flushes: u64,
     /// Flushes of the free batch or at the end of the pass.
     pub batch_flushes: u64,
-    /// Immediate (non-batched) flushes inside the pass: `flush_tlb_mm_range` from
-    /// `try_to_unmap_one` when the mm was not on another CPU.
-    pub unbatched_flushes: u64,
+    /// Immediate (not deferred) flushes inside the pass: `flush_tlb_mm_range` from
+    /// `try_to_unmap_one` when `should_defer_flush()` said no (the mm was on no other CPU, e.g.
+    /// a single-threaded process reclaiming its own memory). Local: no IPI. Called
+    /// `unbatched_flushes` in files of schema v1.
+    #[cfg_attr(feature = "user", serde(alias = "unbatched_flushes"))]
+    pub immediate_flushes: u64,
     /// Σ over flushes of CPUs in the batch cpumask other than the flushing CPU (precise tier).
     pub fanout_candidates: u64,
     /// Σ over flushes of CPUs actually sent the flush (`csd_queue_cpu`, lazy CPUs filtered).
@@ -333,7 +345,7 @@ pub struct PassDelta {
     pub pageouts: u32,
     pub dirty_flushes: u32,
     pub batch_flushes: u32,
-    pub unbatched_flushes: u32,
+    pub immediate_flushes: u32,
     pub fanout_candidates: u32,
     pub fanout_targets: u32,
     pub ipis: u32,
@@ -361,7 +373,7 @@ macro_rules! pass_delta_fields {
             pageouts,
             dirty_flushes,
             batch_flushes,
-            unbatched_flushes,
+            immediate_flushes,
             fanout_candidates,
             fanout_targets,
             ipis,
@@ -530,6 +542,8 @@ pub const CFG_PAGEOUT_PROBE: u32 = 1 << 5;
 /// Measure the stale-TLB window per folio: `try_to_unmap`, `arch_tlbbatch_flush` and
 /// `pageout` entry are all probed (precise tier).
 pub const CFG_STALE_WINDOW: u32 = 1 << 6;
+/// `kmem:mm_page_free` counts the folios each pass frees (`PassCounts::folios_reclaimed`).
+pub const CFG_COUNT_FOLIOS: u32 = 1 << 7;
 
 /// Marks an offset that is not known on this kernel; programs skip the read.
 pub const OFF_NONE: u32 = u32::MAX;
@@ -596,6 +610,10 @@ pub struct BtfOffsets {
     /// `task_struct.comm` (the pass record's command name; without it the programs call
     /// `bpf_get_current_comm`, measured ~200 ns a call on 6.18.44).
     pub task_comm: u32,
+    /// Bit number of `PG_uptodate` in `page.flags` (`enum pageflags`: 2 on 6.1, 3 on 6.12 …
+    /// 7.2). A freed page without it held no data (a page table, a slab or zsmalloc page):
+    /// not a reclaimed folio. `OFF_NONE`: every free in a pass counts.
+    pub pg_uptodate_bit: u32,
 }
 
 /// Everything the programs need to know about this kernel and this run.
@@ -617,6 +635,8 @@ pub struct Config {
     pub folio_walk_limit: u32,
     pub tp: TpOffsets,
     pub btf: BtfOffsets,
+    /// Explicit tail padding (the struct is 8-byte aligned), zero.
+    pub _pad: u32,
 }
 
 /// Upper bound on `Config::cpumask_words` (8192 CPUs).
@@ -663,6 +683,7 @@ impl BtfOffsets {
         batch_cpumask: OFF_NONE,
         list_next: 0,
         task_comm: OFF_NONE,
+        pg_uptodate_bit: OFF_NONE,
     };
 }
 
@@ -677,6 +698,7 @@ impl Config {
         folio_walk_limit: 0,
         tp: TpOffsets::NONE,
         btf: BtfOffsets::NONE,
+        _pad: 0,
     };
 }
 
@@ -715,9 +737,9 @@ const _: () = {
     assert!(size_of::<PassBatch>() == PASS_BATCH_HEADER + PASS_BATCH_LEN * size_of::<PassWire>());
     assert!(offset_of!(FlushRecord, ts_ns) == 24);
     assert!(size_of::<TpOffsets>() == 11 * 4);
-    assert!(size_of::<BtfOffsets>() == 23 * 4);
+    assert!(size_of::<BtfOffsets>() == 24 * 4);
     assert!(offset_of!(Config, tp) == 32);
-    assert!(size_of::<Config>() == 32 + 44 + 92);
+    assert!(size_of::<Config>() == 32 + 44 + 96 + 4);
     assert!(bucket_of(64) == 64);
     assert!(bucket_of(65) == 65);
     assert!(bucket_of(128) == 65);

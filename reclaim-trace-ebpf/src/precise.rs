@@ -140,7 +140,6 @@ fn shrink_exit_core(ret: u64, staged: bool) -> Result<(), ()> {
         ret & 0xffff_ffff // unsigned int
     };
     s.counts.pages_reclaimed = delta_u32(pages);
-    s.counts.folios_reclaimed = delta_u32(pages);
     let scanned: u64 = kread(s.sc, config!(btf.sc_nr_scanned)).unwrap_or(0);
     s.counts.pages_scanned = delta_u32(scanned.saturating_sub(s.sc_nr_scanned_start));
     s.counts.nr_dirty = kread::<u32>(stat, config!(btf.stat_nr_dirty)).unwrap_or(0);
@@ -425,7 +424,7 @@ fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
                 (*p).await_pageout = d as u32;
                 (d, f)
             };
-            open_episode(p, dirty, cands, fill);
+            open_episode(p, dirty, cands, fill as u64);
         }
         None => {
             count(CNT_OTHER_FLUSHES, 1);

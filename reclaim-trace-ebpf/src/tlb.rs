@@ -18,7 +18,7 @@ use reclaim_trace_common::{
 use crate::{
     config, count,
     pass::{
-        EP_DONE, EP_NONE, EP_OPEN, EP_UNBATCHED, PassState, close_episode, current_key, entry_of,
+        EP_DONE, EP_IMMEDIATE, EP_NONE, EP_OPEN, PassState, close_episode, current_key, entry_of,
         entry_or_insert, open_episode, pass_of,
     },
 };
@@ -46,11 +46,15 @@ fn try_tlb_flush(ctx: &RawTracePointContext) {
         TLB_LOCAL_SHOOTDOWN | TLB_LOCAL_MM_SHOOTDOWN | TLB_REMOTE_SEND_IPI => {}
         _ => return,
     }
+    let key = current_key();
     if config!(flags) & CFG_PRECISE_FLUSH != 0 {
+        // arch_tlbbatch_flush delimits the deferred flushes; only immediate ones are left.
+        if let Some(p) = pass_of(key) {
+            immediate_in_precise_pass(p, reason);
+        }
         return;
     }
     let pages = ctx.arg::<u64>(1);
-    let key = current_key();
     match pass_of(key) {
         Some(p) => in_pass(p, reason, pages),
         None => outside_pass(key, reason, pages),
@@ -68,8 +72,8 @@ fn in_pass(p: *mut PassState, reason: u32, pages: u64) {
             close_episode(p, false);
             // SAFETY: as above.
             unsafe {
-                (*p).ep = EP_UNBATCHED;
-                (*p).counts.unbatched_flushes += 1;
+                (*p).ep = EP_IMMEDIATE;
+                (*p).counts.immediate_flushes += 1;
             }
         }
         TLB_LOCAL_SHOOTDOWN => {
@@ -87,15 +91,42 @@ fn in_pass(p: *mut PassState, reason: u32, pages: u64) {
                 if ep == EP_OPEN {
                     // The full flush that opened the episode was flush_tlb_mm_range's.
                     (*p).ep = EP_NONE;
-                    (*p).counts.unbatched_flushes += 1;
-                } else if ep == EP_UNBATCHED {
+                    (*p).counts.immediate_flushes += 1;
+                } else if ep == EP_IMMEDIATE {
                     (*p).ep = EP_NONE;
                 } else {
                     close_episode(p, false);
-                    (*p).counts.unbatched_flushes += 1;
+                    (*p).counts.immediate_flushes += 1;
                 }
             }
         }
+    }
+}
+
+/// Precise tier: a flush inside a pass but outside `arch_tlbbatch_flush` is an immediate one
+/// (`flush_tlb_mm_range` from `try_to_unmap_one` when `should_defer_flush()` said no, or a PMD
+/// split's flush). Its remote leg (reason 4) comes before its local one (reason 3); an mm on
+/// this CPU only has the local leg.
+#[inline(always)]
+fn immediate_in_precise_pass(p: *mut PassState, reason: u32) {
+    // SAFETY: map value owned by this task.
+    let s = unsafe { &mut *p };
+    if s.ep == EP_OPEN {
+        return; // the legs of the batch flush arch_tlbbatch_flush is doing
+    }
+    match reason {
+        TLB_REMOTE_SEND_IPI => {
+            s.ep = EP_IMMEDIATE;
+            s.counts.immediate_flushes += 1;
+        }
+        TLB_LOCAL_MM_SHOOTDOWN => {
+            if s.ep == EP_IMMEDIATE {
+                s.ep = EP_NONE;
+            } else {
+                s.counts.immediate_flushes += 1;
+            }
+        }
+        _ => {}
     }
 }
 

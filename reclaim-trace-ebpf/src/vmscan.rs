@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use reclaim_trace_common::{
-    CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CNT_PAGEOUTS_OUTSIDE,
+    CFG_COUNT_FOLIOS, CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CNT_PAGEOUTS_OUTSIDE,
     CNT_PASS_END_WITHOUT_START, CTX_RECLAIM_PAGES, OFF_NONE, PASS_F_HAS_START, PROG_LRU_ISOLATE,
     PROG_RECLAIM_PAGES, PROG_RECLAIM_WINDOW, PROG_SHRINK_INACTIVE, PROG_WRITE_FOLIO, delta_u32,
 };
@@ -248,7 +248,6 @@ fn shrink_core(nr_scanned: u64, nr_reclaimed: u64, extra: [u64; 4]) -> Result<()
     let s = unsafe { &mut *p };
     s.counts.pages_scanned = delta_u32(nr_scanned);
     s.counts.pages_reclaimed = delta_u32(nr_reclaimed);
-    s.counts.folios_reclaimed = delta_u32(nr_reclaimed);
     s.counts.nr_dirty = delta_u32(extra[0]);
     s.counts.nr_writeback = delta_u32(extra[1]);
     s.counts.nr_activate = delta_u32(extra[2]);
@@ -288,7 +287,6 @@ fn try_reclaim_pages(ctx: &TracePointContext) -> Result<(), ()> {
     let s = unsafe { &mut *p };
     s.counts.pages_scanned = delta_u32(nr_scanned);
     s.counts.pages_reclaimed = delta_u32(nr_reclaimed);
-    s.counts.folios_reclaimed = delta_u32(nr_reclaimed);
     end_pass(p, true);
     Ok(())
 }
@@ -330,6 +328,17 @@ fn try_write_folio(folio: u64) -> Result<(), ()> {
         (*p).await_pageout = 0;
     }
     Ok(())
+}
+
+// TP_PROTO(struct page *page, unsigned int order), unchanged 6.1 … 7.2: every page or folio
+// freed, from free_pages_prepare(). Fires for every free in the system; the program returns
+// after one task-slot lookup unless the task is in a reclaim pass.
+#[raw_tracepoint(tracepoint = "mm_page_free")]
+pub fn mm_page_free(ctx: RawTracePointContext) -> u32 {
+    if config!(flags) & CFG_COUNT_FOLIOS != 0 {
+        crate::pass::page_freed(ctx.arg::<u64>(0), ctx.arg::<u64>(1) & 0xffff_ffff);
+    }
+    0
 }
 
 /// Open (`open == true`) or close a reclaim-context window on the current task.

@@ -83,6 +83,11 @@ pub struct WorkloadTuning {
     /// Set up a temporary zram swap device when no swap is active (removed on exit).
     #[arg(long)]
     pub zram: bool,
+    /// Run each writer as its own single-threaded process instead of a thread of one process
+    /// (like stress-ng's vm workers): reclaim then flushes each unmap at once, locally
+    /// (immediate flushes), instead of deferring it into a batch.
+    #[arg(long)]
+    pub procs: bool,
     /// Memory limit of the workload's cgroup.
     #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_size)]
     pub memcg_limit: u64,
@@ -105,6 +110,7 @@ impl WorkloadTuning {
             file_dir: self.file_dir.clone(),
             duration,
             sweeps: None,
+            procs: self.procs,
         }
     }
 }
@@ -114,7 +120,7 @@ pub struct SummaryArgs {
     /// How long to trace (e.g. 10s, 2m).
     #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Write the summary as JSON (schema reclaim-trace/summary/v1) to PATH, or `-` for stdout
+    /// Write the summary as JSON (schema reclaim-trace/summary/v2) to PATH, or `-` for stdout
     /// (the text summary then goes to stderr).
     #[arg(long, value_name = "PATH|-")]
     pub json: Option<PathBuf>,
@@ -133,7 +139,7 @@ pub struct SummaryArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// JSON-lines file to write (schema reclaim-trace/record/v1), or `-` for stdout.
+    /// JSON-lines file to write (schema reclaim-trace/record/v2), or `-` for stdout.
     #[arg(long, short, value_name = "PATH|-")]
     pub output: PathBuf,
     /// Length of each interval line.

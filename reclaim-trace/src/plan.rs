@@ -7,8 +7,8 @@
 use std::{collections::BTreeSet, fmt};
 
 use reclaim_trace_common::{
-    CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CFG_PRECISE_UNMAP, CFG_STALE_WINDOW,
-    CFG_STAT_NR_RECLAIMED, Config, OFF_NONE, TpOffsets,
+    CFG_COUNT_FOLIOS, CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CFG_PRECISE_UNMAP,
+    CFG_STALE_WINDOW, CFG_STAT_NR_RECLAIMED, Config, OFF_NONE, TpOffsets,
 };
 use serde::{Serialize, Serializer};
 
@@ -57,6 +57,7 @@ pub enum ProbeMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Signal {
     ReclaimPass,
+    Folios,
     ReclaimContext,
     Pageouts,
     BatchedUnmaps,
@@ -69,8 +70,9 @@ pub enum Signal {
 }
 
 impl Signal {
-    pub const ALL: [Signal; 10] = [
+    pub const ALL: [Signal; 11] = [
         Signal::ReclaimPass,
+        Signal::Folios,
         Signal::ReclaimContext,
         Signal::Pageouts,
         Signal::BatchedUnmaps,
@@ -85,6 +87,7 @@ impl Signal {
     pub fn name(self) -> &'static str {
         match self {
             Signal::ReclaimPass => "reclaim_pass",
+            Signal::Folios => "folios",
             Signal::ReclaimContext => "reclaim_context",
             Signal::Pageouts => "pageouts",
             Signal::BatchedUnmaps => "batched_unmaps",
@@ -444,6 +447,31 @@ fn stale_tlb_window(p: &mut Planner<'_>) {
     }
 }
 
+/// Reclaimed folios, counted as the pass frees them: the kernel reports reclaimed base pages
+/// only, in every tier.
+fn folios(p: &mut Planner<'_>) {
+    match p.raw_tp("kmem", "mm_page_free") {
+        Ok(()) => {
+            p.flags |= CFG_COUNT_FOLIOS;
+            p.add_raw("mm_page_free", "kmem", "mm_page_free", Signal::Folios);
+            p.row(
+                Signal::Folios,
+                p.signal_tier(Signal::ReclaimPass),
+                "raw_tracepoint:kmem:mm_page_free in the pass (folio and order), checked against the pass's reclaimed pages".into(),
+                None,
+            );
+        }
+        Err(why) => p.row(
+            Signal::Folios,
+            Tier::None,
+            "none".into(),
+            Some(format!(
+                "{why}: reclaimed folios are reported as base pages"
+            )),
+        ),
+    }
+}
+
 impl Plan {
     /// The plan without the stale-TLB window's per-folio bookkeeping (`--no-stale-window`:
     /// what it costs is measured against this).
@@ -590,8 +618,7 @@ pub fn plan(
                 "mm_vmscan_reclaim_pages",
                 Signal::ReclaimPass,
             );
-            let mut note =
-                format!("precise tier unavailable ({why}); folios counted in base pages");
+            let mut note = format!("precise tier unavailable ({why})");
             if mgl {
                 note.push_str(
                     "; MGLRU is on: passes without lru_shrink_inactive (before 6.12) are missed",
@@ -814,6 +841,7 @@ pub fn plan(
     };
 
     stale_tlb_window(&mut p);
+    folios(&mut p);
 
     // --- fan-out ------------------------------------------------------------------------------
     let csd = p.raw_tp("csd", "csd_queue_cpu");
@@ -954,6 +982,7 @@ pub fn build_config(facts: &KernelFacts, plan: &Plan, self_tgid: u32, extra_flag
         folio_walk_limit: 1024,
         tp,
         btf: facts.layout.offsets,
+        _pad: 0,
     }
 }
 
@@ -1146,8 +1175,9 @@ pub(crate) mod tests {
         };
         let p = plan(&facts, ProbeMode::Auto, &failures).unwrap();
         assert_eq!(p.probe_mode(), "tracepoint");
-        assert_eq!(p.flags, 0);
+        assert_eq!(p.flags, CFG_COUNT_FOLIOS);
         assert!(!p.batch_fill_exact);
+        assert_eq!(p.signal(Signal::Folios).tier, Tier::Tracepoint);
         let progs = programs(&p);
         for want in [
             "tlb_flush",
@@ -1173,13 +1203,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn folios_are_pages_and_say_so_without_the_page_free_event() {
+        let mut k = FakeKernel::host_6_18();
+        k.missing_tracepoints.push("kmem:mm_page_free");
+        let p = plan(&k.facts(), ProbeMode::Auto, &Failures::default()).unwrap();
+        assert_eq!(p.flags & CFG_COUNT_FOLIOS, 0);
+        assert!(!programs(&p).contains(&"mm_page_free"));
+        let f = p.signal(Signal::Folios);
+        assert_eq!(f.tier, Tier::None);
+        assert!(f.note.as_deref().unwrap().contains("base pages"), "{f:?}");
+        let full = plan(
+            &FakeKernel::host_6_18().facts(),
+            ProbeMode::Auto,
+            &Failures::default(),
+        );
+        assert!(programs(&full.unwrap()).contains(&"mm_page_free"));
+    }
+
+    #[test]
     fn fentry_first_when_nothing_failed() {
         let facts = FakeKernel::host_6_18().facts();
         let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
         assert_eq!(p.probe_mode(), "fentry");
         assert_eq!(
             p.flags,
-            CFG_PRECISE_PASS | CFG_PRECISE_FLUSH | CFG_PRECISE_UNMAP | CFG_STALE_WINDOW
+            CFG_PRECISE_PASS
+                | CFG_PRECISE_FLUSH
+                | CFG_PRECISE_UNMAP
+                | CFG_STALE_WINDOW
+                | CFG_COUNT_FOLIOS
         );
         assert!(p.batch_fill_exact);
         // The stale-TLB window ends at mm_vmscan_write_folio where pageout() is inlined.

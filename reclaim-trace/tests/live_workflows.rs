@@ -47,7 +47,7 @@ fn record_report_and_compare_on_the_live_kernel() {
     let (anon, lines) = record("anon", &["--zram"]);
     let v1 = vmstat();
     for l in &lines {
-        validate("record-v1.schema.json", l);
+        validate("record-v2.schema.json", l);
     }
     let intervals: Vec<&Value> = lines
         .iter()
@@ -73,7 +73,7 @@ fn record_report_and_compare_on_the_live_kernel() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = json(&rep);
-    validate("summary-v1.schema.json", &r);
+    validate("summary-v2.schema.json", &r);
     for (k, v) in r["totals"].as_object().unwrap() {
         let sum: u64 = intervals
             .iter()
@@ -212,7 +212,7 @@ fn serve_exports_metrics_that_grow_and_pass_promtool() {
     assert!(om.ends_with("# EOF\n"));
     let (_, snap) = get(addr, "/snapshot.json", None);
     let snap: Value = serde_json::from_str(&snap).unwrap();
-    validate("summary-v1.schema.json", &snap);
+    validate("summary-v2.schema.json", &snap);
     assert!(u(&snap, "/totals/folios_reclaimed") > 0);
     assert!(get(addr, "/nope", None).0.contains("404"));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -226,7 +226,7 @@ fn export_dir() -> PathBuf {
 fn check_export(path: &Path) {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let s: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-    assert_eq!(s["schema"], "reclaim-trace/summary/v1");
+    assert_eq!(s["schema"], "reclaim-trace/summary/v2");
     assert_eq!(s["workload"]["kind"], "anon");
     assert!(u(&s, "/totals/folios_reclaimed") > 1000, "{}", s["totals"]);
     assert!(

@@ -13,6 +13,8 @@ pub const COMPARE_SCHEMA: &str = "reclaim-trace/compare/v1";
 /// The metrics every comparison shows (dotted paths into the summary JSON).
 pub const HEADLINE: &[&str] = &[
     "flushes_per_reclaimed_folio",
+    "deferred_flushes_per_reclaimed_folio",
+    "immediate_flushes_per_reclaimed_folio",
     "ipis_per_reclaimed_folio",
     "batch_fill.mean",
     "batch_fill.p50",
@@ -27,10 +29,13 @@ pub const HEADLINE: &[&str] = &[
     "rates.ipis_per_s",
     "totals.passes",
     "totals.folios_reclaimed",
+    "totals.pages_reclaimed",
     "totals.pageouts",
     "totals.flushes",
+    "totals.deferred_flushes",
     "totals.dirty_flushes",
     "totals.batch_flushes",
+    "totals.immediate_flushes",
     "totals.other_flushes",
     "totals.ipis",
     "totals.fanout_targets",
@@ -223,6 +228,14 @@ pub fn compare(
             a.kernel.probe_mode, b.kernel.probe_mode
         ));
     }
+    warnings.extend(immediate_warning(a, b));
+    if a.folios_counted() != b.folios_counted() {
+        warnings.push(
+            "folios are counted as folios on one side and as base pages on the other: the \
+             per-folio ratios differ by the folio size where large folios were reclaimed"
+                .into(),
+        );
+    }
     Ok(Comparison {
         schema: COMPARE_SCHEMA.to_string(),
         a: side(a_path, a),
@@ -230,6 +243,24 @@ pub fn compare(
         rows,
         failed,
         warnings,
+    })
+}
+
+/// Most flushes immediate on both sides: say that batching deferred flushes cannot change them.
+fn immediate_warning(a: &Summary, b: &Summary) -> Option<String> {
+    let share = |s: &Summary| {
+        (s.totals.flushes > 0).then(|| s.totals.immediate_flushes as f64 / s.totals.flushes as f64)
+    };
+    let (x, y) = (share(a)?, share(b)?);
+    (x > 0.5 && y > 0.5).then(|| {
+        format!(
+            "most reclaim flushes are immediate on both sides (A {:.0}%, B {:.0}%): \
+             try_to_unmap_one() flushed them at once because the mm was live on no other CPU \
+             (single-threaded processes); a patch that batches deferred flushes cannot change \
+             them, compare deferred_flushes_per_reclaimed_folio",
+            x * 100.0,
+            y * 100.0
+        )
     })
 }
 
@@ -257,7 +288,7 @@ pub fn render(c: &Comparison) -> String {
         );
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "  {:<30} {:>14} {:>14} {:>9}", "metric", "A", "B", "B/A");
+    let _ = writeln!(o, "  {:<38} {:>14} {:>14} {:>9}", "metric", "A", "B", "B/A");
     for r in &c.rows {
         let q = match (r.ratio, r.a, r.b) {
             (Some(q), _, _) => format!("{q:.3}"),
@@ -266,7 +297,7 @@ pub fn render(c: &Comparison) -> String {
         };
         let _ = writeln!(
             o,
-            "  {:<30} {:>14} {:>14} {:>9}",
+            "  {:<38} {:>14} {:>14} {:>9}",
             r.metric,
             num(r.a),
             num(r.b),
@@ -299,7 +330,7 @@ mod tests {
         s.totals.dirty_flushes = 0;
         s.totals.batch_flushes = 20;
         s.totals.flushes = 20;
-        s.flushes_per_reclaimed_folio = Some(20.0 / 350.0);
+        s.per_folio.flushes_per_reclaimed_folio = Some(20.0 / 350.0);
         s
     }
 
@@ -350,6 +381,26 @@ mod tests {
         assert_eq!(c.failed.len(), 1);
         assert_eq!(c.failed[0].rule, "flushes_per_reclaimed_folio>1.5");
         assert!(render(&c).contains("FAIL flushes_per_reclaimed_folio>1.5"));
+    }
+
+    #[test]
+    fn immediate_flushes_on_both_sides_are_called_out() {
+        let mut procs = anon_summary();
+        procs.totals.immediate_flushes = 900;
+        procs.totals.flushes += 900;
+        let c = compare(("a", &procs), ("b", &procs), &[]).unwrap();
+        let w = c.warnings.join("\n");
+        assert!(
+            w.contains("immediate on both sides") && w.contains("cannot change"),
+            "{w}"
+        );
+        // One side mostly deferred: nothing to say.
+        let c = compare(("a", &anon_summary()), ("b", &procs), &[]).unwrap();
+        assert!(
+            c.warnings.iter().all(|w| !w.contains("immediate")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn opt_hist_sum(
 pub fn merge(a: &Summary, b: &Summary) -> Summary {
     let totals = add_totals(&a.totals, &b.totals);
     let duration_s = a.duration_s + b.duration_s;
-    let flushes = totals.flushes;
+    let flushes = totals.deferred_flushes;
     let per_s = |v: u64| {
         if duration_s > 0.0 {
             v as f64 / duration_s
@@ -84,12 +84,11 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
             Some(x) => add_totals(&x.totals, &v.totals),
             None => v.totals.clone(),
         };
-        let r = t.flushes_per_reclaimed_folio();
         by_context.insert(
             k.clone(),
             ContextSummary {
+                per_folio: t.per_folio(),
                 totals: t,
-                flushes_per_reclaimed_folio: r,
             },
         );
     }
@@ -111,7 +110,7 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
             }
         }
         e.path = e.path.clone().or_else(|| c.path.clone());
-        e.flushes_per_reclaimed_folio = e.totals.flushes_per_reclaimed_folio();
+        e.per_folio = e.totals.per_folio();
     }
     let mut by_cgroup: Vec<CgroupSummary> = cgroups.into_values().collect();
     rank_cgroups(&mut by_cgroup);
@@ -140,7 +139,8 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
         probe_plan: a.probe_plan.clone(),
         workload: a.workload.clone().or_else(|| b.workload.clone()),
         duration_s,
-        flushes_per_reclaimed_folio: totals.flushes_per_reclaimed_folio(),
+        folios_exact: a.folios_exact && b.folios_exact,
+        per_folio: totals.per_folio(),
         ipis_per_reclaimed_folio: a
             .ipis_per_reclaimed_folio
             .or(b.ipis_per_reclaimed_folio)
@@ -233,7 +233,10 @@ mod tests {
         assert_eq!(m.totals.folios_reclaimed, 2 * a.totals.folios_reclaimed);
         assert_eq!(m.duration_s, 2.0 * a.duration_s);
         // Ratios and rates are derived again, so they do not change for identical halves.
-        assert_eq!(m.flushes_per_reclaimed_folio, a.flushes_per_reclaimed_folio);
+        assert_eq!(
+            m.per_folio.flushes_per_reclaimed_folio,
+            a.per_folio.flushes_per_reclaimed_folio
+        );
         assert_eq!(m.rates, a.rates);
         assert_eq!(m.ipi_fanout.stats.count, 2 * a.ipi_fanout.stats.count);
         assert_eq!(m.ipi_fanout.stats.p50, a.ipi_fanout.stats.p50);

@@ -95,9 +95,16 @@ const CONTEXT_COUNTERS: &[Field] = &[
     ("pageouts", "Folios written out by pageout().", |t| {
         t.pageouts
     }),
-    ("flushes", "Reclaim TLB flushes (dirty + batch).", |t| {
-        t.flushes
-    }),
+    (
+        "flushes",
+        "Reclaim TLB flushes: deferred (dirty + batch) + immediate.",
+        |t| t.flushes,
+    ),
+    (
+        "deferred_flushes",
+        "Reclaim TLB flushes of the deferred-flush batch (dirty + batch): the ones that send IPIs.",
+        |t| t.deferred_flushes,
+    ),
     (
         "dirty_flushes",
         "TLB flushes forced before pageout() (try_to_unmap_flush_dirty).",
@@ -109,9 +116,9 @@ const CONTEXT_COUNTERS: &[Field] = &[
         |t| t.batch_flushes,
     ),
     (
-        "unbatched_flushes",
-        "Immediate, non-batched flushes inside reclaim passes.",
-        |t| t.unbatched_flushes,
+        "immediate_flushes",
+        "Reclaim TLB flushes try_to_unmap_one could not defer (local, no IPI).",
+        |t| t.immediate_flushes,
     ),
     ("ipis", "IPIs sent by reclaim TLB flushes.", |t| t.ipis),
     (

@@ -1,5 +1,5 @@
-//! Recordings: one JSON line per interval (schema `reclaim-trace/record/v1`), each a complete
-//! `reclaim-trace/summary/v1` of its interval plus a `record` header, ending with a line of
+//! Recordings: one JSON line per interval (schema `reclaim-trace/record/v2`), each a complete
+//! `reclaim-trace/summary/v2` of its interval plus a `record` header, ending with a line of
 //! type `summary` for the whole run. Lines are flushed one by one: a killed run loses at most
 //! the interval in progress.
 
@@ -11,10 +11,12 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::summary::{SCHEMA, Summary};
+use super::summary::{SCHEMA, SCHEMA_V1, Summary};
 use crate::error::BadInput;
 
-pub const RECORD_SCHEMA: &str = "reclaim-trace/record/v1";
+pub const RECORD_SCHEMA: &str = "reclaim-trace/record/v2";
+/// Recordings made before summary v2: read, their summaries converted.
+const RECORD_SCHEMA_V1: &str = "reclaim-trace/record/v1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,9 +78,13 @@ fn schema_error(path: &Path, found: &str) -> anyhow::Error {
 
 /// Check the schema of a parsed summary-like JSON value.
 pub fn check_schema(path: &Path, v: &serde_json::Value) -> Result<()> {
-    for (ptr, ours) in [("/schema", SCHEMA), ("/record/schema", RECORD_SCHEMA)] {
+    for (ptr, ours, older) in [
+        ("/schema", SCHEMA, SCHEMA_V1),
+        ("/record/schema", RECORD_SCHEMA, RECORD_SCHEMA_V1),
+    ] {
         if let Some(s) = v.pointer(ptr).and_then(|s| s.as_str())
             && s != ours
+            && s != older
         {
             if future_schema(s, ours) {
                 return Err(schema_error(path, s));
@@ -112,7 +118,10 @@ pub fn read(path: &Path) -> Result<Recording> {
             }
         };
         check_schema(path, &v)?;
-        match serde_json::from_value::<RecordLine>(v) {
+        match serde_json::from_value::<RecordLine>(v).map(|mut l| {
+            l.summary.upgrade();
+            l
+        }) {
             Ok(l) if l.record.kind == LineType::Interval => rec.intervals.push(l),
             Ok(l) => rec.summary = Some(l),
             Err(e) => rec.skipped.push((n, format!("not a record line: {e}"))),
@@ -142,7 +151,10 @@ pub fn load_summary(path: &Path) -> Result<(Summary, Vec<(usize, String)>)> {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
         check_schema(path, &v)?;
         return match serde_json::from_value::<Summary>(v) {
-            Ok(s) => Ok((s, vec![])),
+            Ok(mut s) => {
+                s.upgrade();
+                Ok((s, vec![]))
+            }
             Err(e) => Err(BadInput(format!(
                 "{} is JSON but not a reclaim-trace summary: {e}",
                 path.display()
@@ -250,7 +262,7 @@ mod tests {
         assert!(e.to_string().contains("empty"), "{e}");
         assert_eq!(crate::error::exit_code(&e), 2);
 
-        let future = file(&line(LineType::Interval, 1).replace("record/v1", "record/v2"));
+        let future = file(&line(LineType::Interval, 1).replace("record/v2", "record/v3"));
         let e = read(&future.0).unwrap_err();
         assert!(e.to_string().contains("newer"), "{e}");
         assert_eq!(crate::error::exit_code(&e), 2);

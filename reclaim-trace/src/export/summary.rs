@@ -1,4 +1,4 @@
-//! The summary: the JSON contract `reclaim-trace/summary/v1` (DESIGN.md §7) and the model the
+//! The summary: the JSON contract `reclaim-trace/summary/v2` (DESIGN.md §7) and the model the
 //! text output, the dashboard and the exporters read.
 
 use std::collections::BTreeMap;
@@ -7,8 +7,9 @@ use reclaim_trace_common::{
     CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES, CNT_PAGEOUT_CALLS,
     CNT_PAGEOUTS_BEFORE_FLUSH, CNT_PAGEOUTS_OUTSIDE, CNT_PAGEOUTS_UNDEFERRED,
     CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS,
-    CNT_WINDOW_UNKNOWN, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
-    HIST_FLUSH_TO_PAGEOUT, HIST_IPIS, HIST_UNFLUSHED_WINDOW, N_CTX, PassCounts,
+    CNT_UNMATCHED_PAGES, CNT_UNMATCHED_PASSES, CNT_WINDOW_UNKNOWN, HIST_BATCH_FILL,
+    HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_FLUSH_TO_PAGEOUT, HIST_IPIS,
+    HIST_UNFLUSHED_WINDOW, N_CTX, PassCounts,
 };
 use serde::{Deserialize, Serialize};
 
@@ -17,23 +18,34 @@ use crate::{
     plan::{Plan, Signal, Tier},
 };
 
-pub const SCHEMA: &str = "reclaim-trace/summary/v1";
+pub const SCHEMA: &str = "reclaim-trace/summary/v2";
+/// The schema before v2; files in it are read and converted ([`Summary::upgrade`]).
+pub const SCHEMA_V1: &str = "reclaim-trace/summary/v1";
 
-/// Totals over a window. Flushes are reclaim flushes (dirty + batch); `other_flushes` happened
-/// outside reclaim and are not in the ratio.
+/// Totals over a window. `flushes` are all reclaim flushes: deferred (dirty + batch: they
+/// send the IPIs, and batching patches change them) plus immediate (local, no IPI);
+/// `other_flushes` happened outside reclaim and are in no ratio.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     pub passes: u64,
     pub folios_in: u64,
+    /// Folios the passes freed (see `Summary::folios_exact`).
     pub folios_reclaimed: u64,
     pub pages_reclaimed: u64,
     pub pages_scanned: u64,
     pub pageouts: u64,
+    /// Deferred + immediate.
     pub flushes: u64,
+    /// Dirty + batch: flushes of the task's deferred-flush batch (`tlb_ubc`). Absent from v1
+    /// files (`upgrade` fills it in).
+    #[serde(default)]
+    pub deferred_flushes: u64,
     pub dirty_flushes: u64,
     pub batch_flushes: u64,
     pub other_flushes: u64,
-    pub unbatched_flushes: u64,
+    /// Flushes `try_to_unmap_one` could not defer (`unbatched_flushes` in schema v1).
+    #[serde(alias = "unbatched_flushes", default)]
+    pub immediate_flushes: u64,
     pub ipis: u64,
     pub fanout_targets: u64,
     pub fanout_candidates: u64,
@@ -67,6 +79,12 @@ pub struct Totals {
     /// pageout() after their dirty flush and kept.
     #[serde(default)]
     pub pageout_calls: u64,
+    /// Passes whose freed folios' pages did not add up to the kernel's reclaimed pages, and
+    /// those pages (see `Summary::folios_exact`). All contexts together (0 in `by_context`).
+    #[serde(default)]
+    pub unmatched_passes: u64,
+    #[serde(default)]
+    pub unmatched_pages: u64,
 }
 
 impl Totals {
@@ -79,10 +97,11 @@ impl Totals {
             pages_reclaimed: c.pages_reclaimed,
             pages_scanned: c.pages_scanned,
             pageouts: c.pageouts,
-            flushes: c.dirty_flushes + c.batch_flushes,
+            flushes: c.dirty_flushes + c.batch_flushes + c.immediate_flushes,
+            deferred_flushes: c.dirty_flushes + c.batch_flushes,
             dirty_flushes: c.dirty_flushes,
             batch_flushes: c.batch_flushes,
-            unbatched_flushes: c.unbatched_flushes,
+            immediate_flushes: c.immediate_flushes,
             ipis: c.ipis,
             fanout_targets: c.fanout_targets,
             fanout_candidates: c.fanout_candidates,
@@ -93,9 +112,35 @@ impl Totals {
         }
     }
 
+    /// All reclaim flushes per reclaimed folio, and its two parts.
+    pub fn per_folio(&self) -> PerFolio {
+        PerFolio {
+            flushes_per_reclaimed_folio: ratio(self.flushes, self.folios_reclaimed),
+            deferred_flushes_per_reclaimed_folio: ratio(
+                self.deferred_flushes,
+                self.folios_reclaimed,
+            ),
+            immediate_flushes_per_reclaimed_folio: ratio(
+                self.immediate_flushes,
+                self.folios_reclaimed,
+            ),
+        }
+    }
+
     pub fn flushes_per_reclaimed_folio(&self) -> Option<f64> {
         ratio(self.flushes, self.folios_reclaimed)
     }
+}
+
+/// Flushes per reclaimed folio: all of them, and the deferred and immediate parts (which add
+/// up to the first). Flattened into the summary, each context and each cgroup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerFolio {
+    pub flushes_per_reclaimed_folio: Option<f64>,
+    #[serde(default)]
+    pub deferred_flushes_per_reclaimed_folio: Option<f64>,
+    #[serde(default)]
+    pub immediate_flushes_per_reclaimed_folio: Option<f64>,
 }
 
 pub fn ratio(num: u64, den: u64) -> Option<f64> {
@@ -107,7 +152,8 @@ pub fn ratio(num: u64, den: u64) -> Option<f64> {
 pub struct ContextSummary {
     #[serde(flatten)]
     pub totals: Totals,
-    pub flushes_per_reclaimed_folio: Option<f64>,
+    #[serde(flatten)]
+    pub per_folio: PerFolio,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -179,7 +225,8 @@ pub struct CgroupSummary {
     pub commands: Vec<String>,
     #[serde(flatten)]
     pub totals: Totals,
-    pub flushes_per_reclaimed_folio: Option<f64>,
+    #[serde(flatten)]
+    pub per_folio: PerFolio,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -203,6 +250,13 @@ pub struct Rates {
 pub struct WorkloadInfo {
     pub kind: String,
     pub threads: u32,
+    /// Processes the threads ran in: 1, or `threads` with `--procs` (single-threaded ones).
+    #[serde(default = "one")]
+    pub processes: u32,
+    /// `thp`: the folio sizes (KiB) the kernel's settings allow for its madvised memory,
+    /// largest first.
+    #[serde(default)]
+    pub thp_sizes_kb: Vec<u64>,
     pub size_bytes: u64,
     pub memcg_limit_bytes: u64,
     pub cgroup: String,
@@ -211,6 +265,10 @@ pub struct WorkloadInfo {
     /// What it achieved, read from its process when it stopped (absent if it could not say).
     #[serde(default)]
     pub result: Option<WorkloadResult>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// What the built-in workload did: its throughput (the figure a patch's cover letter gives,
@@ -268,7 +326,7 @@ pub struct TracerInfo {
     pub traced_s: f64,
     /// Per-pass records received over the ring buffer in this window.
     pub pass_records: u64,
-    /// Runs of the hot programs (tlb_flush, csd_queue_cpu, ipi_send_*): every event they saw,
+    /// Runs of the hot programs (tlb_flush, csd_queue_cpu, ipi_send_*, mm_page_free): every event they saw,
     /// task switches included. From the kernel's BPF statistics: only with `--bpf-stats`.
     pub hot_events: Option<u64>,
     /// Per program, since statistics were enabled (only with `--bpf-stats`).
@@ -286,7 +344,13 @@ pub struct Summary {
     pub workload: Option<WorkloadInfo>,
     pub duration_s: f64,
     pub totals: Totals,
-    pub flushes_per_reclaimed_folio: Option<f64>,
+    /// `folios_reclaimed` counts folios, each exactly once: every pass's freed folios add up
+    /// to the pages the kernel says it reclaimed (`totals.unmatched_pages` is 0). False where
+    /// folios could not be counted (they are then base pages) or some did not add up.
+    #[serde(default)]
+    pub folios_exact: bool,
+    #[serde(flatten)]
+    pub per_folio: PerFolio,
     pub ipis_per_reclaimed_folio: Option<f64>,
     pub rates: Rates,
     pub batch_fill: BatchFill,
@@ -312,6 +376,41 @@ pub struct Summary {
     pub program_errors: BTreeMap<String, u64>,
     #[serde(default)]
     pub tracer: Option<TracerInfo>,
+}
+
+impl Summary {
+    /// Convert a summary read from a file of schema v1, where `flushes` and
+    /// `flushes_per_reclaimed_folio` counted deferred flushes only, immediate ones were
+    /// `unbatched_flushes` (read into `immediate_flushes`), and folios were base pages (so
+    /// `folios_exact` stays false).
+    pub fn upgrade(&mut self) {
+        if self.schema != SCHEMA_V1 {
+            return;
+        }
+        fn fix(t: &mut Totals) -> PerFolio {
+            t.deferred_flushes = t.flushes;
+            t.flushes += t.immediate_flushes;
+            t.per_folio()
+        }
+        self.per_folio = fix(&mut self.totals);
+        for c in self.by_context.values_mut() {
+            c.per_folio = fix(&mut c.totals);
+        }
+        for c in &mut self.by_cgroup {
+            c.per_folio = fix(&mut c.totals);
+        }
+        if self.duration_s > 0.0 {
+            self.rates.flushes_per_s = self.totals.flushes as f64 / self.duration_s;
+        }
+        self.folios_exact = false;
+        self.schema = SCHEMA.to_string();
+    }
+
+    /// Reclaimed folios were counted as folios (the `folios` signal had a probe), even if
+    /// not every pass added up.
+    pub fn folios_counted(&self) -> bool {
+        self.probes.get("folios").is_some_and(|p| p != "none")
+    }
 }
 
 /// What a summary needs besides the window.
@@ -359,10 +458,14 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     totals.pageouts_undeferred = k.counter(CNT_PAGEOUTS_UNDEFERRED);
     totals.window_unknown = k.counter(CNT_WINDOW_UNKNOWN);
     totals.pageout_calls = k.counter(CNT_PAGEOUT_CALLS);
+    totals.unmatched_passes = k.counter(CNT_UNMATCHED_PASSES);
+    totals.unmatched_pages = k.counter(CNT_UNMATCHED_PAGES);
+    let folios_counted = cx.plan.signal(Signal::Folios).tier != Tier::None;
     let have_window = cx.plan.signal(Signal::StaleTlbWindow).tier != Tier::None;
     let window = |metric| have_window.then(|| log2_ns_stats(&k.hist_reclaim(metric)));
 
-    let flushes = totals.flushes;
+    // Fan-out and batch fill describe the deferred flushes (immediate ones have no batch).
+    let flushes = totals.deferred_flushes;
     let have_candidates = cx.plan.signal(Signal::Flush).tier < Tier::Tracepoint;
     let have_ipis = cx.plan.signal(Signal::Ipis).tier != Tier::None;
     let candidates = have_candidates.then(|| {
@@ -402,12 +505,11 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     let by_context = (0..N_CTX as usize)
         .map(|i| {
             let t = Totals::of_passes(&k.totals[i]);
-            let r = t.flushes_per_reclaimed_folio();
             (
                 CONTEXT_NAMES[i].to_string(),
                 ContextSummary {
+                    per_folio: t.per_folio(),
                     totals: t,
-                    flushes_per_reclaimed_folio: r,
                 },
             )
         })
@@ -423,7 +525,7 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
                 cgroup_id: id,
                 path: cx.cgroup_paths.get(&id).cloned(),
                 commands,
-                flushes_per_reclaimed_folio: t.flushes_per_reclaimed_folio(),
+                per_folio: t.per_folio(),
                 totals: t,
             }
         })
@@ -450,7 +552,8 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
         probe_plan: PlanRow::rows(cx.plan),
         workload: cx.workload.clone(),
         duration_s: w.duration_s,
-        flushes_per_reclaimed_folio: totals.flushes_per_reclaimed_folio(),
+        folios_exact: folios_counted && totals.unmatched_pages == 0,
+        per_folio: totals.per_folio(),
         ipis_per_reclaimed_folio: have_ipis
             .then(|| ratio(totals.ipis, totals.folios_reclaimed))
             .flatten(),
@@ -492,6 +595,7 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
                             "csd_queue_cpu",
                             "ipi_send_cpu",
                             "ipi_send_cpumask",
+                            "mm_page_free",
                         ]
                         .contains(&p.name.as_str())
                     })
@@ -628,20 +732,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn v1_files_are_read_with_immediate_flushes_added_to_the_headline() {
+        let mut s = anon_summary();
+        s.schema = SCHEMA_V1.into();
+        // As v1 wrote it: flushes = dirty + batch only, ratio of those.
+        s.totals.immediate_flushes = 50;
+        s.totals.flushes = s.totals.dirty_flushes + s.totals.batch_flushes;
+        s.folios_exact = true;
+        let deferred = s.totals.flushes;
+        s.upgrade();
+        assert_eq!(s.schema, SCHEMA);
+        assert_eq!(s.totals.deferred_flushes, deferred);
+        assert_eq!(s.totals.flushes, deferred + 50);
+        let pf = &s.per_folio;
+        let sum = pf.deferred_flushes_per_reclaimed_folio.unwrap()
+            + pf.immediate_flushes_per_reclaimed_folio.unwrap();
+        assert!((pf.flushes_per_reclaimed_folio.unwrap() - sum).abs() < 1e-12);
+        assert!(!s.folios_exact, "v1 folios were pages");
+        // Already v2: untouched.
+        let before = s.clone();
+        s.upgrade();
+        assert_eq!(s, before);
+    }
+
+    #[test]
     fn headline_figures_come_from_the_kernel_totals() {
         let s = anon_summary();
         assert_eq!(s.schema, SCHEMA);
         assert_eq!(s.totals.flushes, 300);
         assert_eq!(s.totals.folios_reclaimed, 350);
         assert_eq!(s.totals.other_flushes, 3);
-        let r = s.flushes_per_reclaimed_folio.unwrap();
+        let r = s.per_folio.flushes_per_reclaimed_folio.unwrap();
         assert!((r - 300.0 / 350.0).abs() < 1e-12);
-        assert_eq!(s.by_context["memcg"].flushes_per_reclaimed_folio, Some(1.0));
         assert_eq!(
-            s.by_context["reclaim_pages"].flushes_per_reclaimed_folio,
+            s.by_context["memcg"].per_folio.flushes_per_reclaimed_folio,
+            Some(1.0)
+        );
+        assert_eq!(
+            s.by_context["reclaim_pages"]
+                .per_folio
+                .flushes_per_reclaimed_folio,
             Some(0.0)
         );
-        assert_eq!(s.by_context["kswapd"].flushes_per_reclaimed_folio, None);
+        assert_eq!(
+            s.by_context["kswapd"].per_folio.flushes_per_reclaimed_folio,
+            None
+        );
         assert_eq!(s.rates.folios_reclaimed_per_s, 175.0);
         assert_eq!(s.ipi_fanout.source, "csd_queue_cpu");
         assert_eq!(s.ipi_fanout.stats.p50, Some(1));
@@ -672,7 +808,7 @@ pub(crate) mod tests {
         let json = serde_json::to_value(&s).unwrap();
         let back: Summary = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, s);
-        insta::assert_json_snapshot!("summary_v1_anon", json, {
+        insta::assert_json_snapshot!("summary_v2_anon", json, {
             ".tool_version" => "[version]",
         });
     }
@@ -692,7 +828,7 @@ pub(crate) mod tests {
                 tracer: None,
             },
         );
-        assert_eq!(s.flushes_per_reclaimed_folio, None);
+        assert_eq!(s.per_folio.flushes_per_reclaimed_folio, None);
         assert_eq!(s.batch_fill.stats.p50, None);
         assert_eq!(s.rates.flushes_per_s, 0.0);
         let text = crate::export::text::render(&s);

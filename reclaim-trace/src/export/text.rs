@@ -93,9 +93,20 @@ pub fn render(s: &Summary) -> String {
     if let Some(w) = &s.workload {
         let _ = writeln!(
             o,
-            "workload: {} x{} threads, {} MiB in a {} MiB memcg ({} v{}), swap: {}",
+            "workload: {} x{} {}{}, {} MiB in a {} MiB memcg ({} v{}), swap: {}",
             w.kind,
             w.threads,
+            if w.processes > 1 {
+                "single-threaded processes"
+            } else {
+                "threads"
+            },
+            if w.thp_sizes_kb.is_empty() {
+                String::new()
+            } else {
+                let kb: Vec<String> = w.thp_sizes_kb.iter().map(|k| format!("{k}K")).collect();
+                format!(" (THP sizes allowed: {})", kb.join(" "))
+            },
             w.size_bytes >> 20,
             w.memcg_limit_bytes >> 20,
             w.cgroup,
@@ -121,13 +132,17 @@ pub fn render(s: &Summary) -> String {
         }
     }
     let _ = writeln!(o);
+    let pf = &s.per_folio;
     let _ = writeln!(
         o,
-        "  flushes per reclaimed folio  {:>8}   ({} reclaim flushes / {} folios)",
-        opt_ratio(s.flushes_per_reclaimed_folio),
+        "  flushes per reclaimed folio  {:>8}   = {} deferred + {} immediate   ({} reclaim flushes / {} folios)",
+        opt_ratio(pf.flushes_per_reclaimed_folio),
+        opt_ratio(pf.deferred_flushes_per_reclaimed_folio),
+        opt_ratio(pf.immediate_flushes_per_reclaimed_folio),
         thousands(t.flushes),
         thousands(t.folios_reclaimed)
     );
+    let _ = writeln!(o, "  {}", folios_line(s));
     let _ = writeln!(
         o,
         "  IPIs per reclaimed folio     {:>8}   ({} IPIs)",
@@ -155,11 +170,12 @@ pub fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "  flushes {} = dirty {} + batch {}   unbatched {}   outside reclaim {}",
+        "  flushes {} = deferred {} (dirty {} + batch {}) + immediate {}   outside reclaim {}",
         thousands(t.flushes),
+        thousands(t.deferred_flushes),
         thousands(t.dirty_flushes),
         thousands(t.batch_flushes),
-        thousands(t.unbatched_flushes),
+        thousands(t.immediate_flushes),
         thousands(t.other_flushes)
     );
     let _ = writeln!(
@@ -235,8 +251,9 @@ pub fn render(s: &Summary) -> String {
                 thousands(c.totals.pageouts),
                 thousands(c.totals.dirty_flushes),
                 thousands(c.totals.batch_flushes),
+                thousands(c.totals.immediate_flushes),
                 thousands(c.totals.ipis),
-                opt_ratio(c.flushes_per_reclaimed_folio),
+                opt_ratio(c.per_folio.flushes_per_reclaimed_folio),
             ]
         })
         .collect();
@@ -252,6 +269,7 @@ pub fn render(s: &Summary) -> String {
                 "pageouts",
                 "dirty fl",
                 "batch fl",
+                "immed fl",
                 "IPIs",
                 "fl/folio",
             ],
@@ -272,7 +290,7 @@ pub fn render(s: &Summary) -> String {
                     thousands(c.totals.passes),
                     thousands(c.totals.folios_reclaimed),
                     thousands(c.totals.flushes),
-                    opt_ratio(c.flushes_per_reclaimed_folio),
+                    opt_ratio(c.per_folio.flushes_per_reclaimed_folio),
                 ]
             })
             .collect();
@@ -366,6 +384,32 @@ pub fn render(s: &Summary) -> String {
 }
 
 /// The stale-TLB window section (precise tier only).
+/// What the folio count is: counted one by one and exact, counted with some passes that did
+/// not add up, or base pages standing in.
+fn folios_line(s: &Summary) -> String {
+    let t = &s.totals;
+    if !s.folios_counted() {
+        return format!(
+            "folios not counted on this kernel: the {} reclaimed base pages stand in for them",
+            thousands(t.pages_reclaimed)
+        );
+    }
+    let head = format!(
+        "reclaimed {} folios = {} base pages",
+        thousands(t.folios_reclaimed),
+        thousands(t.pages_reclaimed)
+    );
+    if s.folios_exact {
+        format!("{head} (counted one by one: every pass's folios add up to its pages)")
+    } else {
+        format!(
+            "{head}; folio count not exact: {} pages in {} passes did not add up",
+            thousands(t.unmatched_pages),
+            thousands(t.unmatched_passes)
+        )
+    }
+}
+
 fn stale_window(o: &mut String, s: &Summary) {
     let (Some(w), Some(f)) = (&s.unflushed_window_ns, &s.flush_to_pageout_ns) else {
         return;

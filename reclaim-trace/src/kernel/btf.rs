@@ -32,6 +32,7 @@ const WANTED_TYPES: &[&str] = &[
     "list_head",
     "cpumask",
     "cgroup_subsys_id",
+    "pageflags",
 ];
 
 /// All names the BTF reader indexes: types, probe functions, raw tracepoint prototypes.
@@ -58,6 +59,7 @@ pub const RAW_TRACEPOINTS: &[(&str, &str, usize)] = &[
     // 8 before 6.3 (with isolate_mode); the pass programs accept both.
     ("vmscan", "mm_vmscan_lru_isolate", 7),
     ("vmscan", "mm_vmscan_lru_shrink_inactive", 6),
+    ("kmem", "mm_page_free", 2),
 ];
 
 /// The running kernel's BTF.
@@ -323,6 +325,11 @@ impl Layout {
         o.list_next = btf.offset("list_head", &["next"]).unwrap_or(0);
         // Optional: without it the programs fall back to bpf_get_current_comm.
         o.task_comm = btf.offset("task_struct", &["comm"]).unwrap_or(OFF_NONE);
+        o.pg_uptodate_bit = want(
+            "enum pageflags PG_uptodate",
+            btf.enum_value("pageflags", "PG_uptodate")
+                .filter(|&b| b < 64),
+        );
         let proto = btf
             .func_proto("shrink_folio_list")
             .or_else(|| btf.func_proto("shrink_page_list"));

@@ -31,6 +31,7 @@ pub const TRACEPOINTS: &[(&str, &str)] = &[
     ("ipi", "ipi_send_cpu"),
     ("ipi", "ipi_send_cpumask"),
     ("csd", "csd_queue_cpu"),
+    ("kmem", "mm_page_free"),
 ];
 
 /// Linux capability numbers (include/uapi/linux/capability.h).

@@ -183,6 +183,8 @@ fn workload() -> WorkloadInfo {
     WorkloadInfo {
         kind: "anon".into(),
         threads: 4,
+        processes: 1,
+        thp_sizes_kb: Vec::new(),
         size_bytes: 320 << 20,
         memcg_limit_bytes: 128 << 20,
         cgroup: "/sys/fs/cgroup/memory/reclaim-trace-4242".into(),

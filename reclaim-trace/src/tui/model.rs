@@ -27,7 +27,7 @@ pub struct Frame {
 impl Frame {
     /// Flushes per reclaimed folio over the last interval (`None`: nothing was reclaimed).
     pub fn ratio_now(&self) -> Option<f64> {
-        self.now.flushes_per_reclaimed_folio
+        self.now.per_folio.flushes_per_reclaimed_folio
     }
 
     /// Number of CPUs to show in the shootdown heat row.

@@ -14,7 +14,7 @@ fn app_with(frame: Frame, history: &[Option<f64>]) -> App {
     let mut app = App::new(frame.clone(), Filter::default(), 1.0);
     for &r in history {
         let mut f = frame.clone();
-        f.now.flushes_per_reclaimed_folio = r;
+        f.now.per_folio.flushes_per_reclaimed_folio = r;
         app.ingest(f);
     }
     app.frame = frame;
@@ -129,7 +129,7 @@ fn degraded_probe_plan() {
     assert!(s.contains("dirty:T!"), "{s}");
     assert!(s.contains("pass:T "), "{s}");
     assert!(!s.contains("degraded, see 4"), "no room at 80 columns");
-    let wide = text(draw(&app, 100, 30).backend().buffer());
+    let wide = text(draw(&app, 110, 30).backend().buffer());
     assert!(wide.contains("4 degraded, see 4"), "{wide}");
     assert!(
         s.contains("≈ estimate"),

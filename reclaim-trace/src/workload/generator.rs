@@ -34,6 +34,9 @@ use crate::export::summary::WorkloadResult;
 pub enum Kind {
     /// Dirty anonymous memory: one flush per reclaimed folio on current kernels. Needs swap.
     Anon,
+    /// Dirty anonymous memory in transparent huge pages (MADV_HUGEPAGE): large folios through
+    /// reclaim, whole or split. Needs swap, and THP allowed for madvised memory.
+    Thp,
     /// Clean mapped file pages: flushed in batches.
     File,
     /// Both.
@@ -44,13 +47,14 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Anon => "anon",
+            Kind::Thp => "thp",
             Kind::File => "file",
             Kind::Mixed => "mixed",
         }
     }
 
     pub fn needs_swap(self) -> bool {
-        matches!(self, Kind::Anon | Kind::Mixed)
+        matches!(self, Kind::Anon | Kind::Thp | Kind::Mixed)
     }
 
     pub fn needs_file(self) -> bool {
@@ -74,11 +78,28 @@ pub struct ChildSpec {
     /// Stop after this many sweeps over each thread's slice (None: no limit).
     #[serde(default)]
     pub sweeps: Option<u64>,
+    /// Run each thread as its own single-threaded process (`--procs`).
+    #[serde(default)]
+    pub procs: bool,
+    /// Number of this process's first thread among all the workload's threads (a process of
+    /// `--procs` runs one): it picks the thread's data and name.
+    #[serde(default)]
+    pub first_thread: u32,
+    /// `thp`: the PMD size, which the mapping and every thread's slice are aligned to.
+    #[serde(default)]
+    pub huge_align: u64,
+    /// One process of `--procs`: its writer runs on the main thread, the process's only one.
+    #[serde(default)]
+    pub single: bool,
+    /// `--procs`: the cgroup.procs file of each process's own cgroup (`cgroup_procs` is the
+    /// first, where the process that starts them waits).
+    #[serde(default)]
+    pub proc_cgroups: Vec<PathBuf>,
 }
 
-struct Region {
+pub(super) struct Region {
     base: *mut u8,
-    len: usize,
+    pub len: usize,
 }
 
 // SAFETY: the mapping is shared by design; threads touch disjoint slices.
@@ -93,17 +114,20 @@ impl Drop for Region {
     }
 }
 
-fn page_size() -> usize {
+pub(super) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-fn map_anon(len: usize) -> Result<Region> {
+/// Anonymous memory in base pages, or (`huge_align` > 0) aligned to that size and advised
+/// into transparent huge pages.
+pub(super) fn map_anon(len: usize, huge_align: usize) -> Result<Region> {
+    let map_len = len + huge_align;
     // SAFETY: anonymous mapping, no fd; the result is checked.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            len,
+            map_len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
@@ -116,16 +140,43 @@ fn map_anon(len: usize) -> Result<Region> {
             std::io::Error::last_os_error()
         );
     }
-    // Base pages: one folio per page keeps folios == pages in the kernel's counts.
-    // SAFETY: advice on our own mapping.
-    unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
+    if huge_align == 0 {
+        // Base pages: the anon workload's folios are pages, whatever THP's settings.
+        // SAFETY: advice on our own mapping.
+        unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
+        return Ok(Region {
+            base: p.cast(),
+            len,
+        });
+    }
+    // Trim to an aligned start, so that every huge page of the region can be a PMD one.
+    let addr = p as usize;
+    let start = addr.next_multiple_of(huge_align);
+    // SAFETY: both pieces lie inside the mapping just made, which nothing else uses yet.
+    unsafe {
+        if start > addr {
+            libc::munmap(p, start - addr);
+        }
+        let end = start + len;
+        if addr + map_len > end {
+            libc::munmap(end as *mut libc::c_void, addr + map_len - end);
+        }
+    }
+    let base = start as *mut libc::c_void;
+    // SAFETY: advice on our own mapping; a kernel that refuses it is reported.
+    if unsafe { libc::madvise(base, len, libc::MADV_HUGEPAGE) } != 0 {
+        bail!(
+            "madvise(MADV_HUGEPAGE) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     Ok(Region {
-        base: p.cast(),
+        base: base.cast(),
         len,
     })
 }
 
-fn map_file(path: &PathBuf, len: usize) -> Result<Region> {
+pub(super) fn map_file(path: &PathBuf, len: usize) -> Result<Region> {
     let f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     use std::os::fd::AsRawFd as _;
     // SAFETY: read-only shared mapping of an open file; the result is checked.
@@ -156,13 +207,18 @@ fn map_file(path: &PathBuf, len: usize) -> Result<Region> {
     })
 }
 
-fn pin_to(cpu: u32) {
+pub(super) fn pin_to(cpu: u32) {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity on the calling thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu as usize, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
+}
+
+/// The generator seed of workload thread `t` (a process of `--procs` runs thread `t` alone).
+pub(super) fn thread_seed(t: u64) -> u64 {
+    0x2545_f491_4f6c_dd1d ^ t.wrapping_mul(0x9e37_79b9)
 }
 
 /// xorshift64: cheap, never zero (from a non-zero state), different in every page.
@@ -209,42 +265,61 @@ impl Sweeper {
 
     /// One pass over `range` of `region`, page by page: write (anon) or read (file). A writer
     /// first reads each page's word and compares it with what it wrote there one sweep
-    /// before. Returns false if `stop` cut the sweep short (then no later sweep compares
-    /// against it).
+    /// before. With `discard` (the thp workload) it goes a huge page (`chunk` bytes) at a
+    /// time: it checks the whole chunk, drops it (MADV_DONTNEED) and writes it again, so that
+    /// the chunk is faulted in as a fresh huge page: swap-in brings base pages back, and
+    /// without this every sweep after the first would reclaim base pages only. Returns false if
+    /// `stop` cut the sweep short (then no later sweep compares against it).
     fn sweep(
         &mut self,
         region: &Region,
         range: std::ops::Range<usize>,
-        write: bool,
-        stop: &AtomicBool,
+        how: Touch,
+        stop: &dyn Fn() -> bool,
     ) -> bool {
         let page = page_size();
+        let chunk = how.chunk.max(page);
         let mut previous = self.last_sweep_start.take();
         let start = self.x;
         let mut off = range.start;
+        let mut next_check = self.out.pages_touched + STOP_CHECK_PAGES;
         while off + 8 <= range.end {
-            let word = next_word(&mut self.x);
-            // SAFETY: off + 8 <= range.end <= region.len; the mapping is live while `region`
-            // is borrowed; volatile so the compiler keeps every access.
-            let p = unsafe { region.base.add(off).cast::<u64>() };
-            if write {
+            let end = (off + chunk).min(range.end);
+            // SAFETY (all accesses below): off..end lies in range, and range in the region,
+            // whose mapping is live while `region` is borrowed; volatile so that the compiler
+            // keeps every access.
+            let word_at = |o: usize| unsafe { region.base.add(o).cast::<u64>() };
+            let pages = (off..end).step_by(page).filter(|o| o + 8 <= end);
+            if how.write {
                 if let Some(prev) = previous.as_mut() {
-                    // SAFETY: as above.
-                    let found = unsafe { std::ptr::read_volatile(p) };
-                    self.verify(off, found, next_word(prev));
+                    for o in pages.clone() {
+                        // SAFETY: see above.
+                        let found = unsafe { std::ptr::read_volatile(word_at(o)) };
+                        self.verify(o, found, next_word(prev));
+                    }
                 }
-                // SAFETY: as above.
-                unsafe { std::ptr::write_volatile(p, word) };
+                if how.discard {
+                    // SAFETY: advice on our own mapping; the chunk's data was checked above.
+                    unsafe { libc::madvise(word_at(off).cast(), end - off, libc::MADV_DONTNEED) };
+                }
+                for o in pages {
+                    // SAFETY: see above.
+                    unsafe { std::ptr::write_volatile(word_at(o), next_word(&mut self.x)) };
+                    self.out.pages_touched += 1;
+                }
             } else {
-                // SAFETY: as above.
-                unsafe { std::ptr::read_volatile(p) };
+                for o in pages {
+                    // SAFETY: see above.
+                    unsafe { std::ptr::read_volatile(word_at(o)) };
+                    self.out.pages_touched += 1;
+                }
             }
-            off += page;
-            self.out.pages_touched += 1;
-            if self.out.pages_touched.is_multiple_of(STOP_CHECK_PAGES)
-                && stop.load(Ordering::Relaxed)
-            {
-                return false;
+            off = end;
+            if self.out.pages_touched >= next_check {
+                next_check = self.out.pages_touched + STOP_CHECK_PAGES;
+                if stop() {
+                    return false;
+                }
             }
         }
         self.last_sweep_start = Some(start);
@@ -265,20 +340,30 @@ impl Sweeper {
     }
 }
 
+/// How a thread touches its slice.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Touch {
+    /// Dirty the pages (else read them).
+    pub write: bool,
+    /// Check, drop and rewrite `chunk` bytes at a time (see `Sweeper::sweep`).
+    pub discard: bool,
+    pub chunk: usize,
+}
+
 /// Sweep until `stop` or `sweeps` passes over the slice.
-fn touch_loop(
+pub(super) fn touch_loop(
     region: &Region,
     range: std::ops::Range<usize>,
-    write: bool,
+    how: Touch,
     seed: u64,
     sweeps: Option<u64>,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> ThreadOutcome {
     let mut s = Sweeper::new(seed);
     let mut done = 0u64;
-    while !stop.load(Ordering::Relaxed) && sweeps.is_none_or(|n| done < n) {
+    while !stop() && sweeps.is_none_or(|n| done < n) {
         done += 1;
-        if !s.sweep(region, range.clone(), write, stop) {
+        if !s.sweep(region, range.clone(), how, stop) {
             break;
         }
     }
@@ -331,16 +416,22 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
             spec.cgroup_procs.display()
         )
     })?;
-    let page = page_size() as u64;
+    if spec.procs {
+        return super::procs::run_manager(spec);
+    }
+    if spec.single {
+        return super::procs::run_single(spec);
+    }
+    let page = (page_size() as u64).max(spec.huge_align);
     let threads = spec.threads.max(1) as usize;
     let (anon_len, file_len) = match spec.kind {
-        Kind::Anon => (spec.size, 0),
+        Kind::Anon | Kind::Thp => (spec.size, 0),
         Kind::File => (0, spec.size),
         Kind::Mixed => (spec.size / 2, spec.size - spec.size / 2),
     };
     let round = |v: u64| (v / (page * threads as u64)) * page * threads as u64;
     let anon = (anon_len > 0)
-        .then(|| map_anon(round(anon_len) as usize))
+        .then(|| map_anon(round(anon_len) as usize, spec.huge_align as usize))
         .transpose()?
         .map(Arc::new);
     let file = match (file_len > 0, &spec.file) {
@@ -351,20 +442,22 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_parent(stop.clone());
     let sweeps = spec.sweeps;
+    let huge_align = spec.huge_align as usize;
     let mut handles = Vec::new();
-    for t in 0..threads {
-        let cpu = spec.cpus.get(t % spec.cpus.len().max(1)).copied();
+    for i in 0..threads {
+        let t = i + spec.first_thread as usize;
+        let cpu = spec.cpus.get(i % spec.cpus.len().max(1)).copied();
         let (anon, file, stop) = (anon.clone(), file.clone(), stop.clone());
         let name = format!("rt-{}-{t}", spec.kind.as_str());
         handles.push(thread::Builder::new().name(name).spawn(move || {
             if let Some(cpu) = cpu {
                 pin_to(cpu);
             }
-            let seed = 0x2545_f491_4f6c_dd1d ^ (t as u64).wrapping_mul(0x9e37_79b9);
+            let seed = thread_seed(t as u64);
             // For `mixed`, even threads dirty anon memory and odd threads read the file.
             let target = match (&anon, &file) {
                 (Some(a), Some(f)) => {
-                    if t % 2 == 0 {
+                    if i % 2 == 0 {
                         (a, true)
                     } else {
                         (f, false)
@@ -380,12 +473,18 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
                 _ => threads,
             };
             let idx = match (&anon, &file) {
-                (Some(_), Some(_)) => t / 2,
-                _ => t,
+                (Some(_), Some(_)) => i / 2,
+                _ => i,
             };
             let slice = region.len / sharers;
             let range = idx * slice..(idx + 1) * slice;
-            (write, touch_loop(region, range, write, seed, sweeps, &stop))
+            let how = Touch {
+                write,
+                discard: write && huge_align > 0,
+                chunk: huge_align,
+            };
+            let stop = || stop.load(Ordering::Relaxed);
+            (write, touch_loop(region, range, how, seed, sweeps, &stop))
         })?);
     }
     let started = Instant::now();
@@ -420,7 +519,7 @@ pub fn run_child(spec: &ChildSpec) -> Result<()> {
 }
 
 /// Stop when the parent says so: it closes our stdin (or dies, which closes it too).
-fn watch_parent(stop: Arc<AtomicBool>) {
+pub(super) fn watch_parent(stop: Arc<AtomicBool>) {
     thread::spawn(move || {
         use std::io::Read as _;
         let mut sink = [0u8; 64];
@@ -465,16 +564,25 @@ mod tests {
     use super::*;
 
     const PAGES: usize = 16;
+    const WRITE: Touch = Touch {
+        write: true,
+        discard: false,
+        chunk: 0,
+    };
+    const READ: Touch = Touch {
+        write: false,
+        ..WRITE
+    };
 
     fn region() -> (Region, std::ops::Range<usize>) {
         let len = PAGES * page_size();
-        (map_anon(len).expect("mmap"), 0..len)
+        (map_anon(len, 0).expect("mmap"), 0..len)
     }
 
     #[test]
     fn a_clean_run_verifies_every_page_after_the_first_sweep() {
         let (r, range) = region();
-        let out = touch_loop(&r, range, true, 7, Some(3), &AtomicBool::new(false));
+        let out = touch_loop(&r, range, WRITE, 7, Some(3), &|| false);
         assert_eq!(out.pages_touched, 3 * PAGES as u64);
         assert_eq!(out.pages_verified, 2 * PAGES as u64);
         assert_eq!(out.corrupt_pages, 0);
@@ -484,15 +592,15 @@ mod tests {
     #[test]
     fn a_word_changed_between_sweeps_is_reported_with_its_offset() {
         let (r, range) = region();
-        let stop = AtomicBool::new(false);
+        let stop = || false;
         let mut s = Sweeper::new(7);
-        assert!(s.sweep(&r, range.clone(), true, &stop));
+        assert!(s.sweep(&r, range.clone(), WRITE, &stop));
         // What a write lost by reclaim looks like: the page holds something else.
         let off = 5 * page_size();
         // SAFETY: inside the live mapping.
         unsafe { *r.base.add(off).cast::<u64>() ^= 1 };
-        assert!(s.sweep(&r, range.clone(), true, &stop));
-        assert!(s.sweep(&r, range, true, &stop));
+        assert!(s.sweep(&r, range.clone(), WRITE, &stop));
+        assert!(s.sweep(&r, range, WRITE, &stop));
         assert_eq!(s.out.pages_verified, 2 * PAGES as u64);
         assert_eq!(s.out.corrupt_pages, 1);
         let first = s.out.first_corruption.expect("reported");
@@ -500,9 +608,36 @@ mod tests {
     }
 
     #[test]
+    fn chunks_dropped_and_rewritten_are_checked_before_they_go() {
+        let (r, range) = region();
+        let stop = || false;
+        let thp = Touch {
+            discard: true,
+            chunk: 4 * page_size(),
+            ..WRITE
+        };
+        let mut s = Sweeper::new(7);
+        assert!(s.sweep(&r, range.clone(), thp, &stop));
+        let off = 9 * page_size();
+        // SAFETY: inside the live mapping.
+        unsafe { *r.base.add(off).cast::<u64>() ^= 1 };
+        assert!(s.sweep(&r, range.clone(), thp, &stop));
+        assert!(s.sweep(&r, range, thp, &stop));
+        assert_eq!(s.out.pages_touched, 3 * PAGES as u64);
+        assert_eq!(s.out.pages_verified, 2 * PAGES as u64);
+        assert_eq!(s.out.corrupt_pages, 1, "{:?}", s.out.first_corruption);
+        assert!(
+            s.out
+                .first_corruption
+                .unwrap()
+                .contains(&format!("{off:#x}"))
+        );
+    }
+
+    #[test]
     fn readers_verify_nothing_and_totals_split_by_role() {
         let (r, range) = region();
-        let reader = touch_loop(&r, range, false, 7, Some(2), &AtomicBool::new(false));
+        let reader = touch_loop(&r, range, READ, 7, Some(2), &|| false);
         assert_eq!(reader.pages_verified, 0);
         let writer = ThreadOutcome {
             pages_touched: 10,

@@ -4,6 +4,8 @@
 
 pub mod cgroup;
 pub mod generator;
+mod procs;
+pub mod thp;
 pub mod zram;
 
 use std::{
@@ -42,6 +44,8 @@ pub struct WorkloadOptions {
     pub duration: Option<Duration>,
     /// Stop after this many sweeps over each thread's share of the memory.
     pub sweeps: Option<u64>,
+    /// Separate single-threaded processes instead of threads of one.
+    pub procs: bool,
 }
 
 impl WorkloadOptions {
@@ -55,10 +59,39 @@ impl WorkloadOptions {
     }
 }
 
+/// Most workload threads (or processes): more than any machine this runs on has CPUs for.
+const MAX_THREADS: u32 = 4096;
+
 /// What must hold before anything is attached or created.
 pub fn preflight(opts: &WorkloadOptions) -> Result<MemoryHierarchy> {
     if opts.threads == Some(0) {
         return Err(BadInput("--threads must be at least 1".into()).into());
+    }
+    let threads = opts.threads(&online_cpus());
+    if threads > MAX_THREADS {
+        return Err(BadInput(format!(
+            "--threads {threads} is more than {MAX_THREADS}: give at most one per CPU you want busy"
+        ))
+        .into());
+    }
+    if opts.procs && opts.kind == Kind::Mixed {
+        return Err(BadInput(
+            "--procs runs one kind of writer per process: use it with --workload anon, thp or              file"
+                .into(),
+        )
+        .into());
+    }
+    if opts.kind == Kind::Thp {
+        let t = thp::madvise_sizes(Path::new(thp::THP_DIR))?;
+        let need = t.pmd_bytes * u64::from(threads);
+        if opts.size() < need {
+            return Err(BadInput(format!(
+                "--size ({} MiB) leaves less than one {} KiB huge page per thread ({threads}                  threads): raise --size or lower --threads",
+                opts.size() >> 20,
+                t.pmd_bytes >> 10
+            ))
+            .into());
+        }
     }
     if opts.size() < 4 * (1 << 20) || opts.memcg_limit < 4 * (1 << 20) {
         return Err(BadInput("--size and --memcg-limit must be at least 4M".into()).into());
@@ -139,6 +172,12 @@ fn sweep_stale_cgroups(h: &MemoryHierarchy) {
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
+        // `--procs` made one child cgroup per process: they go first.
+        if let Ok(children) = fs::read_dir(e.path()) {
+            for c in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = fs::remove_dir(c.path());
+            }
+        }
         let _ = fs::remove_dir(e.path());
         if !e.path().exists() {
             log::info!(
@@ -160,9 +199,11 @@ fn online_cpus() -> Vec<u32> {
 /// How long a stopping workload may take to finish the page it is on and report.
 const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running workload. Fields drop in order: child first, then cgroup, file and zram.
+/// A running workload. Fields drop in order: child first, then cgroups, file and zram.
 pub struct Workload {
     child: Option<Child>,
+    /// `--procs`: one cgroup per process, inside `cgroup` (removed before it).
+    proc_cgroups: Vec<Cgroup>,
     pub cgroup: Cgroup,
     data_file: Option<PathBuf>,
     pub zram: Option<ZramSwap>,
@@ -199,16 +240,30 @@ impl Workload {
         } else {
             None
         };
-        let procs = cgroup.procs_file();
+        let proc_cgroups = if opts.procs {
+            proc_cgroups(h, &cgroup, threads, opts.memcg_limit)?
+        } else {
+            Vec::new()
+        };
+        let thp = if opts.kind == Kind::Thp {
+            Some(thp::madvise_sizes(Path::new(thp::THP_DIR))?)
+        } else {
+            None
+        };
         let spec = ChildSpec {
             kind: opts.kind,
             threads,
             size,
             cpus: cpus.clone(),
-            cgroup_procs: procs,
+            cgroup_procs: proc_cgroups.first().unwrap_or(&cgroup).procs_file(),
+            proc_cgroups: proc_cgroups.iter().map(Cgroup::procs_file).collect(),
             file: data_file.clone(),
             duration_s: opts.duration.map(|d| d.as_secs_f64()),
             sweeps: opts.sweeps,
+            procs: opts.procs,
+            first_thread: 0,
+            huge_align: thp.as_ref().map_or(0, |t| t.pmd_bytes),
+            single: false,
         };
         let exe = std::env::current_exe().context("cannot find this program's executable")?;
         let child = Command::new(exe)
@@ -223,6 +278,8 @@ impl Workload {
         let info = WorkloadInfo {
             kind: opts.kind.as_str().to_string(),
             threads,
+            processes: if opts.procs { threads } else { 1 },
+            thp_sizes_kb: thp.map(|t| t.sizes_kb).unwrap_or_default(),
             size_bytes: size,
             memcg_limit_bytes: opts.memcg_limit,
             cgroup: cgroup.path.display().to_string(),
@@ -232,6 +289,7 @@ impl Workload {
         };
         Ok(Workload {
             child: Some(child),
+            proc_cgroups,
             cgroup,
             data_file,
             zram,
@@ -284,6 +342,11 @@ impl Workload {
     pub fn cleanup(mut self) -> Result<()> {
         self.stop();
         let mut errors = Vec::new();
+        for c in &mut self.proc_cgroups {
+            if let Err(e) = c.remove() {
+                errors.push(format!("{e:#}"));
+            }
+        }
         if let Err(e) = self.cgroup.remove() {
             errors.push(format!("{e:#}"));
         }
@@ -311,6 +374,19 @@ impl Drop for Workload {
         }
         // cgroup and zram clean themselves up in their own Drop, in field order.
     }
+}
+
+/// `--procs`: a memory cgroup per process inside the workload's, each limited to its share of
+/// the limit, so that every process reclaims its own memory only (as N independent
+/// single-threaded programs would), never another process's.
+fn proc_cgroups(h: &MemoryHierarchy, parent: &Cgroup, n: u32, limit: u64) -> Result<Vec<Cgroup>> {
+    let inside = MemoryHierarchy {
+        version: h.version,
+        mount: parent.path.clone(),
+    };
+    (0..n)
+        .map(|i| Cgroup::create(&inside, &format!("proc-{i}"), limit / u64::from(n)))
+        .collect()
 }
 
 pub fn describe_exit(st: std::process::ExitStatus) -> String {

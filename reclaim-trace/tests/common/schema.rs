@@ -16,13 +16,15 @@ fn load(name: &str) -> Value {
     .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Validate `instance` against `schema/<name>` (the record schema references the summary
-/// schema by its `$id`; both are registered).
+/// Validate `instance` against `schema/<name>` (a record schema references its summary schema
+/// by `$id`; both summary versions are registered).
 pub fn validate(name: &str, instance: &Value) {
-    let summary = load("summary-v1.schema.json");
-    let id = summary["$id"].as_str().unwrap().to_string();
+    let [v1, v2] = ["summary-v1.schema.json", "summary-v2.schema.json"].map(load);
+    let id = |s: &Value| s["$id"].as_str().unwrap().to_string();
     let registry = jsonschema::Registry::new()
-        .add(&id, jsonschema::Resource::from_contents(summary))
+        .add(id(&v1), jsonschema::Resource::from_contents(v1))
+        .unwrap()
+        .add(id(&v2), jsonschema::Resource::from_contents(v2))
         .unwrap()
         .prepare()
         .unwrap();

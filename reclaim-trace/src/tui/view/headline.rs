@@ -50,31 +50,53 @@ fn ratio_lines(app: &App) -> Vec<Line<'static>> {
         Some(r) => Span::styled(format!("{r:.3}"), big),
         None => Span::styled("n/a", dim),
     };
+    let total = &f.total.per_folio;
     let first = Line::from(vec![
         Span::styled("flushes per reclaimed folio ", Style::new().bold()),
         now,
         Span::styled(" now", dim),
     ]);
-    let second = if f.ratio_now().is_none() && f.total.flushes_per_reclaimed_folio.is_none() {
-        Line::styled("no reclaim seen yet (try --workload anon --zram)", dim)
+    if f.ratio_now().is_none() && total.flushes_per_reclaimed_folio.is_none() {
+        return vec![
+            first,
+            Line::styled("no reclaim seen yet (try --workload anon --zram)", dim),
+        ];
+    }
+    // The split of the figure above: deferred flushes send the IPIs (and are what batching
+    // changes), immediate ones are local.
+    let pf = if f.ratio_now().is_some() {
+        &f.now.per_folio
     } else {
-        let (_, max) = spark_data(app, usize::MAX);
-        Line::from(vec![
-            Span::raw(format!(
-                "{} since start",
-                ratio(f.total.flushes_per_reclaimed_folio)
-            )),
-            Span::styled(
-                format!(
-                    " · chart: 1 col/{}, top {:.2}",
-                    interval(app.interval_s),
-                    max as f64 / SCALE
-                ),
-                dim,
-            ),
-        ])
+        total
     };
-    vec![first, second]
+    let split = Line::raw(format!(
+        "= {} deferred + {} immediate",
+        ratio(pf.deferred_flushes_per_reclaimed_folio),
+        ratio(pf.immediate_flushes_per_reclaimed_folio)
+    ));
+    let (_, max) = spark_data(app, usize::MAX);
+    let folios = if f.total.folios_exact {
+        "folios exact"
+    } else if f.total.folios_counted() {
+        "folios not exact"
+    } else {
+        "folios = pages"
+    };
+    let third = Line::from(vec![
+        Span::raw(format!(
+            "{} since start",
+            ratio(total.flushes_per_reclaimed_folio)
+        )),
+        Span::styled(
+            format!(
+                " · {folios} · 1 col/{}, top {:.2}",
+                interval(app.interval_s),
+                max as f64 / SCALE
+            ),
+            dim,
+        ),
+    ]);
+    vec![first, split, third]
 }
 
 fn rate_lines(app: &App) -> Vec<Line<'static>> {
@@ -103,7 +125,7 @@ impl Widget for Headline<'_> {
             .spacing(2)
             .areas(area);
         let [text, chart] =
-            Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(left);
+            Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(left);
         Paragraph::new(ratio_lines(app)).render(text, buf);
         let (data, max) = spark_data(app, usize::from(chart.width));
         Sparkline::default()
@@ -128,7 +150,7 @@ pub fn compact_lines(app: &App) -> Vec<Line<'static>> {
             ),
             Span::raw(format!(
                 " now, {} total",
-                ratio(f.total.flushes_per_reclaimed_folio)
+                ratio(f.total.per_folio.flushes_per_reclaimed_folio)
             )),
         ]),
         Line::raw(format!(
