@@ -201,15 +201,19 @@ pub const CNT_WINDOW_UNKNOWN: u32 = 16;
 /// Precise tier with the stale-TLB window: `pageout()` calls inside reclaim passes, written
 /// out or not (PAGE_SUCCESS ones are the `pageouts`).
 pub const CNT_PAGEOUT_CALLS: u32 = 17;
+/// Precise tier: `pageout()` on a folio whose deferred flush had not happened yet, with no
+/// writable entry pending (`tlb_ubc.writable` clear): the stale entries are read-only, so
+/// `try_to_unmap_flush_dirty()` rightly skipped the flush and no store can race the I/O.
+pub const CNT_PAGEOUTS_READONLY_PENDING: u32 = 18;
 /// With folio counting (`CFG_COUNT_FOLIOS`): passes whose freed folios' pages differ from the
 /// kernel's reclaimed pages (a folio freed by someone else while isolated, a page freed by an
 /// interrupt on the reclaiming CPU, a speculative reference that kept a reclaimed folio), or
 /// whose frees could not be seen (a pass known only from its end). Their folio count is not
 /// exact.
-pub const CNT_UNMATCHED_PASSES: u32 = 18;
+pub const CNT_UNMATCHED_PASSES: u32 = 19;
 /// Σ over those passes of |pages freed − pages reclaimed| (all reclaimed pages for a pass
 /// whose frees were not seen, where folios are counted as pages).
-pub const CNT_UNMATCHED_PAGES: u32 = 19;
+pub const CNT_UNMATCHED_PAGES: u32 = 20;
 /// First program-error counter: `CNT_ERR_BASE + PROG_*`.
 pub const CNT_ERR_BASE: u32 = 32;
 pub const N_COUNTERS: u32 = 64;

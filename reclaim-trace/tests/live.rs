@@ -73,6 +73,21 @@ fn anon_workload_figures_match_the_kernel() {
         0.03,
     );
 
+    // Base pages (MADV_NOHUGEPAGE): every folio is one page, counted as the passes free them.
+    let (folios, pages) = (
+        u(&s, "/totals/folios_reclaimed"),
+        u(&s, "/totals/pages_reclaimed"),
+    );
+    assert!(
+        folios.abs_diff(pages) <= u(&s, "/totals/unmatched_pages") && folios > 0,
+        "folios {folios} vs pages {pages}"
+    );
+    // Threads of one process: their mm is live on every CPU, so every unmap is deferred.
+    assert!(
+        u(&s, "/totals/immediate_flushes") * 100 <= u(&s, "/totals/flushes"),
+        "threads' flushes are deferred: {}",
+        s["totals"]
+    );
     // Today's kernels flush once per dirty folio before pageout().
     let ratio = f(&s, "/flushes_per_reclaimed_folio");
     assert!(

@@ -328,8 +328,9 @@ fn dirty_flushes_of(args: &AbArgs, side: usize) -> DirtyFlushes {
     }
 }
 
-/// The rule a kernel CI would gate a batching patch with.
-const GATE: &str = "flushes_per_reclaimed_folio>0.5";
+/// The rule a kernel CI would gate a batching patch with: deferred flushes are the ones it
+/// batches (immediate ones, where the anon workload has any, it cannot change).
+const GATE: &str = "deferred_flushes_per_reclaimed_folio>0.5";
 
 /// `reclaim-trace compare A B --fail-if GATE`: it must pass with A = baseline, B = patched,
 /// and fail (exit 1) with the two swapped, or the gate could never catch a regression.

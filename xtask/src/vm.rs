@@ -29,12 +29,13 @@ use crate::util::workspace_root;
 #[derive(clap::Args, Debug, Clone)]
 pub struct VmArgs {
     /// `6.1` (bookworm), `6.12` (trixie), `sid` (the newest), or a folder with a kernel's .deb
-    /// files. Without --kernel and --workload: the whole matrix (three kernels with anon, file
-    /// on 6.12 and sid).
+    /// files. Without --kernel and --workload: the whole matrix (three kernels with anon and
+    /// THP, file on 6.12 and sid, 64 kB mTHP on 6.12).
     #[arg(long, value_name = "6.1|6.12|sid|PATH")]
     pub kernel: Option<String>,
-    /// Workload of the measured run [default: anon].
-    #[arg(long, value_parser = ["anon", "file"])]
+    /// Workload of the measured run [default: anon]. `mthp` is the thp workload with the
+    /// guest's THP settings allowing 64 kB folios only (kernels with per-size controls, 6.8+).
+    #[arg(long, value_parser = ["anon", "thp", "mthp", "file"])]
     pub workload: Option<String>,
     /// Switch MGLRU (`/sys/kernel/mm/lru_gen/enabled`) on or off in the guest before the run
     /// [default: the kernel's default: on in sid's 7.x, off in 6.1 and 6.12].
@@ -71,6 +72,11 @@ pub const MATRIX: &[(&str, &str, Option<&str>, &[&str])] = &[
     ("6.1", "anon", None, &["--probe-mode", "kprobe"]),
     ("6.12", "file", None, &[]),
     ("sid", "file", None, &[]),
+    // Large folios: PMD-size THP everywhere (6.1 has no other size), 64 kB mTHP where the
+    // per-size controls exist (6.8+).
+    ("6.1", "thp", None, &[]),
+    ("6.12", "mthp", None, &[]),
+    ("sid", "thp", None, &[]),
 ];
 
 /// One guest run of the selection.
@@ -361,12 +367,14 @@ fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) 
     if extra.first().is_some_and(|a| !a.starts_with('-')) {
         return (extra.to_vec(), false);
     }
+    // mthp is the thp workload on a guest whose THP settings allow 64 kB folios only.
+    let tool_workload = if workload == "mthp" { "thp" } else { workload };
     let mut a: Vec<String> = [
         "summary",
         "--duration",
         &format!("{RUN_SECONDS}s"),
         "--workload",
-        workload,
+        tool_workload,
         "--threads",
         &smp.to_string(),
         "--json",
@@ -375,7 +383,7 @@ fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) 
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if workload == "anon" {
+    if workload != "file" {
         a.push("--zram".into());
     } else {
         // The data file is written inside the traced window; under TCG 320 MiB on the virtio
@@ -409,6 +417,12 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
         tool_args: args,
         disk,
         lru_gen: r.lru_gen,
+        // 64 kB folios only: the PMD size off, else MADV_HUGEPAGE memory gets 2 MB ones.
+        thp_sizes: if workload == "mthp" {
+            vec![(2048, "never"), (64, "madvise")]
+        } else {
+            vec![]
+        },
     };
     let cpio = dir.join("initramfs.cpio");
     initramfs::build(tool, k, &plan, &dir, &cpio)?;

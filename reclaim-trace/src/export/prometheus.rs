@@ -7,9 +7,9 @@
 use std::fmt::Write as _;
 
 use reclaim_trace_common::{
-    CNT_OTHER_FLUSHES, CNT_PAGEOUTS_BEFORE_FLUSH, CNT_RINGBUF_DROPS, HIST_BATCH_FILL,
-    HIST_EXACT_MAX, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_FLUSH_TO_PAGEOUT, HIST_IPIS,
-    HIST_UNFLUSHED_WINDOW, bucket_upper_bound,
+    CNT_OTHER_FLUSHES, CNT_PAGEOUTS_BEFORE_FLUSH, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES,
+    HIST_BATCH_FILL, HIST_EXACT_MAX, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
+    HIST_FLUSH_TO_PAGEOUT, HIST_IPIS, HIST_UNFLUSHED_WINDOW, bucket_upper_bound,
 };
 
 use super::summary::{KernelInfo, Totals};
@@ -250,6 +250,12 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
             "reclaim_trace_decode_errors_total",
             "Ring-buffer records that could not be decoded.",
             w.passes.decode_errors,
+        ),
+        (
+            "reclaim_trace_unmatched_pages_total",
+            "Pages of passes whose freed folios did not add up to the pages reclaimed: the \
+             folio count may be off by this much (0: folios exact).",
+            w.kernel.counter(CNT_UNMATCHED_PAGES),
         ),
     ] {
         o.family(name, "counter", help);

@@ -183,6 +183,7 @@ pub fn traces() -> Traces {
         "vmscan_lru_isol",
         "vmscan_lru_shri",
         "vmscan_write_fo",
+        "mm_page_free",
     ];
     let ours = || {
         aya::programs::loaded_programs()

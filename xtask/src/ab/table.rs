@@ -116,6 +116,18 @@ pub fn rows(a: &Side<'_>, b: &Side<'_>, batch: u64) -> Vec<Row> {
             4,
         ),
         row(
+            "  deferred (dirty + batch: send IPIs)",
+            a.ratio("/totals/deferred_flushes", "/totals/folios_reclaimed"),
+            b.ratio("/totals/deferred_flushes", "/totals/folios_reclaimed"),
+            4,
+        ),
+        row(
+            "  immediate (local)",
+            a.ratio("/totals/immediate_flushes", "/totals/folios_reclaimed"),
+            b.ratio("/totals/immediate_flushes", "/totals/folios_reclaimed"),
+            4,
+        ),
+        row(
             "  dirty flushes per reclaimed folio",
             a.ratio("/totals/dirty_flushes", "/totals/folios_reclaimed"),
             b.ratio("/totals/dirty_flushes", "/totals/folios_reclaimed"),
@@ -237,7 +249,8 @@ mod tests {
 
     fn summary(folios: u64, dirty: u64, pass_pageouts: &[(u64, u64)]) -> Value {
         json!({
-            "totals": {"flushes": dirty, "dirty_flushes": dirty, "folios_reclaimed": folios,
+            "totals": {"flushes": dirty, "deferred_flushes": dirty, "immediate_flushes": 0,
+                       "dirty_flushes": dirty, "folios_reclaimed": folios,
                        "pages_reclaimed": folios, "ipis": dirty},
             "batch_fill": {"p50": 1, "p99": 1, "max": 1},
             "pass_pageouts": {"histogram": pass_pageouts.iter()
@@ -252,6 +265,8 @@ mod tests {
             pgsteal,
             pswpout: pgsteal,
             tlb_irqs: Some(tlb),
+            large_swpout: 0,
+            large_swpout_pages: 0,
         }
     }
 

@@ -31,7 +31,12 @@ pub struct InitPlan {
     pub disk: bool,
     /// Value written to /sys/kernel/mm/lru_gen/enabled before the run (`y`/`n`), if any.
     pub lru_gen: Option<&'static str>,
+    /// (size in kB, value) written to /sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/
+    /// enabled before the run (the mthp workload: 64 kB folios only).
+    pub thp_sizes: Vec<(u32, &'static str)>,
 }
+
+const THP: &str = "/sys/kernel/mm/transparent_hugepage";
 
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -54,6 +59,22 @@ pub fn init_script(p: &InitPlan) -> String {
         ),
         None => String::new(),
     };
+    let thp: String = p
+        .thp_sizes
+        .iter()
+        .map(|(kb, v)| {
+            format!(
+                "if ! echo {v} >{THP}/hugepages-{kb}kB/enabled; then \
+                 mark error 'cannot set {THP}/hugepages-{kb}kB/enabled to {v}'; fi\n"
+            )
+        })
+        .collect();
+    // The per-size swap-out counters (6.10+) go with /proc/vmstat, as mthp_swpout_<N>kB.
+    let counters = format!(
+        "counters() {{ cat /proc/vmstat; for d in {THP}/hugepages-*kB; do \
+         [ -f $d/stats/swpout ] && echo \"mthp_swpout_${{d##*-}} $(cat $d/stats/swpout)\"; \
+         done; }}\n"
+    );
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp /run /var/tmp
@@ -74,16 +95,16 @@ for m in $(cat /etc/modules.order); do
     mark error "insmod $m: $(cat /tmp/insmod.log)"
   fi
 done
-{disk}{lru_gen}uname -r >/tmp/uname; section uname /tmp/uname
+{disk}{lru_gen}{thp}{counters}uname -r >/tmp/uname; section uname /tmp/uname
 cat /sys/kernel/mm/lru_gen/enabled >/tmp/lru_gen 2>/dev/null; section lru_gen /tmp/lru_gen
 echo "doctor" >/dev/console
 /reclaim-trace doctor >/tmp/doctor.txt 2>&1; echo "exit $?" >>/tmp/doctor.txt
 section doctor /tmp/doctor.txt
 echo "measured run: reclaim-trace {printed}" >/dev/console
-cat /proc/vmstat >/tmp/vmstat0; cat /proc/interrupts >/tmp/interrupts0
+counters >/tmp/vmstat0; cat /proc/interrupts >/tmp/interrupts0
 /reclaim-trace {args} >/tmp/stdout 2>/tmp/stderr
 rc=$?
-cat /proc/vmstat >/tmp/vmstat1; cat /proc/interrupts >/tmp/interrupts1
+counters >/tmp/vmstat1; cat /proc/interrupts >/tmp/interrupts1
 mark "exit $rc"
 section vmstat_before /tmp/vmstat0
 section vmstat_after /tmp/vmstat1
@@ -214,6 +235,7 @@ mod tests {
     #[test]
     fn init_quotes_the_tool_arguments() {
         let s = init_script(&InitPlan {
+            thp_sizes: vec![],
             tool_args: vec!["summary".into(), "--json".into(), "/tmp/it's.json".into()],
             disk: true,
             lru_gen: Some("n"),
