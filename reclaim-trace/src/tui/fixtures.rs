@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
     CNT_OTHER_FLUSHES, CNT_RINGBUF_DROPS, CTX_KSWAPD, CTX_MEMCG, HIST_BATCH_FILL,
-    HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, PassCounts, hist_index,
+    HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_FLUSH_TO_PAGEOUT, HIST_IPIS,
+    HIST_UNFLUSHED_WINDOW, PassCounts, hist_index,
 };
 
 use super::model::{Cost, Frame, reclaimers};
@@ -125,6 +126,11 @@ fn snapshot(scale: u64) -> KernelSnapshot {
         h(metric, CTX_MEMCG, 3 + extra, 40);
         h(metric, CTX_KSWAPD, 1 + extra, 25);
     }
+    // Stale-TLB window per written folio (log2 ns buckets): mostly under 8 µs from unmap to
+    // the end of its flush, under 2 µs from there to pageout().
+    h(HIST_UNFLUSHED_WINDOW, CTX_MEMCG, 13, 9_000);
+    h(HIST_UNFLUSHED_WINDOW, CTX_MEMCG, 16, 550);
+    h(HIST_FLUSH_TO_PAGEOUT, CTX_MEMCG, 11, 9_550);
     k.counters[CNT_OTHER_FLUSHES as usize] = 3 * scale;
     k.victims_by_cpu = vec![1_900 * scale, 3_100 * scale, 2_600 * scale, 2_130 * scale];
     k.reason1_by_cpu = k.victims_by_cpu.clone();

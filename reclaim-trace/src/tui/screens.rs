@@ -164,6 +164,21 @@ fn degraded_probes_view_gives_the_reasons_and_the_cost() {
 }
 
 #[test]
+fn probes_view_shows_the_stale_tlb_window_where_it_is_measured() {
+    let mut app = populated_app();
+    app.update(Action::Show(View::Probes));
+    let s = text(draw(&app, 100, 30).backend().buffer());
+    // Bucket 13 holds windows below 2^13 ns.
+    assert!(s.contains("unmap→flush p50 8.2µs"), "{s}");
+    assert!(s.contains("written before flush 0"), "{s}");
+    assert!(s.contains("folios: counted one by one"), "{s}");
+    let mut app = app_with(fixtures::degraded(), &[]);
+    app.update(Action::Show(View::Probes));
+    let s = text(draw(&app, 100, 30).backend().buffer());
+    assert!(s.contains("stale-TLB window: not measured"), "{s}");
+}
+
+#[test]
 fn help() {
     let mut app = populated_app();
     app.update(Action::ToggleHelp);

@@ -15,6 +15,7 @@
 
 use std::{
     io::Read as _,
+    os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -62,7 +63,26 @@ pub fn run_manager(spec: &ChildSpec) -> Result<()> {
             first_thread: t,
             ..spec.clone()
         };
-        let child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        if let Some(cpu) = cpu {
+            // Pinned before exec, so that the mm exec creates is only ever live on its CPU:
+            // x86 leaves a CPU in mm_cpumask after the mm leaves it until a flush for that mm
+            // reaches it, and batched flushes (no mm) never do; a process that ran on another
+            // CPU before pinning itself kept every flush deferred (6.18.44, one run in two).
+            // SAFETY: sched_setaffinity is async-signal-safe; the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu as usize, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+            };
+        }
+        let child = cmd
             .arg("__workload-child")
             .arg(serde_json::to_string(&one)?)
             .stdin(Stdio::piped())

@@ -1,5 +1,6 @@
-//! The probe plan (which source every signal comes from, degraded ones marked, with why) and
-//! what tracing costs: BPF run time per program, drops, program errors.
+//! The probe plan (which source every signal comes from, degraded ones marked, with why), the
+//! stale-TLB window and folio exactness, and what tracing costs: BPF run time per program,
+//! drops, program errors.
 
 use ratatui::{
     buffer::Buffer,
@@ -68,6 +69,58 @@ fn drops_line(app: &App) -> Line<'static> {
     )
 }
 
+/// The stale-TLB window per written-out folio (the question a dirty-flush batching patch's
+/// review asks), where the precise tier measures it, and whether folios are exact.
+fn window_lines(app: &App) -> Vec<Line<'static>> {
+    let t = &app.frame.total;
+    let dim = Style::new().fg(Color::Gray);
+    let folios = Line::styled(
+        if t.folios_exact {
+            "folios: counted one by one, every pass adds up".to_string()
+        } else if t.folios_counted() {
+            format!(
+                "folios: not exact, {} pages in {} passes did not add up",
+                count(t.totals.unmatched_pages),
+                count(t.totals.unmatched_passes)
+            )
+        } else {
+            "folios: not counted on this kernel, base pages stand in".to_string()
+        },
+        dim,
+    );
+    let (Some(w), Some(f)) = (&t.unflushed_window_ns, &t.flush_to_pageout_ns) else {
+        let mut l = folios;
+        l.spans.push(Span::styled(
+            " · stale-TLB window: not measured in this tier",
+            dim,
+        ));
+        return vec![l];
+    };
+    let q = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| ns(v as f64));
+    let before = t.totals.pageouts_before_flush;
+    let window = Line::from(vec![
+        Span::raw(format!(
+            "stale-TLB window: unmap→flush p50 {} p99 {}, →pageout p50 {} · ",
+            q(w.p50),
+            q(w.p99),
+            q(f.p50)
+        )),
+        Span::styled(
+            format!("written before flush {}", count(before)),
+            if before > 0 {
+                Style::new().fg(Color::Red).bold()
+            } else {
+                Style::new().fg(Color::Green)
+            },
+        ),
+        Span::styled(
+            format!(" · read-only {}", count(t.totals.pageouts_readonly_pending)),
+            dim,
+        ),
+    ]);
+    vec![folios, window]
+}
+
 fn cost_caption(app: &App) -> Line<'static> {
     let c = &app.frame.cost;
     if !c.stats_enabled {
@@ -92,9 +145,16 @@ impl Widget for Probes<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let app = self.0;
         let plan = plan_lines(app);
-        let [plan_area, drops_area, caption_area, cost_area] = Layout::vertical([
+        // The window lines give way to the cost table (header and two rows) on short screens.
+        let mut window = window_lines(app);
+        let fixed = plan.len() as u16 + 1 + 1 + 1 + 3;
+        if area.height < fixed + window.len() as u16 {
+            window.clear();
+        }
+        let [plan_area, drops_area, window_area, caption_area, cost_area] = Layout::vertical([
             Constraint::Length(plan.len() as u16 + 1),
             Constraint::Length(1),
+            Constraint::Length(window.len() as u16),
             Constraint::Length(1),
             Constraint::Min(0),
         ])
@@ -106,6 +166,7 @@ impl Widget for Probes<'_> {
         head.extend(plan);
         Paragraph::new(head).render(plan_area, buf);
         Paragraph::new(drops_line(app)).render(drops_area, buf);
+        Paragraph::new(window).render(window_area, buf);
         Paragraph::new(cost_caption(app)).render(caption_area, buf);
         let rows = app
             .frame
