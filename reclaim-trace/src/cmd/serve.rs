@@ -28,12 +28,11 @@ pub struct Exports {
 
 fn render(session: &Session) -> Exports {
     let w = session.agg.window();
-    let plan = &session.tracer().plan;
-    let kernel = session.kernel_info();
+    let summary = session.summarize(&w);
     Exports {
-        prometheus: prometheus::render(&w, plan, &kernel, Format::Prometheus),
-        openmetrics: prometheus::render(&w, plan, &kernel, Format::OpenMetrics),
-        snapshot_json: serde_json::to_string_pretty(&session.summarize(&w)).unwrap_or_default(),
+        prometheus: prometheus::render(&summary, &w, Format::Prometheus),
+        openmetrics: prometheus::render(&summary, &w, Format::OpenMetrics),
+        snapshot_json: serde_json::to_string_pretty(&summary).unwrap_or_default(),
     }
 }
 

@@ -2,21 +2,19 @@
 //!
 //! Counters for the totals and histograms for batch fill and fan-out, labelled only by reclaim
 //! context; the probe plan and build as info metrics. Metric names are the JSON names with a
-//! `reclaim_trace_` prefix.
+//! `reclaim_trace_` prefix. Every figure is read from the window's [`Summary`] (the model the
+//! JSON, text and dashboard read); only the histograms' per-context buckets, which the summary
+//! keeps for all reclaim contexts together, come from the window itself.
 
 use std::fmt::Write as _;
 
 use reclaim_trace_common::{
-    CNT_OTHER_FLUSHES, CNT_PAGEOUTS_BEFORE_FLUSH, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES,
     HIST_BATCH_FILL, HIST_EXACT_MAX, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
     HIST_FLUSH_TO_PAGEOUT, HIST_IPIS, HIST_UNFLUSHED_WINDOW, bucket_upper_bound,
 };
 
-use super::summary::{KernelInfo, Totals};
-use crate::{
-    aggregate::{CONTEXT_NAMES, Histogram, Window},
-    plan::{Plan, Signal, Tier},
-};
+use super::summary::{Summary, Totals};
+use crate::aggregate::{CONTEXT_NAMES, Histogram, Window};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -81,7 +79,7 @@ impl Out {
 /// Per-context counters: (metric, help, accessor).
 type Field = (&'static str, &'static str, fn(&Totals) -> u64);
 
-const CONTEXT_COUNTERS: &[Field] = &[
+pub(crate) const CONTEXT_COUNTERS: &[Field] = &[
     ("passes", "Reclaim passes (shrink_folio_list calls).", |t| {
         t.passes
     }),
@@ -210,17 +208,32 @@ fn bucket_sum(h: &Histogram) -> f64 {
     h.mean().map_or(0.0, |m| m * h.total() as f64)
 }
 
-pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> String {
+/// The totals of each reclaim context, in `CONTEXT_NAMES` order.
+fn context_totals(s: &Summary) -> Vec<Totals> {
+    CONTEXT_NAMES
+        .iter()
+        .map(|c| {
+            s.by_context
+                .get(*c)
+                .map(|x| x.totals.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The exposition of window `w`, whose summary is `s`.
+pub fn render(s: &Summary, w: &Window, format: Format) -> String {
     let mut o = Out {
         s: String::new(),
         format,
     };
-    let totals: Vec<Totals> = w.kernel.totals.iter().map(Totals::of_passes).collect();
-    let has_candidates = plan.signal(Signal::Flush).tier < Tier::Tracepoint;
+    let totals = context_totals(s);
+    let has_candidates = s.ipi_fanout.candidates.is_some();
+    let fill_exact = s.batch_fill.exact;
     for (metric, help, get) in CONTEXT_COUNTERS {
         // Never export a zero for something this kernel's probes cannot see.
         if (*metric == "fanout_candidates" && !has_candidates)
-            || (*metric == "batched_unmaps" && !plan.batch_fill_exact)
+            || (*metric == "batched_unmaps" && !fill_exact)
         {
             continue;
         }
@@ -230,57 +243,72 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
             o.sample(&name, &[("context", CONTEXT_NAMES[ctx])], get(t));
         }
     }
+    let t = &s.totals;
     for (name, help, v) in [
         (
             "reclaim_trace_other_flushes_total",
             "Batched TLB flushes outside reclaim (migration, compaction, NUMA balancing).",
-            w.kernel.counter(CNT_OTHER_FLUSHES),
+            t.other_flushes,
         ),
         (
             "reclaim_trace_remote_shootdowns_total",
             "Remote TLB flushes received by any CPU (all causes).",
-            w.kernel.victims_by_cpu.iter().sum::<u64>(),
+            t.remote_shootdowns,
         ),
         (
             "reclaim_trace_ringbuf_drops_total",
             "Per-pass records lost to a full ring buffer (totals are unaffected).",
-            w.kernel.counter(CNT_RINGBUF_DROPS),
+            s.drops.ringbuf,
         ),
         (
             "reclaim_trace_decode_errors_total",
             "Ring-buffer records that could not be decoded.",
-            w.passes.decode_errors,
+            s.drops.decode_errors,
         ),
         (
             "reclaim_trace_unmatched_pages_total",
             "Pages of passes whose freed folios did not add up to the pages reclaimed: the \
              folio count may be off by this much (0: folios exact).",
-            w.kernel.counter(CNT_UNMATCHED_PAGES),
+            t.unmatched_pages,
         ),
     ] {
         o.family(name, "counter", help);
         o.sample(name, &[], v);
     }
-    let all = Totals::of_passes(&w.kernel.all_contexts());
-    o.family(
-        "reclaim_trace_flushes_per_reclaimed_folio",
-        "gauge",
-        "Reclaim TLB flushes per reclaimed folio since the exporter started.",
-    );
-    o.sample(
-        "reclaim_trace_flushes_per_reclaimed_folio",
-        &[],
-        all.flushes_per_reclaimed_folio()
-            .map_or_else(|| "NaN".to_string(), |v| format!("{v}")),
-    );
+    let pf = &s.per_folio;
+    for (name, help, v) in [
+        (
+            "reclaim_trace_flushes_per_reclaimed_folio",
+            "Reclaim TLB flushes (deferred + immediate) per reclaimed folio since the exporter \
+             started.",
+            pf.flushes_per_reclaimed_folio,
+        ),
+        (
+            "reclaim_trace_deferred_flushes_per_reclaimed_folio",
+            "Deferred (dirty + batch) reclaim TLB flushes per reclaimed folio since the exporter \
+             started.",
+            pf.deferred_flushes_per_reclaimed_folio,
+        ),
+        (
+            "reclaim_trace_immediate_flushes_per_reclaimed_folio",
+            "Immediate reclaim TLB flushes per reclaimed folio since the exporter started.",
+            pf.immediate_flushes_per_reclaimed_folio,
+        ),
+    ] {
+        o.family(name, "gauge", help);
+        o.sample(
+            name,
+            &[],
+            v.map_or_else(|| "NaN".to_string(), |v| format!("{v}")),
+        );
+    }
     o.family(
         "reclaim_trace_uptime_seconds",
         "gauge",
         "Seconds since tracing started.",
     );
-    o.sample("reclaim_trace_uptime_seconds", &[], w.duration_s);
+    o.sample("reclaim_trace_uptime_seconds", &[], s.duration_s);
 
-    let fill_exact = plan.batch_fill_exact;
     histogram(
         &mut o,
         "reclaim_trace_batch_fill",
@@ -299,7 +327,7 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
             }
         },
     );
-    if plan.signal(Signal::FanoutTargets).tier != Tier::None {
+    if s.ipi_fanout.source == "csd_queue_cpu" {
         histogram(
             &mut o,
             "reclaim_trace_ipi_fanout",
@@ -308,6 +336,8 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
             HIST_FANOUT_TARGETS,
             |ctx, _| totals[ctx].fanout_targets as f64,
         );
+    }
+    if s.ipi_fanout.ipis.is_some() {
         histogram(
             &mut o,
             "reclaim_trace_ipis_per_flush",
@@ -327,7 +357,7 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
             |ctx, _| totals[ctx].fanout_candidates as f64,
         );
     }
-    if plan.signal(Signal::StaleTlbWindow).tier != Tier::None {
+    if s.unflushed_window_ns.is_some() {
         let name = "reclaim_trace_pageouts_before_flush_total";
         o.family(
             name,
@@ -335,7 +365,7 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
             "Pageouts that began while a writable deferred TLB entry of their folio was \
              unflushed (0 on a correct kernel).",
         );
-        o.sample(name, &[], w.kernel.counter(CNT_PAGEOUTS_BEFORE_FLUSH));
+        o.sample(name, &[], t.pageouts_before_flush);
         window_histogram(
             &mut o,
             "reclaim_trace_unflushed_window_seconds",
@@ -356,10 +386,10 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
         "info",
         "Probe chosen for each signal on this kernel.",
     );
-    for s in &plan.signals {
+    for r in &s.probe_plan {
         o.sample(
             "reclaim_trace_probe_info",
-            &[("signal", s.signal.name()), ("tier", s.tier.as_str())],
+            &[("signal", &r.signal), ("tier", &r.tier)],
             1,
         );
     }
@@ -371,9 +401,9 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
     o.sample(
         "reclaim_trace_build_info",
         &[
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("kernel", &kernel.release),
-            ("probe_mode", &kernel.probe_mode),
+            ("version", &s.tool_version),
+            ("kernel", &s.kernel.release),
+            ("probe_mode", &s.kernel.probe_mode),
         ],
         1,
     );
@@ -384,17 +414,39 @@ pub fn render(w: &Window, plan: &Plan, kernel: &KernelInfo, format: Format) -> S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::{
-        export::summary::tests::{anon_window, kernel_info},
-        plan::{Failures, ProbeMode, plan, tests::FakeKernel},
+        export::summary::{
+            SummaryContext, build,
+            tests::{anon_window, kernel_info},
+        },
+        plan::{Failures, Plan, ProbeMode, plan, tests::FakeKernel},
     };
+
+    /// The exposition of `w` as `serve` renders it: through its summary.
+    pub(crate) fn render_window(w: &Window, p: &Plan, format: Format) -> (Summary, String) {
+        let paths = BTreeMap::new();
+        let s = build(
+            w,
+            &SummaryContext {
+                kernel: kernel_info(),
+                plan: p,
+                workload: None,
+                cgroup_paths: &paths,
+                tracer: None,
+            },
+        );
+        let text = render(&s, w, format);
+        (s, text)
+    }
 
     fn exposition(format: Format) -> String {
         let facts = FakeKernel::host_6_18().facts();
         let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
-        render(&anon_window(), &p, &kernel_info(), format)
+        render_window(&anon_window(), &p, format).1
     }
 
     #[test]
@@ -430,8 +482,8 @@ mod tests {
         // Three windows below 2^10 ns, one below 2^12.
         w.kernel.hists[idx].buckets[10] = 3;
         w.kernel.hists[idx].buckets[12] = 1;
-        w.kernel.counters[CNT_PAGEOUTS_BEFORE_FLUSH as usize] = 7;
-        let t = render(&w, &p, &kernel_info(), Format::Prometheus);
+        w.kernel.counters[reclaim_trace_common::CNT_PAGEOUTS_BEFORE_FLUSH as usize] = 7;
+        let t = render_window(&w, &p, Format::Prometheus).1;
         let ctx = CONTEXT_NAMES[2];
         for want in [
             "reclaim_trace_pageouts_before_flush_total 7\n".to_string(),
@@ -468,7 +520,7 @@ mod tests {
     fn dashboard_uses_only_exported_metrics() {
         let facts = FakeKernel::host_6_18().facts();
         let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
-        let text = render(&anon_window(), &p, &kernel_info(), Format::Prometheus);
+        let text = render_window(&anon_window(), &p, Format::Prometheus).1;
         let exported: std::collections::BTreeSet<&str> = text
             .lines()
             .filter(|l| !l.starts_with('#'))
