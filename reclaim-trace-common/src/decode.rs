@@ -3,7 +3,7 @@
 use core::mem::size_of;
 
 use crate::{
-    FlushRecord, PASS_BATCH_HEADER, PASS_BATCH_LEN, PassRecord, PassWire, RECORD_FLUSH,
+    FlushRecord, PASS_BATCH_HEADER, PASS_BATCH_LEN, PassBatch, PassRecord, PassWire, RECORD_FLUSH,
     RECORD_PASS, RECORD_PASS_BATCH,
 };
 
@@ -74,28 +74,57 @@ pub fn decode_into(bytes: &[u8], out: &mut impl Extend<Record>) -> Result<(), De
         return decode(bytes).map(|r| out.extend([r]));
     }
     let n = u32::from_ne_bytes([tag[4], tag[5], tag[6], tag[7]]);
+    let body = &bytes[PASS_BATCH_HEADER.min(bytes.len())..];
+    if bytes.len() < PASS_BATCH_HEADER {
+        return Err(DecodeError::WrongSize {
+            kind,
+            len: bytes.len(),
+            expected: PASS_BATCH_HEADER,
+        });
+    }
+    decode_batch(n, body, out).map_err(|e| match e {
+        DecodeError::WrongSize { expected, .. } => DecodeError::WrongSize {
+            kind,
+            len: bytes.len(),
+            expected: PASS_BATCH_HEADER + expected,
+        },
+        e => e,
+    })
+}
+
+/// Decode the `n` pass records of a batch, `body` being the bytes after its header: what
+/// the ring buffer carries, and what is still waiting in a CPU's STAGING slot when the session
+/// ends. On error nothing is appended.
+pub fn decode_batch(n: u32, body: &[u8], out: &mut impl Extend<Record>) -> Result<(), DecodeError> {
     if n as usize > PASS_BATCH_LEN {
         return Err(DecodeError::BadBatch { n });
     }
     let rec = size_of::<PassWire>();
-    let expected = PASS_BATCH_HEADER + n as usize * rec;
-    if bytes.len() != expected {
+    let expected = n as usize * rec;
+    if body.len() != expected {
         return Err(DecodeError::WrongSize {
-            kind,
-            len: bytes.len(),
+            kind: RECORD_PASS_BATCH,
+            len: body.len(),
             expected,
         });
     }
-    let recs = || {
-        bytes[PASS_BATCH_HEADER..]
-            .chunks_exact(rec)
-            .map(read::<PassWire>)
-    };
+    let recs = || body.chunks_exact(rec).map(read::<PassWire>);
     if recs().any(|r| r.kind != RECORD_PASS) {
         return Err(DecodeError::BadBatch { n });
     }
     out.extend(recs().map(|w| Record::Pass(PassRecord::from(&w))));
     Ok(())
+}
+
+/// The records waiting in a CPU's batch (`PassBatch::n` of them; its `kind` is only set when
+/// the batch is sent).
+pub fn decode_staged(b: &PassBatch, out: &mut impl Extend<Record>) -> Result<(), DecodeError> {
+    let n = b.n.min(PASS_BATCH_LEN as u32 + 1);
+    let len = (n as usize).min(PASS_BATCH_LEN) * size_of::<PassWire>();
+    // SAFETY: the first `len` bytes of the batch's record array (at most all of it), plain
+    // integers.
+    let body = unsafe { core::slice::from_raw_parts(b.recs.as_ptr().cast::<u8>(), len) };
+    decode_batch(n, body, out)
 }
 
 /// Decode one single-record item (`RECORD_PASS` or `RECORD_FLUSH`).
@@ -293,5 +322,29 @@ mod tests {
             Err(DecodeError::BadBatch { n: 3 })
         );
         assert!(out.is_empty(), "nothing is appended on error");
+    }
+
+    #[test]
+    fn staged_batches_decode_like_sent_ones_and_bad_ones_are_errors() {
+        let mut b: PassBatch = unsafe { core::mem::zeroed() };
+        for (i, r) in b.recs.iter_mut().take(2).enumerate() {
+            r.kind = RECORD_PASS;
+            r.tid = 7 + i as u32;
+        }
+        b.n = 2;
+        let mut out = Vec::new();
+        decode_staged(&b, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        b.n = 3; // the third slot holds no pass record
+        assert_eq!(
+            decode_staged(&b, &mut out),
+            Err(DecodeError::BadBatch { n: 3 })
+        );
+        b.n = PASS_BATCH_LEN as u32 + 5;
+        assert!(matches!(
+            decode_staged(&b, &mut out),
+            Err(DecodeError::BadBatch { .. })
+        ));
+        assert_eq!(out.len(), 2, "nothing appended on error");
     }
 }

@@ -337,7 +337,10 @@ impl Session {
             self.absorb(batch);
         }
         match self.tracer.staged_records() {
-            Ok(staged) => self.agg.on_records(&staged),
+            Ok((staged, errors)) => {
+                self.agg.on_records(&staged);
+                self.agg.on_decode_errors(errors);
+            }
             Err(e) => log::warn!("the last pass records are missing: {e:#}"),
         }
         self.refresh()

@@ -16,8 +16,8 @@ use aya::{
 use reclaim_trace_common::{
     CNT_REMOTE_SHOOTDOWNS, CONTROL_GENERATION, CONTROL_STOPPED, Config, GLOBAL_CONFIG, HistBuckets,
     MAP_CONTROL, MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_STAGING, MAP_TOTALS, MAP_VICTIMS,
-    N_COUNTERS, N_CTX, N_HISTS, PASS_BATCH_LEN, PassBatch, PassCounts, PassRecord, RECORD_PASS,
-    decode::Record,
+    N_COUNTERS, N_CTX, N_HISTS, PassBatch, PassCounts,
+    decode::{self, Record},
 };
 
 pub use self::reader::{RecordBatch, spawn_reader};
@@ -302,24 +302,23 @@ impl Tracer {
             .context("cannot write the CONTROL map")
     }
 
-    /// The pass records still waiting in the per-CPU batches. Only consistent after
+    /// The pass records still waiting in the per-CPU batches, and how many batches could not
+    /// be decoded (counted as decode errors). Only consistent after
     /// [`Tracer::stop_counting`] plus the time for a running program to finish.
-    pub fn staged_records(&self) -> Result<Vec<Record>> {
+    pub fn staged_records(&self) -> Result<(Vec<Record>, u64)> {
         let per_cpu = self
             .staging
             .get(&0, 0)
             .context("cannot read the STAGING map")?;
         let mut out = Vec::new();
+        let mut errors = 0;
         for b in per_cpu.iter() {
-            let n = (b.n as usize).min(PASS_BATCH_LEN);
-            out.extend(
-                b.recs[..n]
-                    .iter()
-                    .filter(|r| r.kind == RECORD_PASS)
-                    .map(|r| Record::Pass(PassRecord::from(r))),
-            );
+            if let Err(e) = decode::decode_staged(b, &mut out) {
+                log::warn!("a CPU's last pass records: {e}");
+                errors += 1;
+            }
         }
-        Ok(out)
+        Ok((out, errors))
     }
 
     /// Run time and count of every attached program (needs BPF stats enabled).
