@@ -32,12 +32,13 @@ use reclaim_trace_common::{
     CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STALE_WINDOW,
     CFG_STAT_NR_RECLAIMED, CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FOLIO_WALK_TRUNCATED,
     CNT_OTHER_FLUSH_CANDIDATES, CNT_OTHER_FLUSHES, CNT_PAGEOUT_CALLS, CNT_PAGEOUTS_BEFORE_FLUSH,
-    CNT_PAGEOUTS_OUTSIDE, CNT_PAGEOUTS_READONLY_PENDING, CNT_PAGEOUTS_UNDEFERRED,
-    CNT_WINDOW_UNKNOWN, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE, FLUSH_OTHER, HIST_FANOUT_CANDIDATES,
-    HIST_FLUSH_TO_PAGEOUT, HIST_UNFLUSHED_WINDOW, MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT,
-    PASS_F_FLUSH_EXACT, PASS_F_FOLIOS_IN_TRUNCATED, PASS_F_HAS_START, PASS_F_PRECISE,
-    PROG_ARCH_TLBBATCH_FLUSH, PROG_FLUSH_DIRTY, PROG_PAGEOUT, PROG_PAGEOUT_ENTRY,
-    PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH, delta_u32, log2_ns,
+    CNT_PAGEOUTS_NOT_UNMAPPED, CNT_PAGEOUTS_OUTSIDE, CNT_PAGEOUTS_READONLY_PENDING,
+    CNT_PAGEOUTS_UNDEFERRED, CNT_WINDOW_UNKNOWN, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE,
+    FLUSH_OTHER, HIST_FANOUT_CANDIDATES, HIST_FLUSH_TO_PAGEOUT, HIST_UNFLUSHED_WINDOW,
+    MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT, PASS_F_FOLIOS_IN_TRUNCATED,
+    PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH, PROG_FLUSH_DIRTY, PROG_PAGEOUT,
+    PROG_PAGEOUT_ENTRY, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH, delta_u32,
+    log2_ns,
 };
 
 use crate::{
@@ -287,14 +288,15 @@ pub(crate) fn pageout_entry_core(folio: u64) -> Result<(), ()> {
     // SAFETY: read-only copy of a map value. The entry is not removed: the next unmap of the
     // folio overwrites it, and the pass check below ignores one from an earlier pass (a
     // delete per folio cost about as much as the lookup under TCG).
-    let Some(u) = (unsafe { UNFLUSHED.get(folio) }).copied() else {
-        return Ok(()); // not unmapped into a batch (or aged out)
-    };
     // SAFETY: map value owned by this task.
     let (start_ns, seq, ctx) = unsafe { ((*p).start_ns, (*p).flush_seq, (*p).ctx) };
-    if u.pass_start_ns != start_ns {
-        return Ok(());
-    }
+    let u = match unsafe { UNFLUSHED.get(folio) }.copied() {
+        Some(u) if u.pass_start_ns == start_ns => u,
+        _ => {
+            count(CNT_PAGEOUTS_NOT_UNMAPPED, 1);
+            return Ok(());
+        }
+    };
     if seq == u.flush_seq {
         // No flush since the unmap. Only a pending writable entry makes that dangerous
         // (try_to_unmap_flush_dirty() rightly skips the flush when the batch is read-only).

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
     CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES, CNT_PAGEOUT_CALLS,
-    CNT_PAGEOUTS_BEFORE_FLUSH, CNT_PAGEOUTS_OUTSIDE, CNT_PAGEOUTS_READONLY_PENDING,
-    CNT_PAGEOUTS_UNDEFERRED, CNT_PASS_END_WITHOUT_START, CNT_REMOTE_SHOOTDOWNS,
-    CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES, CNT_UNMATCHED_PASSES,
-    CNT_WINDOW_UNKNOWN, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
-    HIST_FLUSH_TO_PAGEOUT, HIST_IPIS, HIST_UNFLUSHED_WINDOW, N_CTX, PassCounts,
+    CNT_PAGEOUTS_BEFORE_FLUSH, CNT_PAGEOUTS_NOT_UNMAPPED, CNT_PAGEOUTS_OUTSIDE,
+    CNT_PAGEOUTS_READONLY_PENDING, CNT_PAGEOUTS_UNDEFERRED, CNT_PASS_END_WITHOUT_START,
+    CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES,
+    CNT_UNMATCHED_PASSES, CNT_WINDOW_UNKNOWN, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES,
+    HIST_FANOUT_TARGETS, HIST_FLUSH_TO_PAGEOUT, HIST_IPIS, HIST_UNFLUSHED_WINDOW, N_CTX,
+    PassCounts,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,10 @@ pub struct Totals {
     /// it: read-only stale entries, which cannot race the write.
     #[serde(default)]
     pub pageouts_readonly_pending: u64,
+    /// Pageouts of folios the pass never unmapped into its batch (their owner dropped the
+    /// mapping while reclaim held them): no window to measure.
+    #[serde(default)]
+    pub pageouts_not_unmapped: u64,
     /// Pageouts whose covering flush was followed by another before them (its time is not
     /// kept): not in the window histograms.
     #[serde(default)]
@@ -461,6 +466,7 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     totals.pageouts_before_flush = k.counter(CNT_PAGEOUTS_BEFORE_FLUSH);
     totals.pageouts_undeferred = k.counter(CNT_PAGEOUTS_UNDEFERRED);
     totals.pageouts_readonly_pending = k.counter(CNT_PAGEOUTS_READONLY_PENDING);
+    totals.pageouts_not_unmapped = k.counter(CNT_PAGEOUTS_NOT_UNMAPPED);
     totals.window_unknown = k.counter(CNT_WINDOW_UNKNOWN);
     totals.pageout_calls = k.counter(CNT_PAGEOUT_CALLS);
     totals.unmatched_passes = k.counter(CNT_UNMATCHED_PASSES);

@@ -420,12 +420,13 @@ fn stale_window(o: &mut String, s: &Summary) {
         "\nstale-TLB window per written-out folio (ns, power-of-two buckets)\n  \
          unmap -> covering flush   {}\n  flush -> pageout          {}\n  \
          pageouts before their flush {} (0 on a correct kernel)   read-only entries pending {}   \
-         unflushed at once {}   flush time lost {}",
+         unflushed at once {}   not unmapped by the pass {}   flush time lost {}",
         w.line(),
         f.line(),
         thousands(t.pageouts_before_flush),
         thousands(t.pageouts_readonly_pending),
         thousands(t.pageouts_undeferred),
+        thousands(t.pageouts_not_unmapped),
         thousands(t.window_unknown)
     );
 }

@@ -273,8 +273,8 @@ pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) 
             out.extend(dirty_per_folio_checks(s));
         }
         out.push(close(
-            "pageouts vs pswpout in folios (large folios once)",
-            u(s, "/totals/pageouts"),
+            "pageouts with I/O vs pswpout in folios (large folios once)",
+            pageouts_with_io(s),
             k.folios_written(),
             0.03,
             100,
@@ -318,6 +318,14 @@ pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) 
         ));
     }
     out
+}
+
+/// Pageouts that did I/O: all of them but those of folios the pass never unmapped (their
+/// owner dropped them while isolated: the write finds the swap entry freed and skips the I/O;
+/// 71 of 1,191 in a thp run on 7.2.13, whose threads drop their huge pages every sweep).
+fn pageouts_with_io(s: &Value) -> Option<u64> {
+    let not_unmapped = u(s, "/totals/pageouts_not_unmapped").unwrap_or(0);
+    u(s, "/totals/pageouts").map(|p| p.saturating_sub(not_unmapped))
 }
 
 /// Base-page dirty anon reclaim: one dirty flush before each pageout.
@@ -369,6 +377,7 @@ fn pageouts_accounted(s: &Value) -> Check {
         "/totals/pageouts_readonly_pending",
         "/totals/pageouts_undeferred",
         "/totals/window_unknown",
+        "/totals/pageouts_not_unmapped",
     ];
     let measured = s
         .pointer("/unflushed_window_ns/count")
@@ -380,12 +389,11 @@ fn pageouts_accounted(s: &Value) -> Check {
         .sum::<Option<u64>>();
     let calls = u(s, "/totals/pageout_calls");
     check(
-        "every pageout seen with its deferred flush done or harmless (97%)",
-        seen.zip(calls)
-            .is_some_and(|(n, c)| c >= 100 && n as f64 >= c as f64 * 0.97),
+        "every pageout accounted for by the stale-TLB window",
+        seen.zip(calls).is_some_and(|(n, c)| c >= 100 && n == c),
         format!(
             "windows measured {measured:?} + before flush, read-only pending, unflushed at \
-             once, time lost {:?} = {seen:?} of {calls:?} pageout() calls",
+             once, time lost, not unmapped {:?} = {seen:?} of {calls:?} pageout() calls",
             parts.map(|p| u(s, p))
         ),
     )
@@ -455,8 +463,8 @@ fn batched_checks(batch: u64, s: &Value, k: &KernelDeltas) -> Vec<Check> {
             ),
         ),
         close(
-            "pageouts vs pswpout in folios (large folios once)",
-            u(s, "/totals/pageouts"),
+            "pageouts with I/O vs pswpout in folios (large folios once)",
+            pageouts_with_io(s),
             k.folios_written(),
             0.03,
             100,
@@ -612,6 +620,7 @@ mod tests {
             ("pageouts_readonly_pending", 300),
             ("pageouts_undeferred", 0),
             ("window_unknown", 0),
+            ("pageouts_not_unmapped", 0),
         ] {
             s["totals"][k] = v.into();
         }
@@ -654,7 +663,7 @@ mod tests {
         s["totals"]["pageouts_readonly_pending"] = 0.into();
         assert_eq!(
             failed((s, k)),
-            vec!["every pageout seen with its deferred flush done or harmless (97%)"]
+            vec!["every pageout accounted for by the stale-TLB window"]
         );
         // Without per-size counters, thp_swpout is PMD-sized.
         let k = KernelDeltas::from_text(
