@@ -13,6 +13,7 @@ pub mod export;
 pub mod kernel;
 pub mod plan;
 pub mod probe;
+pub mod programs;
 pub mod session;
 pub mod tui;
 pub mod units;

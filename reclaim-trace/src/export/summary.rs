@@ -600,16 +600,7 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
             pass_records: w.passes.pass_records,
             hot_events: t.programs.as_ref().map(|p| {
                 p.iter()
-                    .filter(|p| {
-                        [
-                            "tlb_flush",
-                            "csd_queue_cpu",
-                            "ipi_send_cpu",
-                            "ipi_send_cpumask",
-                            "mm_page_free",
-                        ]
-                        .contains(&p.name.as_str())
-                    })
+                    .filter(|p| crate::programs::is_hot(&p.name))
                     .map(|p| p.run_count)
                     .sum()
             }),

@@ -28,7 +28,8 @@ use crate::{
 };
 
 /// The eBPF object, built by build.rs (empty when built with AYA_BUILD_SKIP=1).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reclaim-trace"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reclaim-trace"));
 
 /// Whether the kernel accepts BPF tracing programs (fentry/fexit) at all: a cheap probe that
 /// saves loading the whole object only to have every fentry program refused. `None` when the

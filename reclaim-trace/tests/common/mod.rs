@@ -174,21 +174,15 @@ pub fn traces() -> Traces {
         .skip(1)
         .filter_map(|l| l.split_whitespace().next().map(String::from))
         .collect();
-    // Our program names (the kernel keeps the first 15 characters).
-    const OURS: &[&str] = &[
-        "tlb_flush",
-        "csd_queue_cpu",
-        "ipi_send_cpu",
-        "ipi_send_cpumas",
-        "vmscan_lru_isol",
-        "vmscan_lru_shri",
-        "vmscan_write_fo",
-        "mm_page_free",
-    ];
+    // Our programs, every one of them (the kernel keeps the first 15 bytes of a name).
+    let names: Vec<&str> = reclaim_trace::programs::PROGRAMS
+        .iter()
+        .map(|p| &p.name[..p.name.len().min(15)])
+        .collect();
     let ours = || {
         aya::programs::loaded_programs()
             .flatten()
-            .filter(|p| p.name_as_str().is_some_and(|n| OURS.contains(&n)))
+            .filter(|p| p.name_as_str().is_some_and(|n| names.contains(&n)))
             .count()
     };
     // The kernel frees a program after its last fd and link are gone and an RCU grace period
