@@ -73,14 +73,14 @@ fn anon_workload_figures_match_the_kernel() {
         0.03,
     );
 
-    // Base pages (MADV_NOHUGEPAGE): every folio is one page, counted as the passes free them.
-    let (folios, pages) = (
-        u(&s, "/totals/folios_reclaimed"),
-        u(&s, "/totals/pages_reclaimed"),
-    );
+    // The workload's memory is base pages (MADV_NOHUGEPAGE): in its memcg context every folio
+    // is one page, counted as the passes free them. (kswapd may reclaim the machine's large
+    // file folios meanwhile: 3,864 folios for 17,386 pages in one run.)
+    let memcg = &s["by_context"]["memcg"];
+    let (folios, pages) = (u(memcg, "/folios_reclaimed"), u(memcg, "/pages_reclaimed"));
     assert!(
         folios.abs_diff(pages) <= u(&s, "/totals/unmatched_pages") && folios > 0,
-        "folios {folios} vs pages {pages}"
+        "memcg: folios {folios} vs pages {pages}"
     );
     // Threads of one process: their mm is live on every CPU, so every unmap is deferred.
     assert!(
@@ -94,7 +94,6 @@ fn anon_workload_figures_match_the_kernel() {
         (0.5..=1.5).contains(&ratio),
         "flushes per reclaimed folio {ratio}"
     );
-    let memcg = &s["by_context"]["memcg"];
     assert!(
         u(memcg, "/passes") > 100,
         "the workload reclaims in memcg context"
