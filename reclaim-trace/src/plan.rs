@@ -506,9 +506,30 @@ pub fn plan(
         programs: Vec::new(),
         flags: 0,
     };
+    reclaim_pass(&mut p)?;
+    reclaim_context(&mut p);
+    pageouts(&mut p);
+    flushes(&mut p);
+    let batch_fill_exact = batched_unmaps(&mut p);
+    stale_tlb_window(&mut p);
+    folios(&mut p);
+    fanout(&mut p);
+    p.signals.sort_by_key(|s| s.signal);
+    p.programs.sort();
+    Ok(Plan {
+        signals: p.signals,
+        programs: p.programs,
+        flags: p.flags,
+        batch_fill_exact,
+    })
+}
+
+/// Reclaim passes: `shrink_folio_list` entry/exit where probeable, else the vmscan tracepoints
+/// around it.
+fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
+    let facts = p.facts;
     let layout = &facts.layout;
     let has = |off: u32| off != OFF_NONE;
-
     // --- reclaim pass ---------------------------------------------------------------------
     // Named shrink_page_list before v6.1.
     let sfl = if !facts.kallsyms.has("shrink_folio_list") && facts.kallsyms.has("shrink_page_list")
@@ -632,7 +653,13 @@ pub fn plan(
             );
         }
     }
+    Ok(())
+}
 
+/// Which reclaim context a pass belongs to.
+fn reclaim_context(p: &mut Planner<'_>) {
+    let layout = &p.facts.layout;
+    let has = |off: u32| off != OFF_NONE;
     // --- reclaim context --------------------------------------------------------------------
     for (prog, name) in [
         ("vmscan_direct_begin", "mm_vmscan_direct_reclaim_begin"),
@@ -670,7 +697,10 @@ pub fn plan(
             Some("proactive reclaim (memory.reclaim) is counted as memcg".into()),
         );
     }
+}
 
+/// Successful pageouts: `pageout` where it is a symbol, else its tracepoint.
+fn pageouts(p: &mut Planner<'_>) {
     // --- pageouts ---------------------------------------------------------------------------
     match p.precise_tier("pageout") {
         Ok(tier) => {
@@ -718,7 +748,12 @@ pub fn plan(
             }
         }
     }
+}
 
+/// Flushes: `arch_tlbbatch_flush` + `try_to_unmap_flush_dirty` go together, else `tlb_flush`.
+fn flushes(p: &mut Planner<'_>) {
+    let layout = &p.facts.layout;
+    let has = |off: u32| off != OFF_NONE;
     // --- flushes: arch_tlbbatch_flush + try_to_unmap_flush_dirty go together -----------------
     let flush_precise = p
         .precise_tier("arch_tlbbatch_flush")
@@ -800,7 +835,11 @@ pub fn plan(
             }
         },
     }
+}
 
+/// Folios deferred into a flush batch (`try_to_unmap` with `TTU_BATCH_FLUSH`): batch fill is
+/// exact with them (the return value), estimated without.
+fn batched_unmaps(p: &mut Planner<'_>) -> bool {
     // --- batched unmaps ----------------------------------------------------------------------
     let unmap = p.precise_tier("try_to_unmap").and_then(|t| {
         if p.flags & CFG_PRECISE_PASS == 0 {
@@ -811,7 +850,7 @@ pub fn plan(
             Ok(t)
         }
     });
-    let batch_fill_exact = match unmap {
+    match unmap {
         Ok(tier) => {
             p.flags |= CFG_PRECISE_UNMAP;
             p.add_probe(
@@ -838,11 +877,12 @@ pub fn plan(
             );
             false
         }
-    };
+    }
+}
 
-    stale_tlb_window(&mut p);
-    folios(&mut p);
-
+/// Where each flush went: csd targets, IPIs, and the remote shootdowns each CPU received.
+fn fanout(p: &mut Planner<'_>) {
+    let facts = p.facts;
     // --- fan-out ------------------------------------------------------------------------------
     let csd = p.raw_tp("csd", "csd_queue_cpu");
     let have_flush_func = facts.kallsyms.addr("flush_tlb_func").is_some();
@@ -929,14 +969,6 @@ pub fn plan(
             Some("tracepoint tlb:tlb_flush not present".into()),
         );
     }
-    p.signals.sort_by_key(|s| s.signal);
-    p.programs.sort();
-    Ok(Plan {
-        signals: p.signals,
-        programs: p.programs,
-        flags: p.flags,
-        batch_fill_exact,
-    })
 }
 
 impl Planner<'_> {
