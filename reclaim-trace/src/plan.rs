@@ -530,7 +530,6 @@ fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
     let facts = p.facts;
     let layout = &facts.layout;
     let has = |off: u32| off != OFF_NONE;
-    // --- reclaim pass ---------------------------------------------------------------------
     // Named shrink_page_list before v6.1.
     let sfl = if !facts.kallsyms.has("shrink_folio_list") && facts.kallsyms.has("shrink_page_list")
     {
@@ -660,7 +659,6 @@ fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
 fn reclaim_context(p: &mut Planner<'_>) {
     let layout = &p.facts.layout;
     let has = |off: u32| off != OFF_NONE;
-    // --- reclaim context --------------------------------------------------------------------
     for (prog, name) in [
         ("vmscan_direct_begin", "mm_vmscan_direct_reclaim_begin"),
         ("vmscan_direct_end", "mm_vmscan_direct_reclaim_end"),
@@ -701,7 +699,6 @@ fn reclaim_context(p: &mut Planner<'_>) {
 
 /// Successful pageouts: `pageout` where it is a symbol, else its tracepoint.
 fn pageouts(p: &mut Planner<'_>) {
-    // --- pageouts ---------------------------------------------------------------------------
     match p.precise_tier("pageout") {
         Ok(tier) => {
             p.flags |= CFG_PAGEOUT_PROBE;
@@ -754,7 +751,6 @@ fn pageouts(p: &mut Planner<'_>) {
 fn flushes(p: &mut Planner<'_>) {
     let layout = &p.facts.layout;
     let has = |off: u32| off != OFF_NONE;
-    // --- flushes: arch_tlbbatch_flush + try_to_unmap_flush_dirty go together -----------------
     let flush_precise = p
         .precise_tier("arch_tlbbatch_flush")
         .and_then(|t| p.precise_tier("try_to_unmap_flush_dirty").map(|_| t))
@@ -840,7 +836,6 @@ fn flushes(p: &mut Planner<'_>) {
 /// Folios deferred into a flush batch (`try_to_unmap` with `TTU_BATCH_FLUSH`): batch fill is
 /// exact with them (the return value), estimated without.
 fn batched_unmaps(p: &mut Planner<'_>) -> bool {
-    // --- batched unmaps ----------------------------------------------------------------------
     let unmap = p.precise_tier("try_to_unmap").and_then(|t| {
         if p.flags & CFG_PRECISE_PASS == 0 {
             Err("needs the precise reclaim-pass probe".into())
@@ -883,7 +878,6 @@ fn batched_unmaps(p: &mut Planner<'_>) -> bool {
 /// Where each flush went: csd targets, IPIs, and the remote shootdowns each CPU received.
 fn fanout(p: &mut Planner<'_>) {
     let facts = p.facts;
-    // --- fan-out ------------------------------------------------------------------------------
     let csd = p.raw_tp("csd", "csd_queue_cpu");
     let have_flush_func = facts.kallsyms.addr("flush_tlb_func").is_some();
     match (csd, have_flush_func) {
