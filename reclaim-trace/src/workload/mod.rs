@@ -23,7 +23,10 @@ use self::{
     generator::ChildSpec,
     zram::ZramSwap,
 };
-use crate::{error::BadInput, export::summary::WorkloadInfo};
+use crate::{
+    error::BadInput,
+    export::summary::{WorkloadInfo, WorkloadResult},
+};
 
 /// Name prefix of the cgroups the tool creates (`reclaim-trace-<pid>`).
 const CGROUP_PREFIX: &str = "reclaim-trace-";
@@ -265,16 +268,7 @@ impl Workload {
             huge_align: thp.as_ref().map_or(0, |t| t.pmd_bytes),
             single: false,
         };
-        let exe = std::env::current_exe().context("cannot find this program's executable")?;
-        let child = Command::new(exe)
-            .arg("__workload-child")
-            .arg(serde_json::to_string(&spec)?)
-            // Closing its stdin tells the child to stop; it answers on stdout.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the workload process")?;
+        let child = spawn_child(&spec, None)?;
         let info = WorkloadInfo {
             kind: opts.kind.as_str().to_string(),
             threads,
@@ -327,12 +321,7 @@ impl Workload {
             let _ = c.kill();
         }
         let status = c.wait().ok();
-        let mut out = String::new();
-        if let Some(mut o) = c.stdout.take() {
-            use std::io::Read as _;
-            let _ = o.read_to_string(&mut out);
-        }
-        self.info.result = out.lines().find_map(|l| serde_json::from_str(l).ok());
+        self.info.result = child_result(&mut c);
         if self.info.result.is_none() && status.is_some_and(|s| s.success()) {
             log::warn!("the workload ended without saying what it did");
         }
@@ -374,6 +363,45 @@ impl Drop for Workload {
         }
         // cgroup and zram clean themselves up in their own Drop, in field order.
     }
+}
+
+/// Run `spec` in a new process of this executable (`__workload-child`), pinned to `cpu` from
+/// before its exec when given (see procs.rs). Closing its stdin tells it to stop; it then
+/// prints what it did as one line of JSON.
+fn spawn_child(spec: &ChildSpec, cpu: Option<u32>) -> Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().context("cannot find this program's executable")?;
+    let mut cmd = Command::new(exe);
+    if let Some(cpu) = cpu {
+        // SAFETY: sched_setaffinity is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu as usize, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+    }
+    cmd.arg("__workload-child")
+        .arg(serde_json::to_string(spec)?)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start a workload process")
+}
+
+/// What a child that has exited said it did (its last line of JSON), if anything.
+fn child_result(c: &mut Child) -> Option<WorkloadResult> {
+    use std::io::Read as _;
+    let mut out = String::new();
+    if let Some(mut o) = c.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    out.lines().find_map(|l| serde_json::from_str(l).ok())
 }
 
 /// `--procs`: a memory cgroup per process inside the workload's, each limited to its share of

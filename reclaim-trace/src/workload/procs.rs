@@ -14,9 +14,7 @@
 //! deferred. With a cgroup each, 97% of the flushes were immediate.
 
 use std::{
-    io::Read as _,
-    os::unix::process::CommandExt as _,
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
 use super::generator::{
     ChildSpec, Kind, Touch, map_anon, map_file, page_size, pin_to, thread_seed, touch_loop,
@@ -45,7 +43,6 @@ pub fn run_manager(spec: &ChildSpec) -> Result<()> {
             spec.size
         );
     }
-    let exe = std::env::current_exe().context("cannot find this program's executable")?;
     let mut children: Vec<Child> = Vec::new();
     for t in 0..n {
         let cpu = spec.cpus.get(t as usize % spec.cpus.len().max(1)).copied();
@@ -63,33 +60,11 @@ pub fn run_manager(spec: &ChildSpec) -> Result<()> {
             first_thread: t,
             ..spec.clone()
         };
-        let mut cmd = Command::new(&exe);
-        if let Some(cpu) = cpu {
-            // Pinned before exec, so that the mm exec creates is only ever live on its CPU:
-            // x86 leaves a CPU in mm_cpumask after the mm leaves it until a flush for that mm
-            // reaches it, and batched flushes (no mm) never do; a process that ran on another
-            // CPU before pinning itself kept every flush deferred (6.18.44, one run in two).
-            // SAFETY: sched_setaffinity is async-signal-safe; the closure allocates nothing.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(cpu as usize, &mut set);
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                })
-            };
-        }
-        let child = cmd
-            .arg("__workload-child")
-            .arg(serde_json::to_string(&one)?)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start a workload process")?;
+        // Pinned before exec, so that the mm exec creates is only ever live on its CPU:
+        // x86 leaves a CPU in mm_cpumask after the mm leaves it until a flush for that mm
+        // reaches it, and batched flushes (no mm) never do; a process that ran on another
+        // CPU before pinning itself kept every flush deferred (6.18.44, one run in two).
+        let child = super::spawn_child(&one, cpu)?;
         children.push(child);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -110,11 +85,7 @@ pub fn run_manager(spec: &ChildSpec) -> Result<()> {
     for (t, mut c) in children.into_iter().enumerate() {
         drop(c.stdin.take());
         let status = c.wait()?;
-        let mut out = String::new();
-        if let Some(mut o) = c.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        match out.lines().find_map(|l| serde_json::from_str(l).ok()) {
+        match super::child_result(&mut c) {
             Some(r) => results.push(r),
             None => failures.push(format!("process {t} {}", super::describe_exit(status))),
         }

@@ -72,14 +72,8 @@ pub fn vmstat() -> BTreeMap<String, u64> {
     parse_kv(&fs::read_to_string("/proc/vmstat").unwrap())
 }
 
-pub fn parse_kv(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
-        })
-        .collect()
-}
+/// `key value` lines (/proc/vmstat, memory.stat), the tool's own parser.
+pub use reclaim_trace::workload::cgroup::parse_kv;
 
 /// Σ over CPUs of the `TLB` row of /proc/interrupts (remote flushes received).
 pub fn tlb_interrupts() -> u64 {
