@@ -214,10 +214,11 @@ pub const CNT_UNMATCHED_PASSES: u32 = 19;
 /// Σ over those passes of |pages freed − pages reclaimed| (all reclaimed pages for a pass
 /// whose frees were not seen, where folios are counted as pages).
 pub const CNT_UNMATCHED_PAGES: u32 = 20;
-/// Precise tier with the stale-TLB window: `pageout()` calls on a folio this pass never
-/// unmapped into its batch: no mapping was left to unmap (its owner dropped it while reclaim
-/// held it isolated, e.g. `MADV_DONTNEED`; such a write finds its swap entry freed and does no
-/// I/O), or its entry aged out of the map. No window of this pass to measure.
+/// Precise tier with the stale-TLB window: `pageout()` calls on a folio this pass did not
+/// unmap into its batch: an earlier pass unmapped and flushed it and its `pageout()` kept the
+/// folio (MGLRU), or its owner dropped the mapping while reclaim held it isolated (e.g.
+/// `MADV_DONTNEED`: the write then finds its swap entry freed and does no I/O), or its entry
+/// aged out of the map. No window of this pass to measure.
 pub const CNT_PAGEOUTS_NOT_UNMAPPED: u32 = 21;
 /// First program-error counter: `CNT_ERR_BASE + PROG_*`.
 pub const CNT_ERR_BASE: u32 = 32;

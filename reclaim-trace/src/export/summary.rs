@@ -75,8 +75,9 @@ pub struct Totals {
     /// it: read-only stale entries, which cannot race the write.
     #[serde(default)]
     pub pageouts_readonly_pending: u64,
-    /// Pageouts of folios the pass never unmapped into its batch (their owner dropped the
-    /// mapping while reclaim held them): no window to measure.
+    /// Pageouts of folios the pass did not unmap into its batch (an earlier pass did and its
+    /// pageout() kept the folio, or their owner dropped the mapping while reclaim held them):
+    /// no window of this pass to measure.
     #[serde(default)]
     pub pageouts_not_unmapped: u64,
     /// Pageouts whose covering flush was followed by another before them (its time is not

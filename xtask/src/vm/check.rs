@@ -272,13 +272,7 @@ pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) 
         } else {
             out.extend(dirty_per_folio_checks(s));
         }
-        out.push(close(
-            "pageouts with I/O vs pswpout in folios (large folios once)",
-            pageouts_with_io(s),
-            k.folios_written(),
-            0.03,
-            100,
-        ));
+        out.push(pageouts_vs_pswpout(s, k));
         if !large {
             out.push(check(
                 "about one deferred flush per reclaimed dirty folio",
@@ -320,12 +314,27 @@ pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) 
     out
 }
 
-/// Pageouts that did I/O: all of them but those of folios the pass never unmapped (their
-/// owner dropped them while isolated: the write finds the swap entry freed and skips the I/O;
-/// 71 of 1,191 in a thp run on 7.2.13, whose threads drop their huge pages every sweep).
-fn pageouts_with_io(s: &Value) -> Option<u64> {
+/// Folios written to swap (pswpout in folios) against the pageouts: at most all of them, at
+/// least those of folios the pass unmapped itself (±3%). The others (`pageouts_not_unmapped`)
+/// were unmapped by an earlier pass whose `pageout()` kept them (MGLRU: 1,007 of 29,017 in one
+/// anon run on 7.2.13, all written), or dropped by their owner while isolated, whose write
+/// finds the swap entry freed and does no I/O (71 of 1,191 in a thp run on 7.2.13).
+fn pageouts_vs_pswpout(s: &Value, k: &KernelDeltas) -> Check {
+    let pageouts = u(s, "/totals/pageouts");
     let not_unmapped = u(s, "/totals/pageouts_not_unmapped").unwrap_or(0);
-    u(s, "/totals/pageouts").map(|p| p.saturating_sub(not_unmapped))
+    let written = k.folios_written();
+    let ok = pageouts.is_some_and(|p| {
+        let lo = p.saturating_sub(not_unmapped) as f64 * 0.97;
+        written >= 100 && written as f64 >= lo && written as f64 <= p as f64 * 1.03
+    });
+    check(
+        "pswpout in folios within [pageouts - not unmapped, pageouts] (3%)",
+        ok,
+        format!(
+            "kernel {written} folios written (large folios once); tool pageouts {pageouts:?}, \
+             {not_unmapped} of them of folios this pass did not unmap"
+        ),
+    )
 }
 
 /// Base-page dirty anon reclaim: one dirty flush before each pageout.
@@ -462,13 +471,7 @@ fn batched_checks(batch: u64, s: &Value, k: &KernelDeltas) -> Vec<Check> {
                  {kept} folios kept by pageout()"
             ),
         ),
-        close(
-            "pageouts with I/O vs pswpout in folios (large folios once)",
-            pageouts_with_io(s),
-            k.folios_written(),
-            0.03,
-            100,
-        ),
+        pageouts_vs_pswpout(s, k),
         check(
             "batched: at most one flush per 2 reclaimed folios, batch fill p50 >= 2",
             ratio.is_some_and(|r| r <= 0.5) && fill.is_some_and(|f| f >= 2),
