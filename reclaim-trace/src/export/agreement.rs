@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{
     merge::merge,
     prometheus::{CONTEXT_COUNTERS, Format, tests::render_window},
-    summary::{SummaryContext, build, tests::anon_window, tests::kernel_info},
+    summary::tests::{anon_window, summarize},
     text,
 };
 use crate::{
@@ -134,17 +134,7 @@ fn prometheus_json_text_and_report_agree_on_every_shared_figure() {
             passes: Default::default(),
             duration_s: 0.0,
         };
-        let paths = BTreeMap::new();
-        let e = build(
-            &empty,
-            &SummaryContext {
-                kernel: kernel_info(),
-                plan: &p,
-                workload: None,
-                cgroup_paths: &paths,
-                tracer: None,
-            },
-        );
+        let e = summarize(&empty, &p);
         let m = merge(&s, &e);
         assert_eq!(m.totals, s.totals, "{name}: merged totals");
         assert_eq!(m.per_folio, s.per_folio, "{name}: merged ratios");

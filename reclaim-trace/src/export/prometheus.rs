@@ -415,30 +415,15 @@ pub fn render(s: &Summary, w: &Window, format: Format) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::{
-        export::summary::{
-            SummaryContext, build,
-            tests::{anon_window, kernel_info},
-        },
+        export::summary::tests::{anon_window, summarize},
         plan::{Failures, Plan, ProbeMode, plan, tests::FakeKernel},
     };
 
     /// The exposition of `w` as `serve` renders it: through its summary.
     pub(crate) fn render_window(w: &Window, p: &Plan, format: Format) -> (Summary, String) {
-        let paths = BTreeMap::new();
-        let s = build(
-            w,
-            &SummaryContext {
-                kernel: kernel_info(),
-                plan: p,
-                workload: None,
-                cgroup_paths: &paths,
-                tracer: None,
-            },
-        );
+        let s = summarize(w, p);
         let text = render(&s, w, format);
         (s, text)
     }

@@ -721,12 +721,17 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let p = plan(&facts, ProbeMode::Auto, &failures).unwrap();
+        summarize(&anon_window(), &p)
+    }
+
+    /// The summary of `w` under plan `p`, without a workload or tracer figures.
+    pub(crate) fn summarize(w: &Window, p: &Plan) -> Summary {
         let paths = BTreeMap::from([(4242, "/reclaim-trace-1234".to_string())]);
         build(
-            &anon_window(),
+            w,
             &SummaryContext {
                 kernel: kernel_info(),
-                plan: &p,
+                plan: p,
                 workload: None,
                 cgroup_paths: &paths,
                 tracer: None,
