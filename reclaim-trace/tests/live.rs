@@ -140,21 +140,8 @@ fn anon_workload_figures_match_the_kernel() {
 fn file_workload_flushes_clean_folios_in_batches() {
     let Some(_lock) = live() else { return };
     let before_traces = traces();
-    let out = tmp("file.json");
-    let v0 = vmstat();
-    let o = run(&[
-        "summary",
-        "--duration",
-        "10s",
-        "--workload",
-        "file",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    let v1 = vmstat();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let s = json(&out);
-    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    let Measured { s, v0, v1, .. } =
+        measure("file.json", &["--duration", "10s", "--workload", "file"]);
     within(
         "pages reclaimed (LRU) vs pgsteal",
         lru_pages_reclaimed(&s),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{collections::BTreeMap, fs, path::Path};
+use std::{fs, path::Path};
 
 use common::*;
 
@@ -82,29 +82,8 @@ fn check_large_folios(s: &serde_json::Value, pgsteal: u64, kernel_folios: u64, l
     assert!((pf - split).abs() < 1e-9, "{pf} != deferred + immediate");
 }
 
-fn summary_thp(
-    name: &str,
-) -> (
-    serde_json::Value,
-    BTreeMap<String, u64>,
-    BTreeMap<String, u64>,
-) {
-    let out = tmp(name);
-    let v0 = vmstat();
-    let o = run(&[
-        "summary",
-        "--duration",
-        "10s",
-        "--workload",
-        "thp",
-        "--zram",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    let v1 = vmstat();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
-    (json(&out), v0, v1)
+fn summary_thp(name: &str) -> Measured {
+    measure(name, &["--duration", "10s", "--workload", "thp", "--zram"])
 }
 
 /// THP for madvised memory, or why not (the test then fails under `cargo xtask test`: the
@@ -123,7 +102,7 @@ fn thp_workload_counts_each_huge_folio_once() {
     );
     let _pmd_only = ThpSizes::set(&[("2048", "inherit")], true);
     let before = traces();
-    let (s, v0, v1) = summary_thp("thp.json");
+    let Measured { s, v0, v1, .. } = summary_thp("thp.json");
     let pmd_pages = fs::read_to_string(format!("{THP}/hpage_pmd_size"))
         .unwrap()
         .trim()
@@ -161,7 +140,7 @@ fn mthp_workload_counts_each_64k_folio_once() {
             .unwrap()
     };
     let large0 = stat();
-    let (s, v0, v1) = summary_thp("mthp.json");
+    let Measured { s, v0, v1, .. } = summary_thp("mthp.json");
     let large = stat() - large0;
     let pgsteal = delta(&v0, &v1, "pgsteal_anon") + delta(&v0, &v1, "pgsteal_file");
     check_large_folios(
@@ -290,29 +269,22 @@ impl Drop for KernelTrace {
 fn single_threaded_processes_flush_at_once_and_the_headline_says_so() {
     let Some(_lock) = live() else { return };
     let before = traces();
-    let out = tmp("procs.json");
     // TLB_LOCAL_MM_SHOOTDOWN by the workload's processes (named rt-anon-N): the local flush
     // flush_tlb_mm_range() does when try_to_unmap_one() cannot defer.
     let trace = KernelTrace::start("tlb/tlb_flush", "reason == 3 && comm ~ \"rt-anon-*\"");
-    let v0 = vmstat();
-    let o = run(&[
-        "summary",
-        "--duration",
-        "5s",
-        "--workload",
-        "anon",
-        "--zram",
-        "--procs",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    let v1 = vmstat();
+    let Measured { s, v0, v1, text } = measure(
+        "procs.json",
+        &[
+            "--duration",
+            "5s",
+            "--workload",
+            "anon",
+            "--zram",
+            "--procs",
+        ],
+    );
     let local_mm = trace.count("reason:local MM shootdown (3)");
     drop(trace);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout);
-    eprintln!("{text}");
-    let s = json(&out);
     assert_eq!(s["workload"]["processes"], s["workload"]["threads"]);
     within(
         "pages reclaimed vs pgsteal",

@@ -101,6 +101,34 @@ pub fn run(args: &[&str]) -> Output {
         .expect("run reclaim-trace")
 }
 
+/// One `summary --json` run with the workload (`args` after `summary`), /proc/vmstat read just
+/// before and after it: the summary, the two vmstat readings and the text output.
+pub struct Measured {
+    pub s: serde_json::Value,
+    pub v0: BTreeMap<String, u64>,
+    pub v1: BTreeMap<String, u64>,
+    pub text: String,
+}
+
+pub fn measure(name: &str, args: &[&str]) -> Measured {
+    let out = tmp(name);
+    let mut all = vec!["summary"];
+    all.extend_from_slice(args);
+    all.extend(["--json", out.to_str().unwrap()]);
+    let v0 = vmstat();
+    let o = run(&all);
+    let v1 = vmstat();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!("{text}");
+    Measured {
+        s: json(&out),
+        v0,
+        v1,
+        text,
+    }
+}
+
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("reclaim-trace-test-{}", std::process::id()));
     fs::create_dir_all(&d).unwrap();
