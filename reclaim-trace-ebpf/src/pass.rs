@@ -10,23 +10,15 @@ use reclaim_trace_common::{
     FlushRecord, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX,
     OFF_NONE, PASS_BATCH_HEADER, PASS_BATCH_LEN, PASS_F_FILL_EXACT, PASS_F_HAS_START, PF_KSWAPD,
     PassBatch, PassCounts, PassDelta, PassWire, RECORD_FLUSH, RECORD_PASS, RECORD_PASS_BATCH,
-    WAKEUP_BYTES, delta_u32, pass_delta_fields,
+    WAKEUP_BYTES, delta_u32,
+    flush::{Closed, FanoutRun, FlushEpisode, estimated_batch_fill, unmatched_pages},
+    pass_delta_fields,
 };
 
 use crate::{
     CONTROL, EVENTS, STAGING, TASK_SLOTS, TASKS, TOTALS, config, copy_words, count, hist_add,
     kread, zero_words,
 };
-
-/// No flush in progress.
-pub const EP_NONE: u32 = 0;
-/// A batched (full) flush has started (`tlb_flush` reason 4 with pages = -1, or
-/// `arch_tlbbatch_flush` entry); its targets and IPIs are being counted.
-pub const EP_OPEN: u32 = 1;
-/// The flush's local leg was seen (reason 2); waiting to learn whether a pageout follows.
-pub const EP_DONE: u32 = 2;
-/// An immediate, non-batched flush (`flush_tlb_mm_range`) is in progress; not a batch flush.
-pub const EP_IMMEDIATE: u32 = 3;
 
 /// Reclaim-context windows opened by the `*_reclaim_begin`/`_end` tracepoints.
 pub const WIN_DIRECT: u32 = 1 << 0;
@@ -40,35 +32,19 @@ pub const CTX_AUTO: u32 = u32::MAX;
 /// Field order is for the cache: the hot events (`tlb_flush`, `csd_queue_cpu`, `ipi_send_*`,
 /// `write_folio`: several per reclaimed folio) read and write the first 56 bytes, which share
 /// one cache line with the slot's `task` tag (the slots are 256 bytes, four lines); the counts
-/// are the next 72 bytes.
+/// are the next 72 bytes. A flush that touched a third line of the slot cost `tlb_flush` ~3 ns
+/// a run on 6.18.44, so everything an episode writes stays in the first.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PassState {
     /// A pass is open (the entry outlives passes: no map insert/delete per pass).
     pub active: u32,
-    /// `EP_*`.
-    pub ep: u32,
-    pub ep_targets: u32,
-    pub ep_ipis: u32,
-    /// The open episode is a dirty flush (`try_to_unmap_flush_dirty` found `writable`).
-    pub ep_dirty: u32,
     /// Precise tier: a dirty flush happened and no pageout has followed it yet.
     pub await_pageout: u32,
     pub flags: u32,
     pub ctx: u32,
-    /// A run of `run_n` closed flushes with the same fan-out (`run_targets`, `run_ipis`), not
-    /// yet in the histograms: added at once when the value changes and at the pass end, so a
-    /// flush touches no histogram (two updates per flush cost write_folio ~25 ns on 6.18.44).
-    pub run_targets: u32,
-    pub run_ipis: u32,
-    pub run_n: u32,
-    /// Folios the open episode's batch covered (precise tier with unmaps observable). In the
-    /// first line with everything else opening an episode writes: as a u64 after the counts it
-    /// put a third line of the slot on every flush (6.18.44: tlb_flush ~3 ns a run cheaper
-    /// without it, inside this VM's run-to-run noise).
-    pub ep_fill: u32,
-    /// `u64::MAX` when the batch cpumask is not observable (tracepoint tier).
-    pub ep_candidates: u64,
+    /// The flush in progress and the run of equal fan-outs (see reclaim_trace_common::flush).
+    pub episode: FlushEpisode,
     pub counts: PassDelta,
     pub tid: u32,
     pub tgid: u32,
@@ -113,9 +89,10 @@ pub struct TaskEntry {
     pub kswapd: u32,
     /// `WIN_*` bits.
     pub windows: u32,
-    /// `EP_OPEN` while a full remote flush outside any pass (migration, compaction...) waits
-    /// for its local leg, which tells a batched flush (reason 2) from an mm flush (reason 3).
-    pub other_ep: u32,
+    /// `EPISODE_OPEN` while a full remote flush outside any pass (migration, compaction...)
+    /// waits for its local leg, which tells a batched flush (reason 2) from an mm flush
+    /// (reason 3): see `reclaim_trace_common::flush::outside_pass_flush`.
+    pub outside_flush: u32,
     /// Passes left before `comm` is read from task_struct again (0: read at the next pass end).
     pub comm_age: u32,
     /// The task's command name, as of the last read. Reading `task->comm` at every pass end
@@ -185,7 +162,7 @@ pub fn pass_of(key: u64) -> Option<*mut PassState> {
 fn idle(e: &TaskEntry, now: u64) -> bool {
     (e.pass.active == 0 || now.saturating_sub(e.pass.start_ns) > STALE_NS)
         && e.windows == 0
-        && e.other_ep == 0
+        && e.outside_flush == 0
 }
 
 /// Passes older than this are abandoned (reclaim passes take micro- to milliseconds).
@@ -215,7 +192,7 @@ pub fn entry_or_insert(key: u64) -> Option<*mut TaskEntry> {
             entry.memcg_id = 0;
             entry.kswapd = 0;
             entry.windows = 0;
-            entry.other_ep = 0;
+            entry.outside_flush = 0;
             entry.comm_age = 0;
             entry.pass.active = 0;
             // SAFETY: a plain read of our own slot; volatile so that it is really re-read.
@@ -309,23 +286,17 @@ pub fn start_pass(
     };
     // SAFETY: helper without preconditions.
     p.start_ns = unsafe { bpf_ktime_get_ns() };
-    p.ep_candidates = u64::MAX;
+    p.episode.candidates = u64::MAX;
     Some(&raw mut e.pass)
 }
 
 /// Open a flush episode (a previous one still open is closed as a batch flush first).
 #[inline(always)]
-pub fn open_episode(p: *mut PassState, dirty: bool, candidates: u64, fill: u64) {
-    close_episode(p, false);
+pub fn open_episode(p: *mut PassState, dirty: bool, candidates: u64, batch_fill: u64) {
     // SAFETY: map value owned by this task.
-    unsafe {
-        (*p).ep = EP_OPEN;
-        (*p).ep_dirty = dirty as u32;
-        (*p).ep_targets = 0;
-        (*p).ep_ipis = 0;
-        (*p).ep_candidates = candidates;
-        (*p).ep_fill = delta_u32(fill);
-    }
+    let s = unsafe { &mut *p };
+    let closed = s.episode.open(&mut s.counts, dirty, candidates, batch_fill);
+    record_closed(s, closed);
 }
 
 /// Close the open episode. A batched flush is classified dirty if the probe said so or if
@@ -334,71 +305,51 @@ pub fn open_episode(p: *mut PassState, dirty: bool, candidates: u64, fill: u64) 
 pub fn close_episode(p: *mut PassState, by_pageout: bool) {
     // SAFETY: map value owned by this task.
     let s = unsafe { &mut *p };
-    let ep = s.ep;
-    s.ep = EP_NONE;
-    if ep != EP_OPEN && ep != EP_DONE {
+    let closed = s.episode.close(&mut s.counts, by_pageout);
+    record_closed(s, closed);
+}
+
+/// Put a flush that just closed (its counts are already in the pass) into the histograms,
+/// and send its record when flush records were asked for.
+#[inline(always)]
+pub fn record_closed(s: &PassState, closed: Option<Closed>) {
+    let Some(c) = closed else {
         return;
-    }
-    let dirty = s.ep_dirty != 0 || by_pageout;
+    };
     let ctx = s.ctx;
-    if dirty {
-        s.counts.dirty_flushes += 1;
-    } else {
-        s.counts.batch_flushes += 1;
+    if let Some(run) = c.ended_run {
+        add_fanout_run(ctx, run);
     }
-    s.counts.fanout_targets += s.ep_targets;
-    s.counts.ipis += s.ep_ipis;
-    if s.ep_targets == 0 {
-        s.counts.flushes_without_ipi += 1;
+    if c.candidates != u64::MAX {
+        hist_add(HIST_FANOUT_CANDIDATES, ctx, c.candidates, 1);
     }
-    if s.run_n != 0 && (s.run_targets != s.ep_targets || s.run_ipis != s.ep_ipis) {
-        flush_run(s);
-    }
-    s.run_targets = s.ep_targets;
-    s.run_ipis = s.ep_ipis;
-    s.run_n += 1;
-    if s.ep_candidates != u64::MAX {
-        s.counts.fanout_candidates += delta_u32(s.ep_candidates);
-        hist_add(HIST_FANOUT_CANDIDATES, ctx, s.ep_candidates, 1);
-    }
-    if s.flags & PASS_F_FILL_EXACT != 0 {
-        hist_add(HIST_BATCH_FILL, ctx, s.ep_fill as u64, 1);
+    let fill_exact = s.flags & PASS_F_FILL_EXACT != 0;
+    if fill_exact {
+        hist_add(HIST_BATCH_FILL, ctx, c.batch_fill as u64, 1);
     }
     if config!(flags) & CFG_EMIT_FLUSHES != 0 {
-        let class = if dirty { FLUSH_DIRTY } else { FLUSH_BATCH };
+        let class = if c.dirty { FLUSH_DIRTY } else { FLUSH_BATCH };
+        let batch_fill = if fill_exact {
+            c.batch_fill as u64
+        } else {
+            u64::MAX
+        };
         emit_flush(
             class,
             ctx,
-            s.ep_fill_or_unknown(),
-            s.ep_candidates,
-            s.ep_targets as u64,
-            s.ep_ipis as u64,
+            batch_fill,
+            c.candidates,
+            c.targets as u64,
+            c.ipis as u64,
         );
     }
 }
 
-/// Add the pass's run of equal fan-outs to the histograms.
+/// Add a run of equal fan-outs to the histograms.
 #[inline(always)]
-fn flush_run(s: &mut PassState) {
-    hist_add(
-        HIST_FANOUT_TARGETS,
-        s.ctx,
-        s.run_targets as u64,
-        s.run_n as u64,
-    );
-    hist_add(HIST_IPIS, s.ctx, s.run_ipis as u64, s.run_n as u64);
-    s.run_n = 0;
-}
-
-impl PassState {
-    #[inline(always)]
-    fn ep_fill_or_unknown(&self) -> u64 {
-        if self.flags & PASS_F_FILL_EXACT != 0 {
-            self.ep_fill as u64
-        } else {
-            u64::MAX
-        }
-    }
+fn add_fanout_run(ctx: u32, run: FanoutRun) {
+    hist_add(HIST_FANOUT_TARGETS, ctx, run.targets as u64, run.n as u64);
+    hist_add(HIST_IPIS, ctx, run.ipis as u64, run.n as u64);
 }
 
 /// Submit flags: wake the reader only when a quarter of the buffer is waiting (it also drains
@@ -454,42 +405,23 @@ fn add_counts(dst: &mut PassCounts, src: &PassDelta, duration_ns: u64) {
     pass_delta_fields!(add);
 }
 
-/// Estimated batch fill when unmaps are not observable (tracepoint tier): each dirty flush
-/// covered the one folio written next; the batch flushes share the rest of the reclaimed
-/// folios evenly. Userspace marks the histogram `exact: false`.
-#[inline(always)]
-fn estimate_fill(s: &PassDelta, ctx: u32) {
-    let dirty = s.dirty_flushes as u64;
-    hist_add(HIST_BATCH_FILL, ctx, 1, dirty);
-    let batch = s.batch_flushes as u64;
-    if batch == 0 {
-        return;
-    }
-    let rest = (s.folios_reclaimed as u64).saturating_sub(dirty);
-    let q = rest / batch;
-    let r = rest % batch;
-    hist_add(HIST_BATCH_FILL, ctx, q, batch - r);
-    hist_add(HIST_BATCH_FILL, ctx, q + 1, r);
-}
-
 /// Decide the pass's folio count. Counted folio by folio (`page_freed`) when their frees were
 /// seen, and then exact if their pages add up to the kernel's reclaimed pages; otherwise the
 /// kernel's base pages stand in, and either way `CNT_UNMATCHED_*` says how far off it may be.
 #[inline(always)]
 fn settle_folios(s: &mut PassState) {
+    let pages = s.counts.pages_reclaimed;
     if config!(flags) & CFG_COUNT_FOLIOS == 0 {
-        s.counts.folios_reclaimed = s.counts.pages_reclaimed;
+        s.counts.folios_reclaimed = pages;
         return;
     }
-    let pages = s.counts.pages_reclaimed;
-    let diff = if s.flags & PASS_F_HAS_START == 0 {
+    let seen_from_start = s.flags & PASS_F_HAS_START != 0;
+    if !seen_from_start {
         // Known only from its end (mm_vmscan_reclaim_pages, a missed start): its frees
         // happened while no pass was open.
         s.counts.folios_reclaimed = pages;
-        pages
-    } else {
-        pages.abs_diff(s.pages_freed)
-    };
+    }
+    let diff = unmatched_pages(pages, s.pages_freed, seen_from_start);
     if diff != 0 {
         count(CNT_UNMATCHED_PASSES, 1);
         count(CNT_UNMATCHED_PAGES, diff as u64);
@@ -644,12 +576,15 @@ pub fn end_pass(p: *mut PassState, staged: bool) {
     let duration_ns = end_ns.saturating_sub(s.start_ns);
     let ctx = if s.ctx < N_CTX { s.ctx } else { CTX_OTHER };
     s.ctx = ctx;
-    if s.run_n != 0 {
-        flush_run(s);
+    if let Some(run) = s.episode.take_run() {
+        add_fanout_run(ctx, run);
     }
     settle_folios(s);
     if s.flags & PASS_F_FILL_EXACT == 0 {
-        estimate_fill(&s.counts, ctx);
+        // Tracepoint tier: userspace marks this histogram as estimated.
+        for (value, n) in estimated_batch_fill(&s.counts) {
+            hist_add(HIST_BATCH_FILL, ctx, value, n);
+        }
     }
     if let Some(t) = TOTALS.get_ptr_mut(ctx) {
         // SAFETY: per-CPU slot.

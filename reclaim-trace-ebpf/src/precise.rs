@@ -44,8 +44,8 @@ use reclaim_trace_common::{
 use crate::{
     config, count, count_error, current_tid_tgid, hist_add, is_self, kread,
     pass::{
-        CTX_AUTO, EP_OPEN, close_episode, css_id, current_key, emit_flush, end_pass, open_episode,
-        pass_of, start_pass, stopped,
+        CTX_AUTO, close_episode, css_id, current_key, emit_flush, end_pass, open_episode, pass_of,
+        start_pass, stopped,
     },
 };
 
@@ -452,7 +452,7 @@ fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
 fn tlbbatch_exit_core() -> Result<(), ()> {
     if let Some(p) = pass_of(current_key()) {
         // SAFETY: map value owned by this task.
-        if unsafe { (*p).ep } == EP_OPEN {
+        if unsafe { (*p).episode.is_open() } {
             close_episode(p, false);
             if config!(flags) & CFG_STALE_WINDOW != 0 {
                 flush_ended(p);

@@ -13,7 +13,7 @@ use reclaim_trace_common::{MAX_CPUMASK_WORDS, PROG_IPI};
 
 use crate::{
     config, count_error,
-    pass::{EP_OPEN, current_key, pass_of},
+    pass::{current_key, pass_of},
 };
 
 /// The flush episode open on the current task, if any.
@@ -21,7 +21,7 @@ use crate::{
 fn open_episode_of_current() -> Option<*mut crate::PassState> {
     let p = pass_of(current_key())?;
     // SAFETY: map value owned by this task.
-    if unsafe { (*p).ep } == EP_OPEN {
+    if unsafe { (*p).episode.is_open() } {
         Some(p)
     } else {
         None
@@ -45,7 +45,7 @@ pub fn csd_queue_cpu(ctx: RawTracePointContext) -> u32 {
     }
     if let Some(p) = open_episode_of_current() {
         // SAFETY: map value owned by this task.
-        unsafe { (*p).ep_targets += 1 };
+        unsafe { (*p).episode.targets += 1 };
     }
     0
 }
@@ -59,7 +59,7 @@ pub fn ipi_send_cpu(ctx: RawTracePointContext) -> u32 {
     }
     if let Some(p) = open_episode_of_current() {
         // SAFETY: map value owned by this task.
-        unsafe { (*p).ep_ipis += 1 };
+        unsafe { (*p).episode.ipis += 1 };
     }
     0
 }
@@ -93,6 +93,6 @@ fn try_ipi_send_cpumask(ctx: &RawTracePointContext) -> Result<(), ()> {
         n += w.count_ones() as u64;
     }
     // SAFETY: map value owned by this task.
-    unsafe { (*p).ep_ipis += n as u32 };
+    unsafe { (*p).episode.ipis += n as u32 };
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! `tlb:tlb_flush`: victims (reasons 1 and 5, counted per CPU) and, in the tracepoint tier,
-//! flush episodes of the reclaiming task.
+//! `tlb:tlb_flush`: remote shootdowns received (reasons 1 and 5, counted per CPU) and the
+//! reclaiming task's flushes (the state machine is `reclaim_trace_common::flush`).
 //!
 //! Reasons (include/linux/mm_types.h): 0 task switch (filtered first: by far the most
 //! frequent), 1 remote shootdown (hardirq on the victim: its pid is whatever task was
@@ -13,14 +13,12 @@ use reclaim_trace_common::{
     CFG_PRECISE_FLUSH, CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU,
     TLB_FLUSH_ALL, TLB_LOCAL_MM_SHOOTDOWN, TLB_LOCAL_SHOOTDOWN, TLB_REMOTE_SEND_IPI,
     TLB_REMOTE_SHOOTDOWN, TLB_REMOTE_WRONG_CPU,
+    flush::{EPISODE_NONE, outside_pass_flush},
 };
 
 use crate::{
     config, count,
-    pass::{
-        EP_DONE, EP_IMMEDIATE, EP_NONE, EP_OPEN, PassState, close_episode, current_key, entry_of,
-        entry_or_insert, open_episode, pass_of,
-    },
+    pass::{PassState, current_key, entry_of, entry_or_insert, pass_of, record_closed},
 };
 
 // TP_PROTO(int reason, unsigned long pages), unchanged 6.1 … 7.2. A raw tracepoint: the
@@ -64,108 +62,40 @@ fn try_tlb_flush(ctx: &RawTracePointContext) {
 #[inline(always)]
 fn in_pass(p: *mut PassState, reason: u32, pages: u64) {
     // SAFETY: map value owned by this task.
-    let ep = unsafe { (*p).ep };
-    match reason {
-        TLB_REMOTE_SEND_IPI if pages == TLB_FLUSH_ALL => open_episode(p, false, u64::MAX, 0),
-        TLB_REMOTE_SEND_IPI => {
-            // A ranged flush from flush_tlb_mm_range: try_to_unmap_one could not defer.
-            close_episode(p, false);
-            // SAFETY: as above.
-            unsafe {
-                (*p).ep = EP_IMMEDIATE;
-                (*p).counts.immediate_flushes += 1;
-            }
-        }
-        TLB_LOCAL_SHOOTDOWN => {
-            if ep != EP_OPEN {
-                // A local-only batched flush: no other CPU was in the batch.
-                open_episode(p, false, u64::MAX, 0);
-            }
-            // SAFETY: as above.
-            unsafe { (*p).ep = EP_DONE };
-        }
-        _ => {
-            // TLB_LOCAL_MM_SHOOTDOWN: the local leg of an mm flush, never of a batch.
-            // SAFETY: as above.
-            unsafe {
-                if ep == EP_OPEN {
-                    // The full flush that opened the episode was flush_tlb_mm_range's.
-                    (*p).ep = EP_NONE;
-                    (*p).counts.immediate_flushes += 1;
-                } else if ep == EP_IMMEDIATE {
-                    (*p).ep = EP_NONE;
-                } else {
-                    close_episode(p, false);
-                    (*p).counts.immediate_flushes += 1;
-                }
-            }
-        }
-    }
+    let s = unsafe { &mut *p };
+    let closed = s.episode.on_tlb_flush(&mut s.counts, reason, pages);
+    record_closed(s, closed);
 }
 
-/// Precise tier: a flush inside a pass but outside `arch_tlbbatch_flush` is an immediate one
-/// (`flush_tlb_mm_range` from `try_to_unmap_one` when `should_defer_flush()` said no, or a PMD
-/// split's flush). Its remote leg (reason 4) comes before its local one (reason 3); an mm on
-/// this CPU only has the local leg.
+/// Precise tier: see `FlushEpisode::on_tlb_flush_precise`.
 #[inline(always)]
 fn immediate_in_precise_pass(p: *mut PassState, reason: u32) {
     // SAFETY: map value owned by this task.
     let s = unsafe { &mut *p };
-    if s.ep == EP_OPEN {
-        return; // the legs of the batch flush arch_tlbbatch_flush is doing
-    }
-    match reason {
-        TLB_REMOTE_SEND_IPI => {
-            s.ep = EP_IMMEDIATE;
-            s.counts.immediate_flushes += 1;
-        }
-        TLB_LOCAL_MM_SHOOTDOWN => {
-            if s.ep == EP_IMMEDIATE {
-                s.ep = EP_NONE;
-            } else {
-                s.counts.immediate_flushes += 1;
-            }
-        }
-        _ => {}
-    }
+    s.episode.on_tlb_flush_precise(&mut s.counts, reason);
 }
 
 /// Batched flushes outside reclaim (migration, compaction, NUMA balancing) are counted, not
-/// put in the ratio. A full remote flush counts at once; if its local leg shows it was an mm
-/// flush (reason 3) it is taken back. Per-CPU counters are summed with wrapping arithmetic.
+/// put in the ratio (see `outside_pass_flush`). Per-CPU counters are summed with wrapping
+/// arithmetic, so taking one back is adding `u64::MAX`.
 #[inline(always)]
 fn outside_pass(key: u64, reason: u32, pages: u64) {
-    match reason {
-        TLB_REMOTE_SEND_IPI if pages == TLB_FLUSH_ALL => {
-            if let Some(t) = entry_or_insert(key) {
-                // SAFETY: map value owned by this task.
-                unsafe { (*t).other_ep = EP_OPEN };
-                count(CNT_OTHER_FLUSHES, 1);
-            }
-        }
-        TLB_REMOTE_SEND_IPI => {
-            if let Some(t) = entry_of(key) {
-                // SAFETY: as above.
-                unsafe { (*t).other_ep = EP_NONE };
-            }
-        }
-        TLB_LOCAL_SHOOTDOWN => {
-            let open = match entry_of(key) {
-                // SAFETY: as above.
-                Some(t) => unsafe { core::mem::replace(&mut (*t).other_ep, EP_NONE) == EP_OPEN },
-                None => false,
-            };
-            if !open {
-                count(CNT_OTHER_FLUSHES, 1);
-            }
-        }
-        _ => {
-            if let Some(t) = entry_of(key) {
-                // SAFETY: as above.
-                if unsafe { core::mem::replace(&mut (*t).other_ep, EP_NONE) } == EP_OPEN {
-                    count(CNT_OTHER_FLUSHES, u64::MAX); // -1
-                }
-            }
-        }
+    let opens = reason == TLB_REMOTE_SEND_IPI && pages == TLB_FLUSH_ALL;
+    let entry = if opens {
+        entry_or_insert(key)
+    } else {
+        entry_of(key)
+    };
+    let mut untracked = EPISODE_NONE;
+    let state = match entry {
+        // SAFETY: map value owned by this task.
+        Some(t) => unsafe { &mut (*t).outside_flush },
+        None if opens => return, // no slot for this task: cannot pair the legs
+        None => &mut untracked,
+    };
+    match outside_pass_flush(state, reason, pages) {
+        1 => count(CNT_OTHER_FLUSHES, 1),
+        -1 => count(CNT_OTHER_FLUSHES, u64::MAX),
+        _ => {}
     }
 }

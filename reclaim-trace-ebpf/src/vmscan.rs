@@ -15,8 +15,8 @@ use reclaim_trace_common::{
 use crate::{
     config, count, count_error, current_tid_tgid, is_self,
     pass::{
-        CTX_AUTO, EP_DONE, EP_OPEN, PassState, WIN_DIRECT, WIN_MEMCG, close_episode, current_key,
-        end_pass, entry_or_insert, pass_of, start_pass, stopped,
+        CTX_AUTO, PassState, WIN_DIRECT, WIN_MEMCG, current_key, end_pass, entry_or_insert,
+        pass_of, record_closed, start_pass, stopped,
     },
 };
 
@@ -318,15 +318,13 @@ fn try_write_folio(folio: u64) -> Result<(), ()> {
     // try_to_unmap_flush_dirty() before pageout() (sequence measured on 6.18: SEND_IPI,
     // csd_queue_cpu, ipi_send_cpu, LOCAL_SHOOTDOWN, write_folio).
     // SAFETY: map value owned by this task.
-    let ep = unsafe { (*p).ep };
-    if flags & CFG_PRECISE_FLUSH == 0 && (ep == EP_OPEN || ep == EP_DONE) {
-        close_episode(p, true);
+    let s = unsafe { &mut *p };
+    if flags & CFG_PRECISE_FLUSH == 0 {
+        let closed = s.episode.on_pageout(&mut s.counts);
+        record_closed(s, closed);
     }
-    // SAFETY: as above.
-    unsafe {
-        (*p).counts.pageouts += 1;
-        (*p).await_pageout = 0;
-    }
+    s.counts.pageouts += 1;
+    s.await_pageout = 0;
     Ok(())
 }
 
