@@ -7,9 +7,9 @@ pub mod hist;
 use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
-    CNT_ERR_BASE, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER, CTX_PROACTIVE, CTX_RECLAIM_PAGES,
-    N_COUNTERS, N_CTX, N_HIST_CTX, N_HISTS, N_PROGS, PassCounts, PassRecord, decode::Record,
-    hist_index,
+    CNT_ERR_BASE, CNT_REMOTE_SHOOTDOWNS, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER,
+    CTX_PROACTIVE, CTX_RECLAIM_PAGES, HistBuckets, N_COUNTERS, N_CTX, N_HIST_CTX, N_HISTS, N_PROGS,
+    PassCounts, PassRecord, decode::Record, hist_index,
 };
 
 pub use self::hist::{HistStats, Histogram};
@@ -70,7 +70,48 @@ fn vec_delta(now: &[u64], earlier: &[u64]) -> Vec<u64> {
         .collect()
 }
 
+/// The kernel's per-CPU maps as read, before summing: `[index][cpu]` (one copy per possible
+/// CPU, as `bpf_map_lookup_elem` on a per-CPU array returns them).
+#[derive(Clone, Debug, Default)]
+pub struct PerCpuMaps {
+    /// `MAP_TOTALS`, per reclaim context.
+    pub totals: Vec<Vec<PassCounts>>,
+    /// `MAP_HISTS`, at `hist_index(metric, ctx)`.
+    pub hists: Vec<Vec<HistBuckets>>,
+    /// `MAP_COUNTERS`, per `CNT_*`.
+    pub counters: Vec<Vec<u64>>,
+    /// `MAP_VICTIMS`, per target CPU: each initiating CPU's count of flushes sent to it.
+    pub victims: Vec<Vec<u64>>,
+}
+
 impl KernelSnapshot {
+    /// Sum every map over the CPUs that counted into it. Wrapping: a count taken back
+    /// (`u64::MAX` added) may land on another CPU than the one that added it.
+    pub fn sum_cpus(maps: &PerCpuMaps) -> Self {
+        fn sum(v: &[u64]) -> u64 {
+            v.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+        }
+        let mut s = KernelSnapshot::empty(maps.victims.len());
+        for (dst, per_cpu) in s.totals.iter_mut().zip(&maps.totals) {
+            *dst = per_cpu
+                .iter()
+                .fold(PassCounts::default(), |acc, c| acc.wrapping_add(c));
+        }
+        for (dst, per_cpu) in s.hists.iter_mut().zip(&maps.hists) {
+            for b in per_cpu {
+                dst.add(&Histogram::from_buckets(*b));
+            }
+        }
+        for (dst, per_cpu) in s.counters.iter_mut().zip(&maps.counters) {
+            *dst = sum(per_cpu);
+        }
+        if let Some(per_cpu) = maps.counters.get(CNT_REMOTE_SHOOTDOWNS as usize) {
+            s.reason1_by_cpu = per_cpu.clone();
+        }
+        s.victims_by_cpu = maps.victims.iter().map(|v| sum(v)).collect();
+        s
+    }
+
     pub fn empty(cpus: usize) -> Self {
         KernelSnapshot {
             totals: [PassCounts::default(); N_CTX as usize],
@@ -316,9 +357,49 @@ pub struct Mark {
 
 #[cfg(test)]
 mod tests {
-    use reclaim_trace_common::{CNT_RINGBUF_DROPS, HIST_FANOUT_TARGETS, RECORD_PASS};
+    use reclaim_trace_common::{
+        CNT_OTHER_FLUSHES, CNT_RINGBUF_DROPS, HIST_BUCKETS, HIST_FANOUT_TARGETS, RECORD_PASS,
+    };
 
     use super::*;
+
+    #[test]
+    fn per_cpu_maps_sum_with_wrapping_and_keep_the_per_cpu_views() {
+        let cpus = 3;
+        let mut maps = PerCpuMaps {
+            totals: vec![vec![PassCounts::default(); cpus]; N_CTX as usize],
+            hists: vec![vec![[0; HIST_BUCKETS]; cpus]; N_HISTS as usize],
+            counters: vec![vec![0; cpus]; N_COUNTERS as usize],
+            victims: vec![vec![0; cpus]; cpus],
+        };
+        maps.totals[CTX_MEMCG as usize][0].dirty_flushes = 5;
+        maps.totals[CTX_MEMCG as usize][2].dirty_flushes = 7;
+        maps.totals[CTX_KSWAPD as usize][1].passes = 1;
+        // A flush counted on CPU 0 and taken back on CPU 1 (u64::MAX is -1).
+        maps.counters[CNT_OTHER_FLUSHES as usize] = vec![2, u64::MAX, 0];
+        maps.counters[CNT_REMOTE_SHOOTDOWNS as usize] = vec![4, 0, 9];
+        let h = hist_index(HIST_FANOUT_TARGETS, CTX_MEMCG) as usize;
+        maps.hists[h][0][1] = 10;
+        maps.hists[h][2][1] = 1;
+        maps.hists[h][2][2] = 3;
+        // Flushes sent to CPU 1 by CPUs 0 and 2; to CPU 2 by CPU 0.
+        maps.victims[1] = vec![6, 0, 8];
+        maps.victims[2] = vec![1, 0, 0];
+
+        let s = KernelSnapshot::sum_cpus(&maps);
+        assert_eq!(s.totals[CTX_MEMCG as usize].dirty_flushes, 12);
+        assert_eq!(s.all_contexts().passes, 1);
+        assert_eq!(s.counter(CNT_OTHER_FLUSHES), 1);
+        assert_eq!(s.counter(CNT_REMOTE_SHOOTDOWNS), 13);
+        assert_eq!(
+            s.reason1_by_cpu,
+            vec![4, 0, 9],
+            "per receiving CPU, not summed"
+        );
+        assert_eq!(s.victims_by_cpu, vec![0, 14, 1], "summed over initiators");
+        let hist = s.hist(HIST_FANOUT_TARGETS, CTX_MEMCG);
+        assert_eq!((hist.buckets[1], hist.buckets[2]), (11, 3));
+    }
 
     pub(crate) fn pass(cgroup_id: u64, comm: &str, reclaimed: u64, dirty: u64) -> PassRecord {
         let mut c = [0u8; 16];

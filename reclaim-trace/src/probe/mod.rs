@@ -17,15 +17,15 @@ use aya::{
     programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use reclaim_trace_common::{
-    CNT_REMOTE_SHOOTDOWNS, CONTROL_GENERATION, CONTROL_STOPPED, Config, GLOBAL_CONFIG, HistBuckets,
-    MAP_CONTROL, MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_STAGING, MAP_TOTALS, MAP_VICTIMS,
-    N_COUNTERS, N_CTX, N_HISTS, PassBatch, PassCounts,
+    CONTROL_GENERATION, CONTROL_STOPPED, Config, GLOBAL_CONFIG, HistBuckets, MAP_CONTROL,
+    MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_STAGING, MAP_TOTALS, MAP_VICTIMS, N_COUNTERS, N_CTX,
+    N_HISTS, PassBatch, PassCounts,
     decode::{self, Record},
 };
 
 pub use self::reader::{RecordBatch, spawn_reader};
 use crate::{
-    aggregate::{Histogram, KernelSnapshot},
+    aggregate::{KernelSnapshot, PerCpuMaps},
     kernel::KernelFacts,
     plan::{self, Attach, Failures, Plan, ProbeMode},
 };
@@ -147,102 +147,54 @@ impl Tracer {
                 .override_global(GLOBAL_CONFIG, &config, true)
                 .load(EBPF_OBJECT)
                 .context("loading the eBPF object (maps and programs) failed")?;
-            let mut outcomes = Vec::new();
-            let mut retry = false;
-            for p in &plan.programs {
-                let r = attach_one(&mut ebpf, p.program, &p.attach, btf.as_ref());
-                let tgt = target(&p.attach);
-                match r {
-                    Ok(()) => outcomes.push(AttachOutcome {
-                        program: p.program.to_string(),
-                        target: tgt,
-                        ok: true,
-                        error: None,
-                    }),
-                    Err(e) => {
-                        let why = explain_load_error(&e);
-                        // An fentry refusal is routine (kernels without BPF trampolines, or
-                        // with them locked down): the plan says so; don't alarm on stderr.
-                        if matches!(p.attach, Attach::Fentry { .. }) {
-                            log::info!("attaching {} to {tgt} failed: {why}", p.program);
-                        } else {
-                            log::warn!("attaching {} to {tgt} failed: {why}", p.program);
-                        }
-                        match &p.attach {
-                            Attach::Fentry { function, .. } => {
-                                failures.fentry = true;
-                                failures.reasons.push((function.clone(), why.clone()));
-                                retry = true;
-                            }
-                            Attach::Kprobe { function, .. } => {
-                                failures.kprobe.insert(function.clone());
-                                failures.reasons.push((function.clone(), why.clone()));
-                                retry = true;
-                            }
-                            Attach::Tracepoint { .. } | Attach::RawTracepoint { .. } => {}
-                        }
-                        outcomes.push(AttachOutcome {
-                            program: p.program.to_string(),
-                            target: tgt,
-                            ok: false,
-                            error: Some(why),
-                        });
-                    }
-                }
-                if retry {
-                    break;
-                }
-            }
-            if retry {
+            let Some(outcomes) = attach_all(&mut ebpf, &plan, btf.as_ref(), &mut failures) else {
                 continue; // dropping `ebpf` detaches what was attached
-            }
+            };
             note_tracepoint_failures(&mut plan, &outcomes);
-            if plan.signal(plan::Signal::ReclaimPass).tier == plan::Tier::Tracepoint
-                && outcomes
-                    .iter()
-                    .any(|o| !o.ok && o.target.contains("mm_vmscan_lru_"))
-            {
-                bail!(
-                    "no reclaim-pass signal could be attached: {}",
-                    outcomes
-                        .iter()
-                        .filter(|o| !o.ok)
-                        .map(|o| format!("{}: {}", o.target, o.error.as_deref().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                );
-            }
+            require_reclaim_pass(&plan, &outcomes)?;
             if let Some((f, why)) = failures.reasons.first() {
                 log::info!("precise probes downgraded ({f}: {why})");
             }
-            let counters = PerCpuArray::try_from(take(&mut ebpf, MAP_COUNTERS)?)?;
-            let totals = PerCpuArray::try_from(take(&mut ebpf, MAP_TOTALS)?)?;
-            let hists = PerCpuArray::try_from(take(&mut ebpf, MAP_HISTS)?)?;
-            let victims = PerCpuArray::try_from(take(&mut ebpf, MAP_VICTIMS)?)?;
-            let staging = PerCpuArray::try_from(take(&mut ebpf, MAP_STAGING)?)?;
-            let control = Array::try_from(take(&mut ebpf, MAP_CONTROL)?)?;
-            let cpus = aya::util::nr_cpus()
-                .map_err(|(_, e)| anyhow!("cannot read the number of possible CPUs: {e}"))?;
-            return Ok(Tracer {
-                ebpf,
-                plan,
-                config,
-                outcomes,
-                load_attach_s: started.elapsed().as_secs_f64(),
-                counters,
-                totals,
-                hists,
-                victims,
-                staging,
-                control,
-                generation: 0,
-                cpus,
-            });
+            let load_attach_s = started.elapsed().as_secs_f64();
+            return Tracer::from_attached(ebpf, plan, config, outcomes, load_attach_s);
         }
         bail!(
             "gave up after repeated attach failures: {:?}",
             failures.reasons
         )
+    }
+
+    /// Take the maps userspace reads from the loaded object.
+    fn from_attached(
+        mut ebpf: Ebpf,
+        plan: Plan,
+        config: Config,
+        outcomes: Vec<AttachOutcome>,
+        load_attach_s: f64,
+    ) -> Result<Tracer> {
+        let counters = PerCpuArray::try_from(take(&mut ebpf, MAP_COUNTERS)?)?;
+        let totals = PerCpuArray::try_from(take(&mut ebpf, MAP_TOTALS)?)?;
+        let hists = PerCpuArray::try_from(take(&mut ebpf, MAP_HISTS)?)?;
+        let victims = PerCpuArray::try_from(take(&mut ebpf, MAP_VICTIMS)?)?;
+        let staging = PerCpuArray::try_from(take(&mut ebpf, MAP_STAGING)?)?;
+        let control = Array::try_from(take(&mut ebpf, MAP_CONTROL)?)?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| anyhow!("cannot read the number of possible CPUs: {e}"))?;
+        Ok(Tracer {
+            ebpf,
+            plan,
+            config,
+            outcomes,
+            load_attach_s,
+            counters,
+            totals,
+            hists,
+            victims,
+            staging,
+            control,
+            generation: 0,
+            cpus,
+        })
     }
 
     /// The ring buffer, for the reader task (can be taken once).
@@ -255,36 +207,25 @@ impl Tracer {
 
     /// Read the per-CPU maps and sum them.
     pub fn snapshot(&self) -> Result<KernelSnapshot> {
-        let mut s = KernelSnapshot::empty(self.cpus);
-        for i in 0..N_CTX {
-            let v = self.totals.get(&i, 0)?;
-            s.totals[i as usize] = v
-                .iter()
-                .fold(PassCounts::default(), |acc, c| acc.wrapping_add(c));
+        fn read<V: aya::Pod>(map: &PerCpuArray<MapData, V>, n: u32) -> Result<Vec<Vec<V>>> {
+            (0..n)
+                .map(|i| Ok(map.get(&i, 0)?.iter().copied().collect()))
+                .collect()
         }
-        for i in 0..N_HISTS {
-            let v = self.hists.get(&i, 0)?;
-            let mut h = Histogram::default();
-            for per_cpu in v.iter() {
-                h.add(&Histogram::from_buckets(*per_cpu));
-            }
-            s.hists[i as usize] = h;
-        }
-        for i in 0..N_COUNTERS {
-            let v = self.counters.get(&i, 0)?;
-            s.counters[i as usize] = v.iter().fold(0u64, |a, b| a.wrapping_add(*b));
-            if i == CNT_REMOTE_SHOOTDOWNS {
-                s.reason1_by_cpu = v.iter().copied().collect();
-            }
-        }
-        for (cpu, slot) in s.victims_by_cpu.iter_mut().enumerate() {
-            *slot = self
-                .victims
-                .get(&(cpu as u32), 0)
-                .map(|v| v.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
-                .unwrap_or(0);
-        }
-        Ok(s)
+        let maps = PerCpuMaps {
+            totals: read(&self.totals, N_CTX)?,
+            hists: read(&self.hists, N_HISTS)?,
+            counters: read(&self.counters, N_COUNTERS)?,
+            victims: (0..self.cpus as u32)
+                .map(|cpu| {
+                    self.victims
+                        .get(&cpu, 0)
+                        .map(|v| v.iter().copied().collect())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        };
+        Ok(KernelSnapshot::sum_cpus(&maps))
     }
 
     /// Tell the programs a snapshot was taken: each CPU sends its batch of pass records at its
@@ -329,6 +270,74 @@ impl Tracer {
     pub fn program_stats(&self) -> Vec<stats::ProgramStat> {
         stats::collect(&self.ebpf)
     }
+}
+
+/// Attach the plan's programs in order. `None` when a precise probe (fentry or kprobe) failed:
+/// `failures` says which, and the caller plans again one tier lower. Tracepoint failures are
+/// recorded in the outcomes and the plan is kept.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    plan: &Plan,
+    btf: Option<&Btf>,
+    failures: &mut Failures,
+) -> Option<Vec<AttachOutcome>> {
+    let mut outcomes = Vec::new();
+    for p in &plan.programs {
+        let target = target(&p.attach);
+        let error = match attach_one(ebpf, p.program, &p.attach, btf) {
+            Ok(()) => None,
+            Err(e) => Some(explain_load_error(&e)),
+        };
+        if let Some(why) = &error {
+            // An fentry refusal is routine (kernels without BPF trampolines, or with them
+            // locked down): the plan says so; don't alarm on stderr.
+            if matches!(p.attach, Attach::Fentry { .. }) {
+                log::info!("attaching {} to {target} failed: {why}", p.program);
+            } else {
+                log::warn!("attaching {} to {target} failed: {why}", p.program);
+            }
+            match &p.attach {
+                Attach::Fentry { function, .. } => {
+                    failures.fentry = true;
+                    failures.reasons.push((function.clone(), why.clone()));
+                    return None;
+                }
+                Attach::Kprobe { function, .. } => {
+                    failures.kprobe.insert(function.clone());
+                    failures.reasons.push((function.clone(), why.clone()));
+                    return None;
+                }
+                Attach::Tracepoint { .. } | Attach::RawTracepoint { .. } => {}
+            }
+        }
+        outcomes.push(AttachOutcome {
+            program: p.program.to_string(),
+            target,
+            ok: error.is_none(),
+            error,
+        });
+    }
+    Some(outcomes)
+}
+
+/// Without a reclaim-pass signal nothing can be counted: fail, naming what did not attach.
+fn require_reclaim_pass(plan: &Plan, outcomes: &[AttachOutcome]) -> Result<()> {
+    let lost = plan.signal(plan::Signal::ReclaimPass).tier == plan::Tier::Tracepoint
+        && outcomes
+            .iter()
+            .any(|o| !o.ok && o.target.contains("mm_vmscan_lru_"));
+    if lost {
+        bail!(
+            "no reclaim-pass signal could be attached: {}",
+            outcomes
+                .iter()
+                .filter(|o| !o.ok)
+                .map(|o| format!("{}: {}", o.target, o.error.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
