@@ -258,10 +258,9 @@ pub fn start_pass(
     // SAFETY: map value; the entry is only written by its own task.
     let e = unsafe { &mut *e };
     refresh_identity(e, key);
-    // Eight bytes at a time (see crate::zero_words): as a `write_bytes` this was a byte loop
-    // of ~1,400 instructions, the ~200 ns once blamed on cache misses. Unconditional: a branch
-    // here, before the precise tier's folio walk, took 6.1.192's verifier over its 1M
-    // instruction budget.
+    // Eight bytes at a time (see crate::zero_words): a `write_bytes` compiles to a byte loop of
+    // ~1,400 instructions (~200 ns on 6.18.44). Unconditional: a branch here, before the
+    // precise tier's folio walk, takes 6.1.192's verifier over its 1M instruction budget.
     // SAFETY: PassState is plain integers (all-zero is valid), 8-byte aligned.
     unsafe { zero_words(&raw mut e.pass) };
     let ctx = if e.kswapd != 0 {
@@ -556,10 +555,9 @@ fn stage(s: &PassState, ctx: u32, duration_ns: u64, comm: [u64; 2]) -> bool {
 /// Finish a pass: close its last flush, add it to the totals, send its record.
 ///
 /// Records are `staged`: written into this CPU's batch and sent 16 at a time (one copy into
-/// the ring buffer), or at the next pass end after a userspace snapshot. Measured on 6.18.44
-/// (2 vCPUs, bpf_stats): a reservation per record cost ~450 ns; writing the record into the
-/// batch now costs ~200 ns of the pass end's ~700 (it was ~550 while the counts were copied a
-/// byte at a time, see crate::zero_words).
+/// the ring buffer), or at the next pass end after a userspace snapshot. On 6.18.44 (2 vCPUs,
+/// bpf_stats) a ring-buffer reservation per record costs ~450 ns, writing the record into the
+/// batch ~200 ns of the pass end's ~700.
 /// Callers that may be preempted (fexit) send the record directly instead. Userspace reads
 /// what is left in the batches when the session ends (after `CONTROL_STOPPED`).
 #[inline(always)]

@@ -304,8 +304,8 @@ fn dashboard_under_load_in_a_real_terminal() {
     t.wait_for("help", 5, |s| s.contains("reclaim-trace top: keys"));
     t.keys("Escape");
     // Wait for the help to close before the next key: an Escape and a "4" that reach the
-    // terminal in one read are one key, Alt-4 (crossterm), which only closes the help. Seen
-    // once in CI (6.18.44, a loaded 2-CPU VM); a person does not type that fast.
+    // terminal in one read are one key, Alt-4 (crossterm), which only closes the help. A
+    // person does not type that fast; a test on a loaded 2-CPU machine does.
     t.wait_for("the help to close", 5, |s| {
         !s.contains("reclaim-trace top: keys")
     });

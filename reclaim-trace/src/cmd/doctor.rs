@@ -98,8 +98,14 @@ fn yes(b: bool) -> &'static str {
 }
 
 fn render(r: &Report<'_>) -> String {
-    let k = r.kernel;
     let mut o = String::new();
+    render_kernel(&mut o, r.kernel);
+    render_plan(&mut o, r);
+    o
+}
+
+/// What this kernel offers: privileges, tracefs, BTF, kprobes, tracepoints, layout.
+fn render_kernel(o: &mut String, k: &KernelFacts) {
     let _ = writeln!(o, "kernel        Linux {} ({})", k.release, k.machine);
     let _ = writeln!(
         o,
@@ -188,6 +194,10 @@ fn render(r: &Report<'_>) -> String {
             l.missing.join(", ")
         );
     }
+}
+
+/// The probe plan per signal, and what failed to attach.
+fn render_plan(o: &mut String, r: &Report<'_>) {
     let _ = writeln!(
         o,
         "\nprobe plan    mode {}{}",
@@ -220,5 +230,4 @@ fn render(r: &Report<'_>) -> String {
     if let Some(e) = &r.error {
         let _ = writeln!(o, "\nnote: {e}");
     }
-    o
 }

@@ -36,6 +36,14 @@ pub struct Kallsyms {
 }
 
 impl Kallsyms {
+    /// The function a reclaim pass runs through on this kernel: `shrink_folio_list`, named
+    /// `shrink_page_list` before 6.1. `None` when neither can be probed by name (inlined).
+    pub fn shrink_list_function(&self) -> Option<&'static str> {
+        ["shrink_folio_list", "shrink_page_list"]
+            .into_iter()
+            .find(|f| self.has(f))
+    }
+
     /// The symbols of `WANTED` (and their compiler clones) from /proc/kallsyms. Keeping only
     /// those makes this several times cheaper than indexing all ~120,000 text symbols.
     pub fn load() -> Result<Kallsyms> {

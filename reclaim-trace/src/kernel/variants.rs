@@ -28,16 +28,14 @@ pub fn variants(i: &VariantInputs<'_>) -> Vec<Variant> {
     let v = |about: &'static str, found: String| Variant { about, found };
     let l = i.layout;
 
-    let sfl = if i.kallsyms.has("shrink_folio_list") {
-        "shrink_folio_list"
-    } else if i.kallsyms.has("shrink_page_list") {
-        "shrink_page_list"
-    } else {
-        ""
-    };
+    let shrink_list = i.kallsyms.shrink_list_function().unwrap_or("");
     out.push(v(
         "reclaim pass function",
-        match (sfl, l.shrink_folio_list_params, l.shrink_folio_list_void) {
+        match (
+            shrink_list,
+            l.shrink_folio_list_params,
+            l.shrink_folio_list_void,
+        ) {
             ("", _, _) => "neither shrink_folio_list nor shrink_page_list is in kallsyms \
                            (inlined?): passes come from the vmscan tracepoints"
                 .into(),

@@ -91,17 +91,16 @@ pub(super) fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
     let facts = p.facts;
     let layout = &facts.layout;
     let has = |off: u32| off != OFF_NONE;
-    // Named shrink_page_list before v6.1.
-    let sfl = if !facts.kallsyms.has("shrink_folio_list") && facts.kallsyms.has("shrink_page_list")
-    {
-        "shrink_page_list"
-    } else {
-        "shrink_folio_list"
-    };
-    let pass_precise = match p.precise_tier(sfl) {
-        Ok(t) if layout.shrink_folio_list_void && !has(layout.offsets.stat_nr_reclaimed) => Err(
-            format!("{sfl} returns void but reclaim_stat.nr_reclaimed is missing from BTF ({t})"),
-        ),
+    let shrink_list = facts
+        .kallsyms
+        .shrink_list_function()
+        .unwrap_or("shrink_folio_list");
+    let pass_precise = match p.precise_tier(shrink_list) {
+        Ok(t) if layout.shrink_folio_list_void && !has(layout.offsets.stat_nr_reclaimed) => {
+            Err(format!(
+                "{shrink_list} returns void but reclaim_stat.nr_reclaimed is missing from BTF ({t})"
+            ))
+        }
         other => other,
     };
     let tp_pass = p
@@ -117,7 +116,6 @@ pub(super) fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
                 &[("nr_scanned", &[8]), ("nr_reclaimed", &[8])],
             )
         });
-    let mgl = facts.lru_gen == Some(true);
     match pass_precise {
         Ok(tier) => {
             p.flags |= CFG_PRECISE_PASS;
@@ -126,7 +124,7 @@ pub(super) fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
             }
             p.add_probe(
                 tier,
-                sfl,
+                shrink_list,
                 Some(("fe_shrink_folio_list", "kp_shrink_folio_list")),
                 Some(("fx_shrink_folio_list", "kr_shrink_folio_list")),
                 Signal::ReclaimPass,
@@ -142,7 +140,7 @@ pub(super) fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
             p.row(
                 Signal::ReclaimPass,
                 tier,
-                format!("{tier}:{sfl} ({variant})"),
+                format!("{tier}:{shrink_list} ({variant})"),
                 None,
             );
         }
@@ -150,57 +148,9 @@ pub(super) fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
             if let Err(tp_why) = tp_pass {
                 return Err(NoPassSignal(format!("{why}; {tp_why}")));
             }
-            // Raw tracepoints when BTF shows the prototypes (no trace record is built, the
-            // arguments are read directly); the classic ones, by field name, otherwise.
-            let raw = &layout.raw_tracepoint_args;
-            let raw_ok = matches!(raw.get("mm_vmscan_lru_isolate"), Some(7 | 8))
-                && raw.get("mm_vmscan_lru_shrink_inactive") == Some(&6);
-            let kind = if raw_ok {
-                "raw_tracepoint"
-            } else {
-                "tracepoint"
-            };
-            if raw_ok {
-                // `lru` is the last argument: 7 arguments since 6.3, 8 before.
-                let isolate = if raw.get("mm_vmscan_lru_isolate") == Some(&8) {
-                    "vmscan_lru_isolate_raw8"
-                } else {
-                    "vmscan_lru_isolate_raw"
-                };
-                p.add_raw(
-                    isolate,
-                    "vmscan",
-                    "mm_vmscan_lru_isolate",
-                    Signal::ReclaimPass,
-                );
-                p.add_raw(
-                    "vmscan_lru_shrink_inactive_raw",
-                    "vmscan",
-                    "mm_vmscan_lru_shrink_inactive",
-                    Signal::ReclaimPass,
-                );
-            } else {
-                p.add_tp(
-                    "vmscan_lru_isolate",
-                    "vmscan",
-                    "mm_vmscan_lru_isolate",
-                    Signal::ReclaimPass,
-                );
-                p.add_tp(
-                    "vmscan_lru_shrink_inactive",
-                    "vmscan",
-                    "mm_vmscan_lru_shrink_inactive",
-                    Signal::ReclaimPass,
-                );
-            }
-            p.add_tp(
-                "vmscan_reclaim_pages",
-                "vmscan",
-                "mm_vmscan_reclaim_pages",
-                Signal::ReclaimPass,
-            );
+            let kind = pass_tracepoints(p);
             let mut note = format!("precise tier unavailable ({why})");
-            if mgl {
+            if facts.lru_gen == Some(true) {
                 note.push_str(
                     "; MGLRU is on: passes without lru_shrink_inactive (before 6.12) are missed",
                 );
@@ -214,6 +164,60 @@ pub(super) fn reclaim_pass(p: &mut Planner<'_>) -> Result<(), NoPassSignal> {
         }
     }
     Ok(())
+}
+
+/// The tracepoint tier's pass boundaries: raw tracepoints when BTF shows the prototypes (no
+/// trace record is built, the arguments are read directly), the classic ones, by field name,
+/// otherwise. Returns which kind.
+fn pass_tracepoints(p: &mut Planner<'_>) -> &'static str {
+    let raw = &p.facts.layout.raw_tracepoint_args;
+    let raw_ok = matches!(raw.get("mm_vmscan_lru_isolate"), Some(7 | 8))
+        && raw.get("mm_vmscan_lru_shrink_inactive") == Some(&6);
+    let kind = if raw_ok {
+        "raw_tracepoint"
+    } else {
+        "tracepoint"
+    };
+    if raw_ok {
+        // `lru` is the last argument: 7 arguments since 6.3, 8 before.
+        let isolate = if raw.get("mm_vmscan_lru_isolate") == Some(&8) {
+            "vmscan_lru_isolate_raw8"
+        } else {
+            "vmscan_lru_isolate_raw"
+        };
+        p.add_raw(
+            isolate,
+            "vmscan",
+            "mm_vmscan_lru_isolate",
+            Signal::ReclaimPass,
+        );
+        p.add_raw(
+            "vmscan_lru_shrink_inactive_raw",
+            "vmscan",
+            "mm_vmscan_lru_shrink_inactive",
+            Signal::ReclaimPass,
+        );
+    } else {
+        p.add_tp(
+            "vmscan_lru_isolate",
+            "vmscan",
+            "mm_vmscan_lru_isolate",
+            Signal::ReclaimPass,
+        );
+        p.add_tp(
+            "vmscan_lru_shrink_inactive",
+            "vmscan",
+            "mm_vmscan_lru_shrink_inactive",
+            Signal::ReclaimPass,
+        );
+    }
+    p.add_tp(
+        "vmscan_reclaim_pages",
+        "vmscan",
+        "mm_vmscan_reclaim_pages",
+        Signal::ReclaimPass,
+    );
+    kind
 }
 
 /// Which reclaim context a pass belongs to.

@@ -89,111 +89,39 @@ fn describe(stop: &Stop, quit_reason: Option<&str>) -> String {
 }
 
 pub async fn run(opts: TopOptions) -> Result<()> {
-    // Divert stderr first: warnings while attaching, and the workload child (which inherits
-    // stderr), must not write over the dashboard. They are replayed after it ends.
-    if let Err(e) = terminal::divert_stderr() {
-        log::warn!("{e:#}; log lines may show through the dashboard");
-    }
-    let session = match Session::start(&opts.session).await {
-        Ok(s) => s,
-        Err(e) => {
-            terminal::undivert_stderr();
-            return Err(e);
-        }
-    };
-    let mut session = session;
-    let mut guard = match TerminalGuard::enter() {
-        Ok(g) => g,
-        Err(e) => {
-            terminal::restore();
-            let _ = session.finish().await;
-            return Err(e);
-        }
-    };
-
+    let (mut session, mut guard) = start(&opts).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let stop_input = Arc::new(AtomicBool::new(false));
     let mut outcome = terminal::spawn_input(tx.clone(), stop_input.clone());
-    // Closing the terminal sends SIGHUP, whose default action would kill us before cleanup.
-    match signal(SignalKind::hangup()) {
-        Ok(mut hup) => {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                if hup.recv().await.is_some() {
-                    let _ = tx.send(Event::Hangup);
-                }
-            });
-        }
-        Err(e) => log::warn!("cannot handle SIGHUP: {e}"),
-    }
-    drop(tx);
+    forward_hangup(tx);
 
     let mut sampler = Sampler::new(&session);
-    let mut app = App::new(
+    let app = App::new(
         sampler.sample(&session),
         opts.filter.clone(),
         opts.interval.as_secs_f64(),
     );
-    let mut quit_reason: Option<String> = None;
-    // Fault injection for the live test that checks that a panic restores the terminal and
-    // removes the workload: panic at the N-th refresh.
-    let panic_at: Option<u64> = std::env::var("RECLAIM_TRACE_TEST_PANIC_AFTER")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let mut refreshes = 0u64;
+    let mut dash = Dashboard {
+        app,
+        sampler,
+        guard: &mut guard,
+        export_dir: &opts.export_dir,
+        quit_reason: None,
+        refreshes: 0,
+        // Fault injection for the live test that checks that a panic restores the terminal
+        // and removes the workload: panic at the N-th refresh.
+        panic_at: std::env::var("RECLAIM_TRACE_TEST_PANIC_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    };
     let mut stop = Stop::Requested;
     if outcome.is_ok() {
-        outcome = guard
-            .terminal
-            .draw(|f| f.render_widget(&app, f.area()))
-            .map(|_| ())
-            .context("cannot draw the dashboard");
+        outcome = dash.draw();
     }
     if outcome.is_ok() {
         let looped = session
             .run_with(None, opts.interval, &mut rx, |s, wake| {
-                let event = match wake {
-                    Wake::Tick => Event::Tick,
-                    Wake::Input(e) => e,
-                };
-                let effect = match event {
-                    Event::Tick => {
-                        refreshes += 1;
-                        if panic_at == Some(refreshes) {
-                            panic!("injected by RECLAIM_TRACE_TEST_PANIC_AFTER={refreshes}");
-                        }
-                        app.ingest(sampler.sample(s));
-                        None
-                    }
-                    Event::Key(k) => action_for_key(&app, k).and_then(|a| app.update(a)),
-                    Event::Resize => None,
-                    Event::Hangup => {
-                        quit_reason = Some("the terminal went away (SIGHUP)".into());
-                        return Ok(false);
-                    }
-                    Event::InputFailed(e) => {
-                        quit_reason = Some(format!("reading the terminal failed: {e}"));
-                        return Ok(false);
-                    }
-                };
-                match effect {
-                    Some(Effect::Quit) => return Ok(false),
-                    Some(Effect::Reset) => {
-                        s.agg.reset();
-                        sampler.reset(s);
-                        app.after_reset(sampler.sample(s));
-                    }
-                    Some(Effect::Export) => {
-                        let r = export(&app.frame.total, &opts.export_dir);
-                        app.exported(r.as_deref().map_err(Clone::clone));
-                    }
-                    None => {}
-                }
-                guard
-                    .terminal
-                    .draw(|f| f.render_widget(&app, f.area()))
-                    .context("cannot draw the dashboard")?;
-                Ok(true)
+                dash.on_wake(s, wake)
             })
             .await;
         match looped {
@@ -201,6 +129,7 @@ pub async fn run(opts: TopOptions) -> Result<()> {
             Err(e) => outcome = Err(e),
         }
     }
+    let quit_reason = dash.quit_reason.take();
 
     stop_input.store(true, Ordering::Relaxed);
     drop(guard); // the terminal is back before the (slow) workload cleanup
@@ -222,4 +151,112 @@ pub async fn run(opts: TopOptions) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Start the session and take over the terminal, undoing the first if the second fails.
+async fn start(opts: &TopOptions) -> Result<(Session, TerminalGuard)> {
+    // Divert stderr first: warnings while attaching, and the workload child (which inherits
+    // stderr), must not write over the dashboard. They are replayed after it ends.
+    if let Err(e) = terminal::divert_stderr() {
+        log::warn!("{e:#}; log lines may show through the dashboard");
+    }
+    let session = match Session::start(&opts.session).await {
+        Ok(s) => s,
+        Err(e) => {
+            terminal::undivert_stderr();
+            return Err(e);
+        }
+    };
+    match TerminalGuard::enter() {
+        Ok(g) => Ok((session, g)),
+        Err(e) => {
+            terminal::restore();
+            let _ = session.finish().await;
+            Err(e)
+        }
+    }
+}
+
+/// Closing the terminal sends SIGHUP, whose default action would kill us before cleanup:
+/// turn it into an event.
+fn forward_hangup(tx: mpsc::UnboundedSender<Event>) {
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                if hup.recv().await.is_some() {
+                    let _ = tx.send(Event::Hangup);
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot handle SIGHUP: {e}"),
+    }
+}
+
+/// The dashboard between wakes of the session loop.
+struct Dashboard<'a> {
+    app: App,
+    sampler: Sampler,
+    guard: &'a mut TerminalGuard,
+    export_dir: &'a Path,
+    /// Why the user's side ended the loop, when it was not a key (SIGHUP, a terminal error).
+    quit_reason: Option<String>,
+    refreshes: u64,
+    panic_at: Option<u64>,
+}
+
+impl Dashboard<'_> {
+    fn draw(&mut self) -> Result<()> {
+        let app = &self.app;
+        self.guard
+            .terminal
+            .draw(|f| f.render_widget(app, f.area()))
+            .map(|_| ())
+            .context("cannot draw the dashboard")
+    }
+
+    /// One wake of the loop: a fresh snapshot or an input event. `false` ends the loop.
+    fn on_wake(&mut self, s: &mut Session, wake: Wake<Event>) -> Result<bool> {
+        let event = match wake {
+            Wake::Tick => Event::Tick,
+            Wake::Input(e) => e,
+        };
+        let effect = match event {
+            Event::Tick => {
+                self.refreshes += 1;
+                if self.panic_at == Some(self.refreshes) {
+                    panic!(
+                        "injected by RECLAIM_TRACE_TEST_PANIC_AFTER={}",
+                        self.refreshes
+                    );
+                }
+                self.app.ingest(self.sampler.sample(s));
+                None
+            }
+            Event::Key(k) => action_for_key(&self.app, k).and_then(|a| self.app.update(a)),
+            Event::Resize => None,
+            Event::Hangup => {
+                self.quit_reason = Some("the terminal went away (SIGHUP)".into());
+                return Ok(false);
+            }
+            Event::InputFailed(e) => {
+                self.quit_reason = Some(format!("reading the terminal failed: {e}"));
+                return Ok(false);
+            }
+        };
+        match effect {
+            Some(Effect::Quit) => return Ok(false),
+            Some(Effect::Reset) => {
+                s.agg.reset();
+                self.sampler.reset(s);
+                self.app.after_reset(self.sampler.sample(s));
+            }
+            Some(Effect::Export) => {
+                let r = export(&self.app.frame.total, self.export_dir);
+                self.app.exported(r.as_deref().map_err(Clone::clone));
+            }
+            None => {}
+        }
+        self.draw()?;
+        Ok(true)
+    }
 }
