@@ -115,6 +115,18 @@ impl WorkloadTuning {
     }
 }
 
+/// What every tracing command shares: the optional built-in workload and the probe choice.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Run the built-in reclaim workload while tracing (stopped and removed at the end).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub workload: Option<Kind>,
+    #[command(flatten)]
+    pub tuning: WorkloadTuning,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
     /// How long to trace (e.g. 10s, 2m).
@@ -124,13 +136,8 @@ pub struct SummaryArgs {
     /// (the text summary then goes to stderr).
     #[arg(long, value_name = "PATH|-")]
     pub json: Option<PathBuf>,
-    /// Run the built-in reclaim workload while tracing.
-    #[arg(long, value_enum, value_name = "KIND")]
-    pub workload: Option<Kind>,
     #[command(flatten)]
-    pub tuning: WorkloadTuning,
-    #[command(flatten)]
-    pub probe: ProbeArgs,
+    pub session: SessionArgs,
     /// Turn on kernel BPF statistics for the run and report each program's run time and
     /// count (costs two clock reads per program run; restored afterwards).
     #[arg(long)]
@@ -148,13 +155,8 @@ pub struct RecordArgs {
     /// Stop after this long (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Run the built-in reclaim workload while recording.
-    #[arg(long, value_enum, value_name = "KIND")]
-    pub workload: Option<Kind>,
     #[command(flatten)]
-    pub tuning: WorkloadTuning,
-    #[command(flatten)]
-    pub probe: ProbeArgs,
+    pub session: SessionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -193,13 +195,8 @@ pub struct ServeArgs {
     /// How often the exported figures are refreshed.
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Run the built-in reclaim workload while serving.
-    #[arg(long, value_enum, value_name = "KIND")]
-    pub workload: Option<Kind>,
     #[command(flatten)]
-    pub tuning: WorkloadTuning,
-    #[command(flatten)]
-    pub probe: ProbeArgs,
+    pub session: SessionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -207,11 +204,6 @@ pub struct TopArgs {
     /// Refresh interval (at least 100ms).
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Run the built-in reclaim workload until the dashboard quits.
-    #[arg(long, value_enum, value_name = "KIND")]
-    pub workload: Option<Kind>,
-    #[command(flatten)]
-    pub tuning: WorkloadTuning,
     /// Show only reclaimers in this memory cgroup and below: a path below the memory
     /// controller's mount (e.g. /system.slice) or a full cgroupfs path.
     #[arg(long, value_name = "PATH")]
@@ -223,7 +215,7 @@ pub struct TopArgs {
     #[arg(long, value_name = "DIR")]
     pub export_dir: Option<PathBuf>,
     #[command(flatten)]
-    pub probe: ProbeArgs,
+    pub session: SessionArgs,
 }
 
 #[derive(Debug, Args)]

@@ -11,21 +11,16 @@ pub mod summary;
 pub mod top;
 pub mod workload;
 
-use crate::{
-    cli::{ProbeArgs, WorkloadTuning},
-    probe::TracerOptions,
-    session::SessionOptions,
-    workload::Kind,
-};
+use crate::{cli::SessionArgs, probe::TracerOptions, session::SessionOptions};
 
 /// The session every tracing command starts: its probe mode, and the built-in workload when
 /// one was asked for.
-pub(crate) fn session_options(
-    probe: &ProbeArgs,
-    workload: Option<Kind>,
-    tuning: &WorkloadTuning,
-    bpf_stats: bool,
-) -> SessionOptions {
+pub(crate) fn session_options(args: &SessionArgs, bpf_stats: bool) -> SessionOptions {
+    let SessionArgs {
+        workload,
+        tuning,
+        probe,
+    } = args;
     SessionOptions {
         tracer: TracerOptions {
             mode: probe.probe_mode,

@@ -50,7 +50,7 @@ fn write_line(
 
 pub async fn run(args: RecordArgs) -> Result<()> {
     let mut out = Output::open(&args.output)?;
-    let opts = super::session_options(&args.probe, args.workload, &args.tuning, false);
+    let opts = super::session_options(&args.session, false);
     let mut session = Session::start(&opts).await?;
     eprintln!(
         "reclaim-trace: recording to {} every {:.0?}{}; Ctrl-C stops",

@@ -51,7 +51,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
              can read this host's reclaim statistics"
         );
     }
-    let opts = super::session_options(&args.probe, args.workload, &args.tuning, false);
+    let opts = super::session_options(&args.session, false);
     let mut session = Session::start(&opts).await?;
     let (tx, rx) = watch::channel(Arc::new(render(&session)));
     let server = tokio::spawn(accept_loop(listener, rx));

@@ -13,7 +13,7 @@ use crate::{
 
 pub async fn run(args: SummaryArgs) -> Result<()> {
     let mut out = args.json.as_deref().map(Output::open).transpose()?;
-    let opts = super::session_options(&args.probe, args.workload, &args.tuning, args.bpf_stats);
+    let opts = super::session_options(&args.session, args.bpf_stats);
     let mut session = Session::start(&opts).await?;
     eprintln!(
         "reclaim-trace: tracing for {:.0?} (probe mode {}{}); Ctrl-C stops early",

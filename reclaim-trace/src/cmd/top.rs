@@ -86,7 +86,7 @@ pub async fn run(args: TopArgs) -> Result<()> {
         .into());
     }
     run::run(TopOptions {
-        session: super::session_options(&args.probe, args.workload, &args.tuning, true),
+        session: super::session_options(&args.session, true),
         interval: args.interval,
         filter: Filter {
             cgroup,
