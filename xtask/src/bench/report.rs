@@ -1,8 +1,86 @@
-//! The bench's report: the README table from the results JSON.
+//! The bench's report: the results JSON (results.json, `--json`) and the README table made
+//! from it.
 
-use serde_json::Value;
+use std::fs;
 
-use super::stats::median;
+use serde_json::{Value, json};
+
+use super::{
+    BenchArgs, Config,
+    runner::{Alone, Timed},
+    stats::{config_figures, median, per_round_ratios, slowdown_ratio},
+};
+
+/// Everything the bench measured, with its figures and checks; `wall_s` is the bench's own
+/// duration.
+pub(super) fn results(
+    args: &BenchArgs,
+    probe_mode: &str,
+    timed: &Timed,
+    alone: &Alone,
+    wall_s: f64,
+) -> Value {
+    let configs = config_figures(&timed.runs);
+    json!({
+        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "probe_mode": probe_mode,
+        "workload": {"kind": "anon", "size": args.size, "memcg_limit": args.memcg_limit, "threads": args.threads, "sweeps": args.sweeps},
+        "rounds": args.rounds, "runs_per_round": args.runs,
+        "reclaim_trace": tool_summary(&timed.tool_runs, alone),
+        "checks": checks(&configs, &timed.in_kernel_rounds),
+        "configs": configs,
+        "bench_wall_s": wall_s,
+    })
+}
+
+/// The tool's own figures: over its timed runs (drops, records, CPU, RSS, load+attach time),
+/// and from its run alone with the kernel's BPF statistics on (hot events, per program).
+fn tool_summary(tool_runs: &[Value], alone: &Alone) -> Value {
+    let sum = |k: &str| {
+        tool_runs
+            .iter()
+            .map(|r| r[k].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let stats = &alone.tool_summary;
+    let hot_events_per_s = stats["tracer"]["hot_events"].as_f64().unwrap_or(0.0)
+        / stats["duration_s"].as_f64().unwrap_or(f64::NAN);
+    json!({
+        "ringbuf_drops": sum("ringbuf_drops"),
+        "records_per_s": sum("pass_records") / sum("duration_s"),
+        "hot_events_per_s": hot_events_per_s,
+        "cpu_pct_of_one_core": 100.0 * sum("cpu_tracing_s") / sum("traced_s"),
+        "cpu_pct_with_startup": 100.0 * sum("cpu_s") / sum("lifetime_s"),
+        "max_rss_kib": tool_runs.iter().map(|r| r["max_rss_kib"].as_u64().unwrap_or(0)).max(),
+        "load_attach_s_max": tool_runs.iter().map(|r| r["load_attach_s"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max),
+        "runs": tool_runs,
+        "bpf_programs": stats["tracer"]["programs"],
+        "in_kernel": alone.in_kernel,
+    })
+}
+
+/// The tool against the floor and bpftrace: paired slowdowns of wall time, and in-kernel
+/// program time per folio from the side-by-side runs.
+fn checks(configs: &[Value], in_kernel_rounds: &[Vec<f64>]) -> Value {
+    let tool_vs_floor = per_round_ratios(in_kernel_rounds, Config::ReclaimTrace, Config::Floor);
+    let tool_vs_bpftrace =
+        per_round_ratios(in_kernel_rounds, Config::ReclaimTrace, Config::Bpftrace);
+    json!({
+        "basis": "workload wall time, each run paired with the nothing run of the same slot; median of the paired slowdowns, and as upper_bound the tool's 95% interval top over the other's interval bottom; null when the other configuration has no interval (under 6 runs) or its interval reaches zero or below (its slowdown is inside the noise)",
+        "tool_vs_floor": slowdown_ratio(configs, Config::ReclaimTrace, Config::Floor),
+        "tool_vs_bpftrace": slowdown_ratio(configs, Config::ReclaimTrace, Config::Bpftrace),
+        "in_kernel_basis": "BPF program time per reclaimed folio, kernel BPF statistics on, in one untimed run per round with the floor, bpftrace and the tool attached side by side (same events); median of the per-round ratios",
+        "in_kernel_tool_vs_floor": median(&tool_vs_floor),
+        "in_kernel_tool_vs_bpftrace": median(&tool_vs_bpftrace),
+        "in_kernel_tool_vs_floor_per_round": tool_vs_floor,
+        "in_kernel_tool_vs_bpftrace_per_round": tool_vs_bpftrace,
+        "in_kernel_ns_per_folio_per_round": Config::ALL
+            .iter()
+            .skip(1)
+            .map(|c| (c.name().to_string(), json!(in_kernel_rounds[*c as usize])))
+            .collect::<serde_json::Map<_, _>>(),
+    })
+}
 
 /// `1.23x (at most 2.50x)`, or why there is no ratio.
 fn times(v: &Value) -> String {
@@ -34,7 +112,8 @@ fn per_round(v: &Value) -> String {
         .join(" ")
 }
 
-/// The README table.
+/// The README table: a line on the setup, the configurations' table, a line on the tool,
+/// the in-kernel cost table and the tool's per-program table.
 pub(super) fn markdown(r: &Value) -> String {
     let mut o = String::new();
     o.push_str(&format!(
@@ -48,8 +127,18 @@ pub(super) fn markdown(r: &Value) -> String {
         r["rounds"],
         r["runs_per_round"],
     ));
+    o.push_str(&configs_table(&r["configs"]));
+    o.push_str(&tool_line(&r["checks"], &r["reclaim_trace"]));
+    o.push_str(&in_kernel_table(r));
+    o.push_str(&programs_table(&r["reclaim_trace"]["bpf_programs"]));
+    o
+}
+
+/// One row per configuration: wall time, and the paired slowdowns with their intervals.
+fn configs_table(configs: &Value) -> String {
+    let mut o = String::new();
     o.push_str("| configuration | median wall time | min | max | wall vs nothing (paired) | 95% interval | workload CPU per reclaimed folio | vs nothing (paired) | 95% interval |\n|---|---|---|---|---|---|---|---|---|\n");
-    for c in r["configs"].as_array().into_iter().flatten() {
+    for c in configs.as_array().into_iter().flatten() {
         let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
         // "nothing" against itself: no interval to give.
         let ci_cell = |v: &Value| {
@@ -72,15 +161,23 @@ pub(super) fn markdown(r: &Value) -> String {
             ci_cell(&c["paired_cpu_per_folio_slowdown_pct_ci95"]),
         ));
     }
-    let t = &r["reclaim_trace"];
-    o.push_str(&format!(
+    o
+}
+
+/// The tool against the floor and bpftrace, and its own figures, in one line.
+fn tool_line(checks: &Value, t: &Value) -> String {
+    format!(
         "\nreclaim-trace: slowdown {} the floor's and {} bpftrace's (paired wall time); in-kernel program time per folio {:.2}x the floor's (per round: {}) and {:.2}x bpftrace's (per round: {}); ring-buffer drops {}; {:.0} pass records/s; {:.0} hot events/s handled in the kernel; userspace CPU {:.2}% of one core while tracing ({:.2}% including start-up); peak RSS {} KiB; load+attach {:.2} s (max).\n",
-        times(&r["checks"]["tool_vs_floor"]),
-        times(&r["checks"]["tool_vs_bpftrace"]),
-        r["checks"]["in_kernel_tool_vs_floor"].as_f64().unwrap_or(f64::NAN),
-        per_round(&r["checks"]["in_kernel_tool_vs_floor_per_round"]),
-        r["checks"]["in_kernel_tool_vs_bpftrace"].as_f64().unwrap_or(f64::NAN),
-        per_round(&r["checks"]["in_kernel_tool_vs_bpftrace_per_round"]),
+        times(&checks["tool_vs_floor"]),
+        times(&checks["tool_vs_bpftrace"]),
+        checks["in_kernel_tool_vs_floor"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        per_round(&checks["in_kernel_tool_vs_floor_per_round"]),
+        checks["in_kernel_tool_vs_bpftrace"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        per_round(&checks["in_kernel_tool_vs_bpftrace_per_round"]),
         t["ringbuf_drops"],
         t["records_per_s"].as_f64().unwrap_or(0.0),
         t["hot_events_per_s"].as_f64().unwrap_or(0.0),
@@ -88,49 +185,63 @@ pub(super) fn markdown(r: &Value) -> String {
         t["cpu_pct_with_startup"].as_f64().unwrap_or(0.0),
         t["max_rss_kib"],
         t["load_attach_s_max"].as_f64().unwrap_or(0.0),
-    ));
-    if let Some(k) = t["in_kernel"].as_array() {
-        o.push_str("\n| in-kernel cost (BPF statistics) | programs | program runs per folio | ns per run | ns per reclaimed folio | per round | recursion misses |\n|---|---|---|---|---|---|---|\n");
-        for c in k {
-            let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
-            let name = c["config"].as_str().unwrap_or("?");
-            let rounds = &r["checks"]["in_kernel_ns_per_folio_per_round"][name];
-            let v: Vec<f64> = rounds
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_f64())
-                .collect();
-            o.push_str(&format!(
-                "| {} | {} | {:.2} | {:.0} | {:.0} (median of rounds) | {} | {} |\n",
-                name,
-                c["programs"],
-                f("runs_per_folio"),
-                f("ns_per_run"),
-                median(&v),
-                v.iter()
-                    .map(|x| format!("{x:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                c["recursion_misses"],
-            ));
-        }
+    )
+}
+
+/// Each tracer's in-kernel cost alone, with its time per folio of every side-by-side round
+/// (nothing without the BPF statistics' figures).
+fn in_kernel_table(r: &Value) -> String {
+    let mut o = String::new();
+    let Some(k) = r["reclaim_trace"]["in_kernel"].as_array() else {
+        return o;
+    };
+    o.push_str("\n| in-kernel cost (BPF statistics) | programs | program runs per folio | ns per run | ns per reclaimed folio | per round | recursion misses |\n|---|---|---|---|---|---|---|\n");
+    for c in k {
+        let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
+        let name = c["config"].as_str().unwrap_or("?");
+        let rounds = &r["checks"]["in_kernel_ns_per_folio_per_round"][name];
+        let v: Vec<f64> = rounds
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_f64())
+            .collect();
+        o.push_str(&format!(
+            "| {} | {} | {:.2} | {:.0} | {:.0} (median of rounds) | {} | {} |\n",
+            name,
+            c["programs"],
+            f("runs_per_folio"),
+            f("ns_per_run"),
+            median(&v),
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            c["recursion_misses"],
+        ));
     }
-    if let Some(progs) = t["bpf_programs"].as_array() {
-        o.push_str("\n| BPF program | runs | ns/run |\n|---|---|---|\n");
-        for p in progs {
-            let (n, ns) = (
-                p["run_count"].as_u64().unwrap_or(0),
-                p["run_time_ns"].as_u64().unwrap_or(0),
-            );
-            if n > 0 {
-                o.push_str(&format!(
-                    "| {} | {} | {:.0} |\n",
-                    p["name"].as_str().unwrap_or("?"),
-                    n,
-                    ns as f64 / n as f64
-                ));
-            }
+    o
+}
+
+/// The tool's programs that ran, with their time per run.
+fn programs_table(progs: &Value) -> String {
+    let mut o = String::new();
+    let Some(progs) = progs.as_array() else {
+        return o;
+    };
+    o.push_str("\n| BPF program | runs | ns/run |\n|---|---|---|\n");
+    for p in progs {
+        let (n, ns) = (
+            p["run_count"].as_u64().unwrap_or(0),
+            p["run_time_ns"].as_u64().unwrap_or(0),
+        );
+        if n > 0 {
+            o.push_str(&format!(
+                "| {} | {} | {:.0} |\n",
+                p["name"].as_str().unwrap_or("?"),
+                n,
+                ns as f64 / n as f64
+            ));
         }
     }
     o

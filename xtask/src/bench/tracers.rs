@@ -12,8 +12,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::Value;
 
-use super::{Config, runner::tv};
+use super::{Bench, Config, runner::tv};
 
 /// A background tracer: started, waited for until attached, stopped with SIGINT.
 pub(super) struct Tracer {
@@ -225,12 +226,12 @@ pub(super) fn prog_stats(pid: u32) -> ProgStats {
 /// Start a tracer and wait until it is attached; the tool writes its JSON to `json_out`, and
 /// its per-program statistics too with `bpf_stats`.
 pub(super) fn start_tracer(
-    bin: &Path,
-    dir: &Path,
+    b: &Bench<'_>,
     cfg: Config,
     json_out: &Path,
     bpf_stats: bool,
 ) -> Result<Tracer> {
+    let bin = &b.bin;
     match cfg {
         Config::Floor => {
             let mut c = Command::new(bin);
@@ -239,7 +240,7 @@ pub(super) fn start_tracer(
         }
         Config::Bpftrace => {
             let mut c = Command::new("bpftrace");
-            c.arg(dir.join("same-tracepoints.bt"));
+            c.arg(b.dir.join("same-tracepoints.bt"));
             Tracer::start(c, "Attaching")
         }
         Config::ReclaimTrace => {
@@ -255,8 +256,33 @@ pub(super) fn start_tracer(
     }
 }
 
+/// Write `same-tracepoints.bt`: bpftrace probes on the tracepoints the tool attaches on this
+/// kernel, taken from its own (verified) plan. Returns the tool's probe mode.
+pub(super) fn write_bpftrace_script(b: &Bench<'_>) -> Result<String> {
+    let doctor = Command::new(&b.bin).args(["doctor", "--json"]).output()?;
+    let d: Value = serde_json::from_slice(&doctor.stdout).context("doctor --json")?;
+    let tracepoints: Vec<String> = d["attach"]
+        .as_array()
+        .ok_or_else(|| anyhow!("doctor --json has no attach list"))?
+        .iter()
+        .filter(|a| a["ok"] == true)
+        .filter_map(|a| {
+            let t = a["target"].as_str()?;
+            t.strip_prefix("tracepoint:")
+                .or_else(|| t.strip_prefix("raw_tracepoint:"))
+                .map(String::from)
+        })
+        .collect();
+    let probe_mode = d["probe_mode"].as_str().unwrap_or("?").to_string();
+    fs::write(
+        b.dir.join("same-tracepoints.bt"),
+        bpftrace_script(&tracepoints),
+    )?;
+    Ok(probe_mode)
+}
+
 /// bpftrace probes for the same tracepoints, counted the way a user would.
-pub(super) fn bpftrace_script(tracepoints: &[String]) -> String {
+fn bpftrace_script(tracepoints: &[String]) -> String {
     let mut s = String::new();
     for tp in tracepoints {
         let var = tp.replace(':', "_");
