@@ -33,6 +33,15 @@ fn kernel(pgsteal: u64) -> KernelDeltas {
     )
 }
 
+/// The names of the checks a run fails on a kernel that flushes once per dirty folio.
+fn failed_checks(workload: &str, s: &Value, k: &KernelDeltas) -> Vec<String> {
+    checks(workload, DirtyFlushes::PerFolio, s, k)
+        .into_iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name)
+        .collect()
+}
+
 #[test]
 fn a_good_run_passes_every_check() {
     let k = kernel(5000);
@@ -85,13 +94,7 @@ fn large_folios_count_once_against_the_per_size_counters() {
     let c = checks("mthp", DirtyFlushes::PerFolio, &s, &k);
     assert!(c.iter().all(|c| c.ok), "{c:#?}");
     // Pages counted as folios, or frees that did not add up: caught.
-    let failed = |(s, k): (Value, KernelDeltas)| {
-        checks("mthp", DirtyFlushes::PerFolio, &s, &k)
-            .into_iter()
-            .filter(|c| !c.ok)
-            .map(|c| c.name)
-            .collect::<Vec<_>>()
-    };
+    let failed = |(s, k): (Value, KernelDeltas)| failed_checks("mthp", &s, &k);
     assert_eq!(
         failed(mthp(15_000, 0)),
         vec!["folios reclaimed vs folios written (large + base pages of pswpout)"]
@@ -120,13 +123,7 @@ fn large_folios_count_once_against_the_per_size_counters() {
 #[test]
 fn mismatches_fail() {
     let k = kernel(5000);
-    let failed = |s: Value| {
-        checks("anon", DirtyFlushes::PerFolio, &s, &k)
-            .into_iter()
-            .filter(|c| !c.ok)
-            .map(|c| c.name)
-            .collect::<Vec<_>>()
-    };
+    let failed = |s: Value| failed_checks("anon", &s, &k);
     assert_eq!(
         failed(summary(5100, 5000, 5000, 3)),
         vec!["pages reclaimed (LRU) vs pgsteal_anon+pgsteal_file"]
