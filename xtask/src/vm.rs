@@ -408,6 +408,8 @@ fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) 
 /// Extra boots when the guest kernel dies or hangs before /init (see the matrix loop).
 const BOOT_CRASH_RETRIES: u32 = 2;
 
+/// One boot of `r`: build its initramfs (and disk), boot, keep the report's sections as files,
+/// check the run.
 fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
     let (k, workload, name, dir) = (r.kernel, r.workload, r.name.clone(), r.dir.clone());
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -442,6 +444,32 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
     .with_context(|| format!("guest {name}"))?;
     let _ = fs::remove_file(&disk_path);
     let _ = fs::remove_dir_all(dir.join("initramfs"));
+    keep_sections(&report, &dir)?;
+    let mut result = RunResult {
+        name,
+        checks: run_checks(&report, r.strict_console),
+        row: None,
+        summary: None,
+        deltas: None,
+        wall_s: report.wall_s,
+        dir,
+        workload_oom_killed: report.exit != Some(0)
+            && report
+                .section("stderr")
+                .unwrap_or("")
+                .contains("the workload ended before the end of the run: killed by SIGKILL"),
+    };
+    if measured && report.exit == Some(0) {
+        check_measured_run(&mut result, r, &report)?;
+    } else if !measured {
+        println!("{}", report.section("stdout").unwrap_or(""));
+        eprintln!("{}", report.section("stderr").unwrap_or(""));
+    }
+    Ok(result)
+}
+
+/// The report's sections as files in `dir`: doctor.txt, summary.json, the counters.
+fn keep_sections(report: &guest::Report, dir: &Path) -> Result<()> {
     for (sec, file) in [
         ("doctor", "doctor.txt"),
         ("summary_json", "summary.json"),
@@ -456,6 +484,12 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
             fs::write(dir.join(file), t)?;
         }
     }
+    Ok(())
+}
+
+/// The checks of every run: /init's setup raised no error, (`strict_console`) the guest
+/// kernel's log is clean, the tool exited with 0.
+fn run_checks(report: &guest::Report, strict_console: bool) -> Vec<Check> {
     let mut checks = Vec::new();
     for e in &report.errors {
         checks.push(Check {
@@ -464,7 +498,7 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
             detail: e.clone(),
         });
     }
-    if r.strict_console {
+    if strict_console {
         checks.push(console_check(&report.console));
     }
     let exit = report.exit;
@@ -483,46 +517,40 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
                 .join(" / ")
         ),
     });
-    let (mut row, mut summary, mut kernel_deltas) = (None, None, None);
-    if measured && exit == Some(0) {
-        let s: Value = serde_json::from_str(report.section("summary_json")?)
-            .context("the guest's summary JSON does not parse")?;
-        let deltas = KernelDeltas::from_text(
-            report.section("vmstat_before")?,
-            report.section("vmstat_after")?,
-            report.section("interrupts_before")?,
-            report.section("interrupts_after")?,
-        );
-        checks.extend(check::checks(workload, r.dirty_flushes, &s, &deltas));
-        let uname = report.section("uname").unwrap_or(&k.abi).trim().to_string();
-        let kernel = if k.version.is_empty() {
-            uname
-        } else {
-            format!("{uname} ({})", k.version)
-        };
-        let variant = name.split_once('/').map_or(name.as_str(), |(_, v)| v);
-        row = Some(check::table_row(&kernel, variant, &s, &deltas));
-        summary = Some(s);
-        kernel_deltas = Some(deltas);
-    } else if !measured {
-        println!("{}", report.section("stdout").unwrap_or(""));
-        eprintln!("{}", report.section("stderr").unwrap_or(""));
-    }
-    let workload_oom_killed = exit != Some(0)
-        && report
-            .section("stderr")
-            .unwrap_or("")
-            .contains("the workload ended before the end of the run: killed by SIGKILL");
-    Ok(RunResult {
-        name,
-        checks,
-        row,
-        summary,
-        deltas: kernel_deltas,
-        wall_s: report.wall_s,
-        dir,
-        workload_oom_killed,
-    })
+    checks
+}
+
+/// The measured summary against the guest kernel's counters: its checks, its table row, and
+/// both kept in `result`.
+fn check_measured_run(
+    result: &mut RunResult,
+    r: &GuestRun<'_>,
+    report: &guest::Report,
+) -> Result<()> {
+    let k = r.kernel;
+    let s: Value = serde_json::from_str(report.section("summary_json")?)
+        .context("the guest's summary JSON does not parse")?;
+    let deltas = KernelDeltas::from_text(
+        report.section("vmstat_before")?,
+        report.section("vmstat_after")?,
+        report.section("interrupts_before")?,
+        report.section("interrupts_after")?,
+    );
+    result
+        .checks
+        .extend(check::checks(r.workload, r.dirty_flushes, &s, &deltas));
+    let uname = report.section("uname").unwrap_or(&k.abi).trim().to_string();
+    let kernel = if k.version.is_empty() {
+        uname
+    } else {
+        format!("{uname} ({})", k.version)
+    };
+    let name = &result.name;
+    let variant = name.split_once('/').map_or(name.as_str(), |(_, v)| v);
+    result.row = Some(check::table_row(&kernel, variant, &s, &deltas));
+    result.summary = Some(s);
+    result.deltas = Some(deltas);
+    Ok(())
 }
 
 /// Kernel log lines that mean the guest kernel found itself in a state it should not be in.
