@@ -135,8 +135,54 @@ pub fn batched_flush_bounds(hist: &Value, batch: u64) -> Option<(u64, u64)> {
     Some((lo, hi))
 }
 
-/// The checks of one run. `workload` is `anon` or `file`.
+/// The checks of one run. `workload` is `anon`, `thp`, `mthp` or `file`.
 pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) -> Vec<Check> {
+    let mut out = every_run_checks(s, k);
+    let anon = matches!(workload, "anon" | "thp" | "mthp");
+    let large = workload == "thp" || workload == "mthp";
+    if anon {
+        out.extend(window_check(dirty, s, if large { 100 } else { 1000 }));
+    }
+    if large {
+        out.extend(large_folio_checks(s, k));
+    }
+    if let (DirtyFlushes::WrittenBeforeFlush, true) = (dirty, anon) {
+        // Nothing else holds on a kernel that skips flushes.
+    } else if let (DirtyFlushes::Batched { batch }, true) = (dirty, anon) {
+        out.extend(batched_checks(batch, s, k));
+    } else if anon {
+        out.extend(dirty_anon_checks(s, k, large));
+    } else {
+        let p50 = u(s, "/batch_fill/p50");
+        let ratio = s
+            .get("deferred_flushes_per_reclaimed_folio")
+            .and_then(Value::as_f64);
+        out.push(check(
+            "clean folios share flushes: batch fill p50 > 1",
+            p50.is_some_and(|p| p > 1),
+            format!("batch_fill.p50 {p50:?}, flushes per folio {ratio:?}"),
+        ));
+    }
+    // Clean file reclaim flushes once per 31 folios: its few hundred TLB interrupts are
+    // drowned by the exits and munmaps around the traced window, so only anon compares.
+    if s["ipi_fanout"]["source"] == "csd_queue_cpu"
+        && workload == "anon"
+        && let Some(irqs) = k.tlb_irqs
+    {
+        out.push(close(
+            "remote shootdowns (csd targets) vs /proc/interrupts TLB",
+            u(s, "/totals/remote_shootdowns"),
+            irqs,
+            0.03,
+            1000,
+        ));
+    }
+    out
+}
+
+/// What every run must show, whatever its workload and kernel: the precise tier, the pages
+/// reclaimed of the kernel's counters, exact batch fill, no program errors, no lost record.
+fn every_run_checks(s: &Value, k: &KernelDeltas) -> Vec<Check> {
     let mut out = Vec::new();
     let mode = s.pointer("/kernel/probe_mode").and_then(Value::as_str);
     out.push(check(
@@ -178,72 +224,43 @@ pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) 
         passes.is_some_and(|p| p > 0) && records == passes && drops == Some(0),
         format!("passes {passes:?}, pass records {records:?}, ring-buffer drops {drops:?}"),
     ));
-    // Deferred flushes: the ones a dirty folio's unmap puts in the batch (immediate ones, such
-    // as a PMD split's, are in the headline but not per dirty folio).
-    let ratio = s
-        .get("deferred_flushes_per_reclaimed_folio")
-        .and_then(Value::as_f64);
-    let anon = matches!(workload, "anon" | "thp" | "mthp");
-    let large = workload == "thp" || workload == "mthp";
-    if anon {
-        out.extend(window_check(dirty, s, if large { 100 } else { 1000 }));
-    }
-    if workload == "thp" || workload == "mthp" {
-        out.extend(large_folio_checks(s, k));
-    }
-    if let (DirtyFlushes::WrittenBeforeFlush, true) = (dirty, anon) {
-        // Nothing else holds on a kernel that skips flushes.
-    } else if let (DirtyFlushes::Batched { batch }, true) = (dirty, anon) {
-        out.extend(batched_checks(batch, s, k));
-    } else if anon {
-        if large {
-            // A large folio's unmap need not defer a writable entry (7.2.13: the PMD split
-            // flushes at once, an immediate flush): what must hold is that every pageout of
-            // a batched unmap was seen with its flush done, nothing pending or only read-only
-            // entries pending.
-            out.push(pageouts_accounted(s));
-        } else {
-            out.extend(dirty_per_folio_checks(s));
-        }
-        out.push(pageouts_vs_pswpout(s, k));
-        if !large {
-            out.push(check(
-                "about one deferred flush per reclaimed dirty folio",
-                ratio.is_some_and(|r| (0.5..=1.5).contains(&r)),
-                format!("deferred_flushes_per_reclaimed_folio {ratio:?}"),
-            ));
-        }
-        let top = max_nonzero_bucket(&s["ipi_fanout"]["histogram"]);
-        out.push(check(
-            "fan-out reaches 2 or more CPUs",
-            top.is_some_and(|t| t >= 2),
-            format!(
-                "largest non-empty fan-out bucket {top:?} (source {})",
-                s["ipi_fanout"]["source"]
-            ),
-        ));
+    out
+}
+
+/// Dirty anon reclaim on a kernel that flushes before each pageout (`large`: thp or mthp).
+fn dirty_anon_checks(s: &Value, k: &KernelDeltas, large: bool) -> Vec<Check> {
+    let mut out = Vec::new();
+    if large {
+        // A large folio's unmap need not defer a writable entry (7.2.13: the PMD split
+        // flushes at once, an immediate flush): what must hold is that every pageout of
+        // a batched unmap was seen with its flush done, nothing pending or only read-only
+        // entries pending.
+        out.push(pageouts_accounted(s));
     } else {
-        let p50 = u(s, "/batch_fill/p50");
+        out.extend(dirty_per_folio_checks(s));
+    }
+    out.push(pageouts_vs_pswpout(s, k));
+    if !large {
+        // Deferred flushes: the ones a dirty folio's unmap puts in the batch (immediate ones,
+        // such as a PMD split's, are in the headline but not per dirty folio).
+        let ratio = s
+            .get("deferred_flushes_per_reclaimed_folio")
+            .and_then(Value::as_f64);
         out.push(check(
-            "clean folios share flushes: batch fill p50 > 1",
-            p50.is_some_and(|p| p > 1),
-            format!("batch_fill.p50 {p50:?}, flushes per folio {ratio:?}"),
+            "about one deferred flush per reclaimed dirty folio",
+            ratio.is_some_and(|r| (0.5..=1.5).contains(&r)),
+            format!("deferred_flushes_per_reclaimed_folio {ratio:?}"),
         ));
     }
-    // Clean file reclaim flushes once per 31 folios: its few hundred TLB interrupts are
-    // drowned by the exits and munmaps around the traced window, so only anon compares.
-    if s["ipi_fanout"]["source"] == "csd_queue_cpu"
-        && workload == "anon"
-        && let Some(irqs) = k.tlb_irqs
-    {
-        out.push(close(
-            "remote shootdowns (csd targets) vs /proc/interrupts TLB",
-            u(s, "/totals/remote_shootdowns"),
-            irqs,
-            0.03,
-            1000,
-        ));
-    }
+    let top = max_nonzero_bucket(&s["ipi_fanout"]["histogram"]);
+    out.push(check(
+        "fan-out reaches 2 or more CPUs",
+        top.is_some_and(|t| t >= 2),
+        format!(
+            "largest non-empty fan-out bucket {top:?} (source {})",
+            s["ipi_fanout"]["source"]
+        ),
+    ));
     out
 }
 
