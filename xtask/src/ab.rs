@@ -269,11 +269,7 @@ fn run_sides(
     sides: &[(&str, &kernel::Kernel); 2],
     out: &Path,
 ) -> Result<Vec<(usize, RunResult)>> {
-    let lru_gen = match args.mglru.as_deref() {
-        Some("on") => Some("y"),
-        Some("off") => Some("n"),
-        _ => None,
-    };
+    let lru_gen = vm::lru_gen(args.mglru.as_deref());
     // The file workload has a size of its own in the guest (vm::tool_args).
     let extra: Vec<String> = if args.args.is_empty() && args.workload == "anon" {
         DEFAULT_SUMMARY_ARGS.iter().map(|s| s.to_string()).collect()

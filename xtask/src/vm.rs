@@ -192,11 +192,7 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
         let Some((_, k)) = kernels.iter().find(|(l, _)| *l == run.kernel) else {
             continue;
         };
-        let lru_gen = match run.mglru.as_deref() {
-            Some("on") => Some("y"),
-            Some("off") => Some("n"),
-            _ => None,
-        };
+        let lru_gen = lru_gen(run.mglru.as_deref());
         let (name, slug) = run_name(&k.label, &run.workload, lru_gen, &run.extra);
         let r = run_with_retries(
             tool,
@@ -259,6 +255,15 @@ pub fn print_result(r: &RunResult) {
             c.name,
             c.detail
         );
+    }
+}
+
+/// The value for /sys/kernel/mm/lru_gen/enabled that `--mglru on|off` asks for.
+pub fn lru_gen(mglru: Option<&str>) -> Option<&'static str> {
+    match mglru {
+        Some("on") => Some("y"),
+        Some("off") => Some("n"),
+        _ => None,
     }
 }
 
