@@ -327,15 +327,13 @@ fn run_name(
 /// `run_one`, booted again when the guest kernel dies or hangs before /init, or when its
 /// memcg OOM-kills the workload.
 pub fn run_with_retries(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
-    // Under TCG (QEMU 7.2.22) 7.2.13 oopses with "Oops: int3" 1.4–2.5 s into boot while PID 1
-    // is still the kernel, at code the kernel has just patched (sched_clock_cpu after
-    // "sched_clock: Marking stable" flips its static key, enqueue_timer,
-    // __hrtimer_start_range_ns, __timekeeping_advance, set_next_task_fair), in about 1 boot in
-    // 20: most likely the kernel's text patching racing multi-threaded TCG. And boots can hang
-    // silently (see guest::INIT_DEADLINE). That is before /init, so before the tool or its
-    // programs existed: boot again, said loudly, keeping each failed console; a third failure
-    // fails the run. The same int3 race later, at a tracepoint site the tool was enabling
-    // (guest::is_patch_trap), is retried the same way.
+    // Under TCG (QEMU 7.2.22) 7.2.13 can oops with "Oops: int3" early in boot, while PID 1 is
+    // still the kernel, at code the kernel has just patched: most likely its text patching
+    // racing multi-threaded TCG (docs/internals.md, "xtask notes"). Boots can also hang
+    // silently (see guest::INIT_DEADLINE). Both happen before /init, so before the tool or its
+    // programs exist: boot again, said loudly, keeping each failed console; a third failure
+    // fails the run. The same int3 race at a tracepoint site the tool is enabling
+    // (guest::is_patch_trap) is retried the same way.
     let mut attempt = 0;
     let mut res = loop {
         match run_one(tool, r) {
@@ -353,9 +351,9 @@ pub fn run_with_retries(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
         }
     };
     if res.workload_oom_killed {
-        // 6.12.118 (MGLRU, 4 threads, TCG) memcg-OOM-kills the workload seconds into the run
-        // in about 1 run in 10: the guest kernel gave up reclaiming, the tool did nothing
-        // wrong. One more boot, said loudly, and the second result counts.
+        // 6.12.118 (MGLRU, 4 threads, TCG) can memcg-OOM-kill the workload seconds into the
+        // run: the guest kernel gives up reclaiming, the tool does nothing wrong. One more
+        // boot, said loudly, and the second result counts.
         let first = res.dir.join("console-oom-killed.log");
         let _ = fs::rename(res.dir.join("console.log"), &first);
         eprintln!(
@@ -391,9 +389,9 @@ fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) 
     if workload != "file" {
         a.push("--zram".into());
     } else {
-        // The data file is written inside the traced window; under TCG 320 MiB on the virtio
-        // disk took most of the 20 s (7.2.13: nothing left to reclaim). A smaller cgroup and
-        // file reclaim as much in a fraction of the time.
+        // The data file is written inside the traced window, and under TCG writing the
+        // workload's default size (320 MiB) to the virtio disk takes most of the 20 s, leaving
+        // nothing to reclaim. A smaller cgroup and file reclaim as much in a fraction of the time.
         a.extend(
             [
                 "--file-dir",
@@ -410,7 +408,7 @@ fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) 
     (a, true)
 }
 
-/// Extra boots when the guest kernel dies or hangs before /init (see the matrix loop).
+/// Extra boots when the guest kernel dies or hangs before /init (see `run_with_retries`).
 const BOOT_CRASH_RETRIES: u32 = 2;
 
 /// One boot of `r`: build its initramfs (and disk), boot, keep the report's sections as files,

@@ -58,7 +58,8 @@ pub(super) fn timed_rounds(b: &Bench<'_>) -> Result<Timed> {
         // Untimed: the three tracers attached side by side, with the kernel's BPF statistics on
         // for one workload run. Every program then runs on the very same events in the same
         // seconds, so the ratios of their program time per reclaimed folio carry none of this
-        // machine's drift (separate runs minutes apart differed by ±15% for the empty floor).
+        // machine's drift (on it, separate runs minutes apart differ by up to ±15%, even for
+        // the empty floor).
         eprintln!(
             "xtask bench: round {}/{} in-kernel, side by side",
             round + 1,

@@ -98,9 +98,9 @@ impl Tracer {
     }
 
     /// SIGINT, repeated every `RESIGNAL` until the tracer exits, and SIGKILL after
-    /// `STOP_DEADLINE`: bpftrace v0.17.0 (Debian 12) once stayed in epoll_wait for 15 minutes
-    /// after a SIGINT it had caught (a 3 s session, 6.18.44), and left at the second one. A
-    /// second SIGINT is harmless to reclaim-trace (its session has already ended).
+    /// `STOP_DEADLINE`: bpftrace v0.17.0 (Debian 12) can stay in epoll_wait after a SIGINT it
+    /// has caught, and leaves at the next one. A second SIGINT is harmless to reclaim-trace
+    /// (its session has already ended).
     fn interrupt_and_reap(&mut self) -> Result<(i32, libc::rusage)> {
         const RESIGNAL: Duration = Duration::from_secs(5);
         const STOP_DEADLINE: Duration = Duration::from_secs(30);
@@ -307,8 +307,8 @@ mod tests {
 
     #[test]
     fn a_tracer_that_misses_the_first_sigint_gets_another() {
-        // The first SIGINT only removes the trap, as bpftrace once swallowed one; the second,
-        // sent RESIGNAL later, ends it.
+        // The first SIGINT only removes the trap, as bpftrace v0.17 can swallow one; the
+        // second, sent RESIGNAL later, ends it.
         let mut c = Command::new("sh");
         c.args([
             "-c",

@@ -79,7 +79,7 @@ pub fn max_nonzero_bucket(h: &Value) -> Option<u64> {
 /// What the kernel under test does with dirty folios.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DirtyFlushes {
-    /// One `try_to_unmap_flush_dirty()` before each pageout (every kernel released so far).
+    /// One `try_to_unmap_flush_dirty()` before each pageout (every released kernel).
     PerFolio,
     /// One flush per batch of up to `batch` dirty folios of a pass (a batching patch).
     Batched { batch: u64 },
@@ -266,9 +266,9 @@ fn dirty_anon_checks(s: &Value, k: &KernelDeltas, large: bool) -> Vec<Check> {
 
 /// Folios written to swap (pswpout in folios) against the pageouts: at most all of them, at
 /// least those of folios the pass unmapped itself (±3%). The others (`pageouts_not_unmapped`)
-/// were unmapped by an earlier pass whose `pageout()` kept them (MGLRU: 1,007 of 29,017 in one
-/// anon run on 7.2.13, all written), or dropped by their owner while isolated, whose write
-/// finds the swap entry freed and does no I/O (71 of 1,191 in a thp run on 7.2.13).
+/// were unmapped by an earlier pass whose `pageout()` kept them (MGLRU; they are written), or
+/// dropped by their owner while isolated, whose write finds the swap entry freed and does no
+/// I/O. Both are a few percent of a run's pageouts (docs/internals.md, "xtask notes").
 fn pageouts_vs_pswpout(s: &Value, k: &KernelDeltas) -> Check {
     let pageouts = u(s, "/totals/pageouts");
     let not_unmapped = u(s, "/totals/pageouts_not_unmapped").unwrap_or(0);

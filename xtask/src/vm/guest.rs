@@ -81,9 +81,9 @@ impl Report {
     }
 }
 
-/// The guest kernel died or hung before /init ran (nothing of reclaim-trace had run yet), or
-/// died later of a stray int3 in kernel text it was patching (`PatchTrap`): emulation, not
-/// the tool. Any of these is booted again.
+/// The guest kernel dies or hangs before /init runs (nothing of reclaim-trace has run yet), or
+/// dies later of a stray int3 in kernel text it is patching (`PatchTrap`): emulation, not the
+/// tool. Any of these is booted again.
 #[derive(Debug)]
 pub struct EarlyBootFailure {
     console: PathBuf,
@@ -168,16 +168,11 @@ impl std::fmt::Display for EarlyBootFailure {
 impl std::error::Error for EarlyBootFailure {}
 
 /// How long the kernel may take to start /init (5–8 s under TCG here). Past it the boot is
-/// taken as hung. Seen on 7.2.13 under TCG (QEMU 7.2.22), 3 boots in 121,
-/// silent at loglevel=4 (one stopped after "smp: Brought up 1 node, 4 CPUs", one before
-/// "Switched to clocksource tsc-early"). The registers of one (nokaslr; symbols from
-/// /proc/kallsyms of another boot, code from the vmlinuz): CPU 0 in `watchdog_check_skew+0x77`
-/// with interrupts off, spinning until another CPU checks in, with a timeout read from
-/// `ktime_get_raw_fast_ns` — still jiffies that early, and jiffies stand still when no CPU
-/// takes interrupts; CPUs 1–3 in `stop_machine_yield` (`multi_cpu_stop`, interrupts off)
-/// waiting for CPU 0. The clocksource watchdog against stop_machine: a deadlock for good. Hence
-/// `tsc=reliable` (no watchdog) on the command line: 0 hangs in 100 boots since. Before this
-/// deadline such a boot waited out the run's whole timeout (CI: 420 s, then red).
+/// taken as hung, its vCPUs' whereabouts are read from the monitor, and it is booted again
+/// (`vm::run_with_retries`) instead of waiting out the run's whole timeout. A guest can hang
+/// silently at loglevel=4 this early; the known cause, the clocksource watchdog deadlocking
+/// with stop_machine, is kept away by `tsc=reliable` (see `qemu_command`, and
+/// docs/internals.md, "xtask notes").
 pub const INIT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One boot's files in its work folder: the console (ttyS0), the report /init writes (ttyS1)
@@ -235,7 +230,8 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
 /// serial ports into `files`, the monitor on its socket, the disk if any.
 fn qemu_command(b: &Boot<'_>, files: &BootFiles) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    // KVM hangs or faults on these machines (DESIGN.md §8): software emulation, multi-threaded.
+    // KVM hangs or faults on these machines (docs/kernels.md): software emulation,
+    // multi-threaded.
     c.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
         .args(["-smp", &b.smp.to_string(), "-m", &MEMORY_MIB.to_string()])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
@@ -246,8 +242,9 @@ fn qemu_command(b: &Boot<'_>, files: &BootFiles) -> Command {
         // no_timer_check: under TCG on a busy host, 6.1.192's IO-APIC timer check can time
         // out and panic ("IO-APIC + timer doesn't work!"); the PIT is fine, the check is not.
         // nokaslr: a hung guest's instruction pointers are the same in every boot.
-        // tsc=reliable: no clocksource watchdog. 7.2.13 hung in it at boot (see INIT_DEADLINE);
-        // TCG's TSC follows the host's clock on every vCPU, so there is nothing to watch.
+        // tsc=reliable: no clocksource watchdog, which can deadlock with stop_machine at boot
+        // under TCG (7.2.13; see INIT_DEADLINE); TCG's TSC follows the host's clock on every
+        // vCPU, so there is nothing to watch.
         .args([
             "-append",
             "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off no_timer_check \
@@ -355,12 +352,12 @@ fn finished_report(files: &BootFiles) -> Result<Report> {
 
 /// The RIP line of an "Oops: int3" whose trap is in kernel text and not in a BPF program.
 ///
-/// Seen on 6.12.118 under TCG (QEMU 7.2.22, 4 vCPUs), once in ~100 runs: while the
-/// tool attached its raw tracepoints, a timer interrupt on another vCPU ran
-/// `__smp_call_single_queue` (the `csd_queue_cpu` tracepoint's site) as its static key was being
-/// flipped, and trapped on the int3 that text_poke_bp plants there (`eb <28>` half-patched) —
-/// the same race as the early-boot oopses of 7.2.13 (vm.rs), just later. A trap in a BPF
-/// program (`bpf_prog_` in the RIP) or any other oops is the run's own failure.
+/// Under TCG, the kernel's text patching can race multi-threaded emulation: while the tool
+/// enables its tracepoints, another vCPU can run a site whose static key is being flipped
+/// (e.g. `__smp_call_single_queue`, the `csd_queue_cpu` tracepoint's) and trap on the int3
+/// that text_poke_bp plants there. That is emulation, the race behind the early-boot oopses
+/// `vm::run_with_retries` boots again, and is retried the same way. A trap in a BPF program
+/// (`bpf_prog_` in the RIP) or any other oops is the run's own failure.
 pub fn is_patch_trap(console: &str) -> Option<String> {
     let oops = console.find("Oops: int3")?;
     let rip = console[oops..]
