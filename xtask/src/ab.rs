@@ -226,11 +226,50 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
     for (name, _) in sides {
         let _ = fs::remove_dir_all(out.join(name));
     }
-    let lru_gen = match args.mglru.as_deref() {
-        Some("on") => Some("y"),
-        Some("off") => Some("n"),
-        _ => None,
-    };
+    let results = run_sides(tool, args, &sides, &out)?;
+    let rendered = write_table(args, [sides[0].0, sides[1].0], &results, &out)?;
+    let first = |name: &str| out.join(name).join("run-1/summary.json");
+    let (fa, fb) = (first(sides[0].0), first(sides[1].0));
+    compare(tool, &fa, &fb, &out)?;
+    let gates = gates(tool, args, &fa, &fb)?;
+    println!(
+        "\n{} vs {} ({}, {} vCPUs, MGLRU {}), {} run(s) each:\n\n{rendered}",
+        kernels.baseline.abi,
+        kernels.patched.abi,
+        args.workload,
+        args.smp,
+        args.mglru.as_deref().unwrap_or("as the kernel defaults"),
+        args.runs.max(1),
+    );
+    let mut failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| !r.passed())
+        .map(|(_, r)| r.name.as_str())
+        .collect();
+    if gates.iter().any(|g| !g.ok) {
+        failed.push("the compare --fail-if gate");
+    }
+    eprintln!(
+        "xtask ab: {} run(s) in {:.0} s; table, compare and every run's files in {}",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    if !failed.is_empty() {
+        bail!("A/B runs failed their checks: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// `--runs` guest runs of each side (0 baseline, 1 patched), alternating kernels; every run
+/// checked, its kernel counter deltas written beside its summary.
+fn run_sides(
+    tool: &Path,
+    args: &AbArgs,
+    sides: &[(&str, &kernel::Kernel); 2],
+    out: &Path,
+) -> Result<Vec<(usize, RunResult)>> {
+    let lru_gen = vm::lru_gen(args.mglru.as_deref());
     // The file workload has a size of its own in the guest (vm::tool_args).
     let extra: Vec<String> = if args.args.is_empty() && args.workload == "anon" {
         DEFAULT_SUMMARY_ARGS.iter().map(|s| s.to_string()).collect()
@@ -266,8 +305,19 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
             results.push((side, r));
         }
     }
+    Ok(results)
+}
+
+/// The A/B table of the runs' summaries and counters (sides named `names`), also written to
+/// `out`/table.md.
+fn write_table(
+    args: &AbArgs,
+    names: [&str; 2],
+    results: &[(usize, RunResult)],
+    out: &Path,
+) -> Result<String> {
     let side = |i: usize| table::Side {
-        name: sides[i].0,
+        name: names[i],
         runs: results
             .iter()
             .filter(|(s, _)| *s == i)
@@ -279,44 +329,21 @@ pub fn ab(tool: &Path, args: &AbArgs) -> Result<()> {
     let rows = table::rows(&a, &b, batch);
     let rendered = table::render(&a, &b, &rows);
     fs::write(out.join("table.md"), &rendered)?;
-    let first = |name: &str| out.join(name).join("run-1/summary.json");
-    let (fa, fb) = (first(sides[0].0), first(sides[1].0));
-    compare(tool, &fa, &fb, &out)?;
+    Ok(rendered)
+}
+
+/// For a batching patch, the `compare --fail-if` gate both ways (see `gate`), said on stderr;
+/// nothing to gate otherwise.
+fn gates(tool: &Path, args: &AbArgs, fa: &Path, fb: &Path) -> Result<Vec<vm::check::Check>> {
     let mut gates = Vec::new();
     if matches!(dirty_flushes_of(args, 1), DirtyFlushes::Batched { .. }) {
-        gates.push(gate(tool, &fa, &fb, true)?);
-        gates.push(gate(tool, &fb, &fa, false)?);
+        gates.push(gate(tool, fa, fb, true)?);
+        gates.push(gate(tool, fb, fa, false)?);
         for g in &gates {
             eprintln!("  {} {}", if g.ok { "ok  " } else { "FAIL" }, g.detail);
         }
     }
-    println!(
-        "\n{} vs {} ({}, {} vCPUs, MGLRU {}), {} run(s) each:\n\n{rendered}",
-        kernels.baseline.abi,
-        kernels.patched.abi,
-        args.workload,
-        args.smp,
-        args.mglru.as_deref().unwrap_or("as the kernel defaults"),
-        args.runs.max(1),
-    );
-    let mut failed: Vec<&str> = results
-        .iter()
-        .filter(|(_, r)| !r.passed())
-        .map(|(_, r)| r.name.as_str())
-        .collect();
-    if gates.iter().any(|g| !g.ok) {
-        failed.push("the compare --fail-if gate");
-    }
-    eprintln!(
-        "xtask ab: {} run(s) in {:.0} s; table, compare and every run's files in {}",
-        results.len(),
-        started.elapsed().as_secs_f64(),
-        out.display()
-    );
-    if !failed.is_empty() {
-        bail!("A/B runs failed their checks: {}", failed.join(", "));
-    }
-    Ok(())
+    Ok(gates)
 }
 
 /// What the checks expect of side `side` (0 baseline, 1 patched).

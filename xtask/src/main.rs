@@ -136,14 +136,29 @@ fn test(no_live: bool, no_vm: bool) -> Result<()> {
             started.elapsed().as_secs_f64()
         )
     };
+    lints(&env, &step)?;
+    unit_and_live_tests(&env, no_live, &step)?;
+    if no_vm {
+        eprintln!("\nxtask test: SKIPPED the kernel matrix (--no-vm)");
+    } else {
+        kernel_runs(&env, &step)?;
+    }
+    eprintln!(
+        "\nxtask test: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
+/// `cargo fmt --check`, then clippy on the workspace and on the eBPF crate.
+fn lints(env: &setup::Env, step: &dyn Fn(&str)) -> Result<()> {
     step("cargo fmt --check");
-    let mut c = cargo(&env);
+    let mut c = cargo(env);
     c.args(["fmt", "--all", "--", "--check"]);
     run(&mut c).context("formatting differs: run `cargo fmt --all`")?;
 
     step("clippy: workspace without the eBPF crate");
-    let mut c = cargo(&env);
+    let mut c = cargo(env);
     c.args([
         "clippy",
         "--release",
@@ -179,8 +194,11 @@ fn test(no_live: bool, no_vm: bool) -> Result<()> {
             "-D",
             "warnings",
         ]);
-    run(&mut c)?;
+    run(&mut c)
+}
 
+/// The unit tests and (unless `no_live`, as root) the live-kernel tests of the workspace.
+fn unit_and_live_tests(env: &setup::Env, no_live: bool, step: &dyn Fn(&str)) -> Result<()> {
     step(if no_live {
         "unit tests (live-kernel tests skipped by --no-live)"
     } else {
@@ -191,7 +209,7 @@ fn test(no_live: bool, no_vm: bool) -> Result<()> {
             "the live-kernel tests load eBPF programs and need root: run `sudo cargo xtask test` (or --no-live)"
         );
     }
-    let mut c = cargo(&env);
+    let mut c = cargo(env);
     c.args([
         "test",
         "--release",
@@ -205,33 +223,29 @@ fn test(no_live: bool, no_vm: bool) -> Result<()> {
     );
     // Live tests share the kernel: one at a time.
     c.args(["--", "--test-threads=1"]);
-    run(&mut c)?;
+    run(&mut c)
+}
 
-    if no_vm {
-        eprintln!("\nxtask test: SKIPPED the kernel matrix (--no-vm)");
-    } else {
-        step("kernel matrix under qemu (cargo xtask vm)");
-        let vm_started = std::time::Instant::now();
-        let bin = build(&env)?;
-        vm::vm(&bin, &vm::VmArgs::matrix())?;
-        eprintln!(
-            "xtask test: kernel matrix passed in {:.0} s",
-            vm_started.elapsed().as_secs_f64()
-        );
-        step("A/B of kernel-patches/6.12 on kernels built from Debian's source (cargo xtask ab)");
-        let ab_started = std::time::Instant::now();
-        for args in ab::test_runs() {
-            ab::ab(&bin, &args)?;
-        }
-        eprintln!(
-            "xtask test: A/B runs passed in {:.0} s (kernels built or found in {})",
-            ab_started.elapsed().as_secs_f64(),
-            ab::cache_dir().display()
-        );
+/// The kernel matrix under qemu (`cargo xtask vm`) and the A/B runs of the project's patch
+/// (`cargo xtask ab`).
+fn kernel_runs(env: &setup::Env, step: &dyn Fn(&str)) -> Result<()> {
+    step("kernel matrix under qemu (cargo xtask vm)");
+    let vm_started = std::time::Instant::now();
+    let bin = build(env)?;
+    vm::vm(&bin, &vm::VmArgs::matrix())?;
+    eprintln!(
+        "xtask test: kernel matrix passed in {:.0} s",
+        vm_started.elapsed().as_secs_f64()
+    );
+    step("A/B of kernel-patches/6.12 on kernels built from Debian's source (cargo xtask ab)");
+    let ab_started = std::time::Instant::now();
+    for args in ab::test_runs() {
+        ab::ab(&bin, &args)?;
     }
     eprintln!(
-        "\nxtask test: all checks passed in {:.0} s",
-        started.elapsed().as_secs_f64()
+        "xtask test: A/B runs passed in {:.0} s (kernels built or found in {})",
+        ab_started.elapsed().as_secs_f64(),
+        ab::cache_dir().display()
     );
     Ok(())
 }

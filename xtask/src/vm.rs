@@ -192,11 +192,7 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
         let Some((_, k)) = kernels.iter().find(|(l, _)| *l == run.kernel) else {
             continue;
         };
-        let lru_gen = match run.mglru.as_deref() {
-            Some("on") => Some("y"),
-            Some("off") => Some("n"),
-            _ => None,
-        };
+        let lru_gen = lru_gen(run.mglru.as_deref());
         let (name, slug) = run_name(&k.label, &run.workload, lru_gen, &run.extra);
         let r = run_with_retries(
             tool,
@@ -262,6 +258,15 @@ pub fn print_result(r: &RunResult) {
     }
 }
 
+/// The value for /sys/kernel/mm/lru_gen/enabled that `--mglru on|off` asks for.
+pub fn lru_gen(mglru: Option<&str>) -> Option<&'static str> {
+    match mglru {
+        Some("on") => Some("y"),
+        Some("off") => Some("n"),
+        _ => None,
+    }
+}
+
 fn out_root() -> PathBuf {
     workspace_root().join("target/vm")
 }
@@ -322,15 +327,13 @@ fn run_name(
 /// `run_one`, booted again when the guest kernel dies or hangs before /init, or when its
 /// memcg OOM-kills the workload.
 pub fn run_with_retries(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
-    // Under TCG (QEMU 7.2.22) 7.2.13 oopses with "Oops: int3" 1.4–2.5 s into boot while PID 1
-    // is still the kernel, at code the kernel has just patched (sched_clock_cpu after
-    // "sched_clock: Marking stable" flips its static key, enqueue_timer,
-    // __hrtimer_start_range_ns, __timekeeping_advance, set_next_task_fair), in about 1 boot in
-    // 20: most likely the kernel's text patching racing multi-threaded TCG. And boots can hang
-    // silently (see guest::INIT_DEADLINE). That is before /init, so before the tool or its
-    // programs existed: boot again, said loudly, keeping each failed console; a third failure
-    // fails the run. The same int3 race later, at a tracepoint site the tool was enabling
-    // (guest::is_patch_trap), is retried the same way.
+    // Under TCG (QEMU 7.2.22) 7.2.13 can oops with "Oops: int3" early in boot, while PID 1 is
+    // still the kernel, at code the kernel has just patched: most likely its text patching
+    // racing multi-threaded TCG (docs/internals.md, "xtask notes"). Boots can also hang
+    // silently (see guest::INIT_DEADLINE). Both happen before /init, so before the tool or its
+    // programs exist: boot again, said loudly, keeping each failed console; a third failure
+    // fails the run. The same int3 race at a tracepoint site the tool is enabling
+    // (guest::is_patch_trap) is retried the same way.
     let mut attempt = 0;
     let mut res = loop {
         match run_one(tool, r) {
@@ -348,9 +351,9 @@ pub fn run_with_retries(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
         }
     };
     if res.workload_oom_killed {
-        // 6.12.118 (MGLRU, 4 threads, TCG) memcg-OOM-kills the workload seconds into the run
-        // in about 1 run in 10: the guest kernel gave up reclaiming, the tool did nothing
-        // wrong. One more boot, said loudly, and the second result counts.
+        // 6.12.118 (MGLRU, 4 threads, TCG) can memcg-OOM-kill the workload seconds into the
+        // run: the guest kernel gives up reclaiming, the tool does nothing wrong. One more
+        // boot, said loudly, and the second result counts.
         let first = res.dir.join("console-oom-killed.log");
         let _ = fs::rename(res.dir.join("console.log"), &first);
         eprintln!(
@@ -386,9 +389,9 @@ fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) 
     if workload != "file" {
         a.push("--zram".into());
     } else {
-        // The data file is written inside the traced window; under TCG 320 MiB on the virtio
-        // disk took most of the 20 s (7.2.13: nothing left to reclaim). A smaller cgroup and
-        // file reclaim as much in a fraction of the time.
+        // The data file is written inside the traced window, and under TCG writing the
+        // workload's default size (320 MiB) to the virtio disk takes most of the 20 s, leaving
+        // nothing to reclaim. A smaller cgroup and file reclaim as much in a fraction of the time.
         a.extend(
             [
                 "--file-dir",
@@ -405,9 +408,11 @@ fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) 
     (a, true)
 }
 
-/// Extra boots when the guest kernel dies or hangs before /init (see the matrix loop).
+/// Extra boots when the guest kernel dies or hangs before /init (see `run_with_retries`).
 const BOOT_CRASH_RETRIES: u32 = 2;
 
+/// One boot of `r`: build its initramfs (and disk), boot, keep the report's sections as files,
+/// check the run.
 fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
     let (k, workload, name, dir) = (r.kernel, r.workload, r.name.clone(), r.dir.clone());
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -442,6 +447,32 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
     .with_context(|| format!("guest {name}"))?;
     let _ = fs::remove_file(&disk_path);
     let _ = fs::remove_dir_all(dir.join("initramfs"));
+    keep_sections(&report, &dir)?;
+    let mut result = RunResult {
+        name,
+        checks: run_checks(&report, r.strict_console),
+        row: None,
+        summary: None,
+        deltas: None,
+        wall_s: report.wall_s,
+        dir,
+        workload_oom_killed: report.exit != Some(0)
+            && report
+                .section("stderr")
+                .unwrap_or("")
+                .contains("the workload ended before the end of the run: killed by SIGKILL"),
+    };
+    if measured && report.exit == Some(0) {
+        check_measured_run(&mut result, r, &report)?;
+    } else if !measured {
+        println!("{}", report.section("stdout").unwrap_or(""));
+        eprintln!("{}", report.section("stderr").unwrap_or(""));
+    }
+    Ok(result)
+}
+
+/// The report's sections as files in `dir`: doctor.txt, summary.json, the counters.
+fn keep_sections(report: &guest::Report, dir: &Path) -> Result<()> {
     for (sec, file) in [
         ("doctor", "doctor.txt"),
         ("summary_json", "summary.json"),
@@ -456,6 +487,12 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
             fs::write(dir.join(file), t)?;
         }
     }
+    Ok(())
+}
+
+/// The checks of every run: /init's setup raised no error, (`strict_console`) the guest
+/// kernel's log is clean, the tool exited with 0.
+fn run_checks(report: &guest::Report, strict_console: bool) -> Vec<Check> {
     let mut checks = Vec::new();
     for e in &report.errors {
         checks.push(Check {
@@ -464,7 +501,7 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
             detail: e.clone(),
         });
     }
-    if r.strict_console {
+    if strict_console {
         checks.push(console_check(&report.console));
     }
     let exit = report.exit;
@@ -483,46 +520,40 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
                 .join(" / ")
         ),
     });
-    let (mut row, mut summary, mut kernel_deltas) = (None, None, None);
-    if measured && exit == Some(0) {
-        let s: Value = serde_json::from_str(report.section("summary_json")?)
-            .context("the guest's summary JSON does not parse")?;
-        let deltas = KernelDeltas::from_text(
-            report.section("vmstat_before")?,
-            report.section("vmstat_after")?,
-            report.section("interrupts_before")?,
-            report.section("interrupts_after")?,
-        );
-        checks.extend(check::checks(workload, r.dirty_flushes, &s, &deltas));
-        let uname = report.section("uname").unwrap_or(&k.abi).trim().to_string();
-        let kernel = if k.version.is_empty() {
-            uname
-        } else {
-            format!("{uname} ({})", k.version)
-        };
-        let variant = name.split_once('/').map_or(name.as_str(), |(_, v)| v);
-        row = Some(check::table_row(&kernel, variant, &s, &deltas));
-        summary = Some(s);
-        kernel_deltas = Some(deltas);
-    } else if !measured {
-        println!("{}", report.section("stdout").unwrap_or(""));
-        eprintln!("{}", report.section("stderr").unwrap_or(""));
-    }
-    let workload_oom_killed = exit != Some(0)
-        && report
-            .section("stderr")
-            .unwrap_or("")
-            .contains("the workload ended before the end of the run: killed by SIGKILL");
-    Ok(RunResult {
-        name,
-        checks,
-        row,
-        summary,
-        deltas: kernel_deltas,
-        wall_s: report.wall_s,
-        dir,
-        workload_oom_killed,
-    })
+    checks
+}
+
+/// The measured summary against the guest kernel's counters: its checks, its table row, and
+/// both kept in `result`.
+fn check_measured_run(
+    result: &mut RunResult,
+    r: &GuestRun<'_>,
+    report: &guest::Report,
+) -> Result<()> {
+    let k = r.kernel;
+    let s: Value = serde_json::from_str(report.section("summary_json")?)
+        .context("the guest's summary JSON does not parse")?;
+    let deltas = KernelDeltas::from_text(
+        report.section("vmstat_before")?,
+        report.section("vmstat_after")?,
+        report.section("interrupts_before")?,
+        report.section("interrupts_after")?,
+    );
+    result
+        .checks
+        .extend(check::checks(r.workload, r.dirty_flushes, &s, &deltas));
+    let uname = report.section("uname").unwrap_or(&k.abi).trim().to_string();
+    let kernel = if k.version.is_empty() {
+        uname
+    } else {
+        format!("{uname} ({})", k.version)
+    };
+    let name = &result.name;
+    let variant = name.split_once('/').map_or(name.as_str(), |(_, v)| v);
+    result.row = Some(check::table_row(&kernel, variant, &s, &deltas));
+    result.summary = Some(s);
+    result.deltas = Some(deltas);
+    Ok(())
 }
 
 /// Kernel log lines that mean the guest kernel found itself in a state it should not be in.

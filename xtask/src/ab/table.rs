@@ -108,54 +108,40 @@ pub fn rows(a: &Side<'_>, b: &Side<'_>, batch: u64) -> Vec<Row> {
         (d > 0).then(|| n as f64 / d as f64)
     };
     let both = |label: &str, p: &str, digits: usize| row(label, a.median(p), b.median(p), digits);
-    let mut out = vec![
-        row(
-            "flushes per reclaimed folio",
-            a.ratio("/totals/flushes", "/totals/folios_reclaimed"),
-            b.ratio("/totals/flushes", "/totals/folios_reclaimed"),
-            4,
-        ),
-        row(
-            "  deferred (dirty + batch: send IPIs)",
-            a.ratio("/totals/deferred_flushes", "/totals/folios_reclaimed"),
-            b.ratio("/totals/deferred_flushes", "/totals/folios_reclaimed"),
-            4,
-        ),
-        row(
-            "  immediate (local)",
-            a.ratio("/totals/immediate_flushes", "/totals/folios_reclaimed"),
-            b.ratio("/totals/immediate_flushes", "/totals/folios_reclaimed"),
-            4,
-        ),
-        row(
-            "  dirty flushes per reclaimed folio",
-            a.ratio("/totals/dirty_flushes", "/totals/folios_reclaimed"),
-            b.ratio("/totals/dirty_flushes", "/totals/folios_reclaimed"),
-            4,
-        ),
-        Row {
-            metric: format!("  dirty flushes (tool) / sum of ceil(pass pageouts / {batch})"),
-            a: format!(
-                "{} / {}",
-                count(a.sum("/totals/dirty_flushes")),
-                bounds(a.batched_flushes(batch))
-            ),
-            b: format!(
-                "{} / {}",
-                count(b.sum("/totals/dirty_flushes")),
-                bounds(b.batched_flushes(batch))
-            ),
+    // A count summed over the runs, per folio reclaimed in them.
+    let per_folio = |label: &str, p: &str| {
+        let folios = "/totals/folios_reclaimed";
+        row(label, a.ratio(p, folios), b.ratio(p, folios), 4)
+    };
+    // Two figures side by side, "x / y", for each kernel.
+    let pair =
+        |metric: String, x: &dyn Fn(&Side<'_>) -> String, y: &dyn Fn(&Side<'_>) -> String| Row {
+            metric,
+            a: format!("{} / {}", x(a), y(a)),
+            b: format!("{} / {}", x(b), y(b)),
             change: String::new(),
-        },
+        };
+    let sum = |p: &'static str| move |s: &Side<'_>| count(s.sum(p));
+    vec![
+        per_folio("flushes per reclaimed folio", "/totals/flushes"),
+        per_folio(
+            "  deferred (dirty + batch: send IPIs)",
+            "/totals/deferred_flushes",
+        ),
+        per_folio("  immediate (local)", "/totals/immediate_flushes"),
+        per_folio(
+            "  dirty flushes per reclaimed folio",
+            "/totals/dirty_flushes",
+        ),
+        pair(
+            format!("  dirty flushes (tool) / sum of ceil(pass pageouts / {batch})"),
+            &sum("/totals/dirty_flushes"),
+            &|s| bounds(s.batched_flushes(batch)),
+        ),
         both("batch fill p50 (folios per flush)", "/batch_fill/p50", 0),
         both("batch fill p99", "/batch_fill/p99", 0),
         both("batch fill max", "/batch_fill/max", 0),
-        row(
-            "IPIs per reclaimed folio",
-            a.ratio("/totals/ipis", "/totals/folios_reclaimed"),
-            b.ratio("/totals/ipis", "/totals/folios_reclaimed"),
-            4,
-        ),
+        per_folio("IPIs per reclaimed folio", "/totals/ipis"),
         both("IPI fan-out p50 (CPUs per flush)", "/ipi_fanout/p50", 0),
         both("pass latency p50 (µs)", "/pass_duration_us/p50", 0),
         both("pass latency p99 (µs)", "/pass_duration_us/p99", 0),
@@ -186,39 +172,17 @@ pub fn rows(a: &Side<'_>, b: &Side<'_>, batch: u64) -> Vec<Row> {
             per_page(b, |k| k.tlb_irqs),
             4,
         ),
-    ];
-    for (label, s) in [(a.name, a), (b.name, b)] {
-        let _ = label;
-        let _ = s;
-    }
-    let reclaimed = |s: &Side<'_>| {
-        format!(
-            "{} / {}",
-            count(s.sum("/totals/pages_reclaimed")),
-            count(s.sum_k(|k| Some(k.pgsteal)))
-        )
-    };
-    out.push(Row {
-        metric: "pages reclaimed: tool / Δpgsteal".into(),
-        a: reclaimed(a),
-        b: reclaimed(b),
-        change: String::new(),
-    });
-    out.push(Row {
-        metric: "pages read back / corrupt".into(),
-        a: format!(
-            "{} / {}",
-            count(a.sum("/workload/result/pages_verified")),
-            count(a.sum("/workload/result/corrupt_pages"))
+        pair(
+            "pages reclaimed: tool / Δpgsteal".into(),
+            &sum("/totals/pages_reclaimed"),
+            &|s| count(s.sum_k(|k| Some(k.pgsteal))),
         ),
-        b: format!(
-            "{} / {}",
-            count(b.sum("/workload/result/pages_verified")),
-            count(b.sum("/workload/result/corrupt_pages"))
+        pair(
+            "pages read back / corrupt".into(),
+            &sum("/workload/result/pages_verified"),
+            &sum("/workload/result/corrupt_pages"),
         ),
-        change: String::new(),
-    });
-    out
+    ]
 }
 
 /// Markdown, with the kernels' names as column heads.

@@ -1,9 +1,17 @@
 //! Pass/fail of one guest run: the tool's summary against the guest kernel's own counters
 //! (/proc/vmstat, /proc/interrupts) read by /init around the run. Pure: tested on text.
 
-use std::collections::BTreeMap;
+mod counters;
+mod table;
+#[cfg(test)]
+mod tests;
 
 use serde_json::Value;
+
+pub use self::{
+    counters::KernelDeltas,
+    table::{TABLE_HEADER, table_row},
+};
 
 /// One check and what it compared.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,27 +27,6 @@ fn check(name: &str, ok: bool, detail: String) -> Check {
         ok,
         detail,
     }
-}
-
-pub fn parse_vmstat(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Σ over CPUs of the `TLB:` row of /proc/interrupts (remote TLB flushes received).
-pub fn tlb_interrupts(text: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.trim_start().starts_with("TLB:"))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .map_while(|w| w.parse::<u64>().ok())
-                .sum()
-        })
 }
 
 fn u(v: &Value, ptr: &str) -> Option<u64> {
@@ -70,60 +57,6 @@ fn close(name: &str, got: Option<u64>, want: u64, tol: f64, min: u64) -> Check {
     }
 }
 
-/// Counter deltas the guest measured around the run.
-pub struct KernelDeltas {
-    pub pgsteal: u64,
-    pub pswpout: u64,
-    pub tlb_irqs: Option<u64>,
-    /// Large folios swapped out whole and their pages: from the per-size mTHP counters where
-    /// the kernel has them (/init appends them to its vmstat copies as `mthp_swpout_<N>kB`),
-    /// else `thp_swpout` (PMD size, 512 pages on x86).
-    pub large_swpout: u64,
-    pub large_swpout_pages: u64,
-}
-
-impl KernelDeltas {
-    /// Folios written to swap: the large ones plus the base pages of `pswpout` left over.
-    pub fn folios_written(&self) -> u64 {
-        self.large_swpout + self.pswpout.saturating_sub(self.large_swpout_pages)
-    }
-}
-
-impl KernelDeltas {
-    pub fn from_text(v0: &str, v1: &str, i0: &str, i1: &str) -> KernelDeltas {
-        let (a, b) = (parse_vmstat(v0), parse_vmstat(v1));
-        let d = |k: &str| {
-            b.get(k)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(a.get(k).copied().unwrap_or(0))
-        };
-        let per_size: Vec<(u64, u64)> = b
-            .keys()
-            .filter_map(|k| {
-                let kb = k.strip_prefix("mthp_swpout_")?.strip_suffix("kB")?;
-                Some((kb.parse::<u64>().ok()? / 4, d(k)))
-            })
-            .collect();
-        let (large_swpout, large_swpout_pages) = if per_size.is_empty() {
-            (d("thp_swpout"), d("thp_swpout") * 512)
-        } else {
-            per_size
-                .iter()
-                .fold((0, 0), |(n, p), (pages, c)| (n + c, p + c * pages))
-        };
-        KernelDeltas {
-            pgsteal: d("pgsteal_anon") + d("pgsteal_file"),
-            pswpout: d("pswpout"),
-            large_swpout,
-            large_swpout_pages,
-            tlb_irqs: tlb_interrupts(i1)
-                .zip(tlb_interrupts(i0))
-                .map(|(b, a)| b.saturating_sub(a)),
-        }
-    }
-}
-
 /// Pages reclaimed from the LRUs: `reclaim_pages()` (MADV_PAGEOUT, DAMON) and window-less
 /// passes are not in `pgsteal_*` (see reclaim-trace/tests/live.rs).
 pub fn lru_pages_reclaimed(s: &Value) -> Option<u64> {
@@ -146,7 +79,7 @@ pub fn max_nonzero_bucket(h: &Value) -> Option<u64> {
 /// What the kernel under test does with dirty folios.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DirtyFlushes {
-    /// One `try_to_unmap_flush_dirty()` before each pageout (every kernel released so far).
+    /// One `try_to_unmap_flush_dirty()` before each pageout (every released kernel).
     PerFolio,
     /// One flush per batch of up to `batch` dirty folios of a pass (a batching patch).
     Batched { batch: u64 },
@@ -202,8 +135,54 @@ pub fn batched_flush_bounds(hist: &Value, batch: u64) -> Option<(u64, u64)> {
     Some((lo, hi))
 }
 
-/// The checks of one run. `workload` is `anon` or `file`.
+/// The checks of one run. `workload` is `anon`, `thp`, `mthp` or `file`.
 pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) -> Vec<Check> {
+    let mut out = every_run_checks(s, k);
+    let anon = matches!(workload, "anon" | "thp" | "mthp");
+    let large = workload == "thp" || workload == "mthp";
+    if anon {
+        out.extend(window_check(dirty, s, if large { 100 } else { 1000 }));
+    }
+    if large {
+        out.extend(large_folio_checks(s, k));
+    }
+    if let (DirtyFlushes::WrittenBeforeFlush, true) = (dirty, anon) {
+        // Nothing else holds on a kernel that skips flushes.
+    } else if let (DirtyFlushes::Batched { batch }, true) = (dirty, anon) {
+        out.extend(batched_checks(batch, s, k));
+    } else if anon {
+        out.extend(dirty_anon_checks(s, k, large));
+    } else {
+        let p50 = u(s, "/batch_fill/p50");
+        let ratio = s
+            .get("deferred_flushes_per_reclaimed_folio")
+            .and_then(Value::as_f64);
+        out.push(check(
+            "clean folios share flushes: batch fill p50 > 1",
+            p50.is_some_and(|p| p > 1),
+            format!("batch_fill.p50 {p50:?}, flushes per folio {ratio:?}"),
+        ));
+    }
+    // Clean file reclaim flushes once per 31 folios: its few hundred TLB interrupts are
+    // drowned by the exits and munmaps around the traced window, so only anon compares.
+    if s["ipi_fanout"]["source"] == "csd_queue_cpu"
+        && workload == "anon"
+        && let Some(irqs) = k.tlb_irqs
+    {
+        out.push(close(
+            "remote shootdowns (csd targets) vs /proc/interrupts TLB",
+            u(s, "/totals/remote_shootdowns"),
+            irqs,
+            0.03,
+            1000,
+        ));
+    }
+    out
+}
+
+/// What every run must show, whatever its workload and kernel: the precise tier, the pages
+/// reclaimed of the kernel's counters, exact batch fill, no program errors, no lost record.
+fn every_run_checks(s: &Value, k: &KernelDeltas) -> Vec<Check> {
     let mut out = Vec::new();
     let mode = s.pointer("/kernel/probe_mode").and_then(Value::as_str);
     out.push(check(
@@ -245,80 +224,51 @@ pub fn checks(workload: &str, dirty: DirtyFlushes, s: &Value, k: &KernelDeltas) 
         passes.is_some_and(|p| p > 0) && records == passes && drops == Some(0),
         format!("passes {passes:?}, pass records {records:?}, ring-buffer drops {drops:?}"),
     ));
-    // Deferred flushes: the ones a dirty folio's unmap puts in the batch (immediate ones, such
-    // as a PMD split's, are in the headline but not per dirty folio).
-    let ratio = s
-        .get("deferred_flushes_per_reclaimed_folio")
-        .and_then(Value::as_f64);
-    let anon = matches!(workload, "anon" | "thp" | "mthp");
-    let large = workload == "thp" || workload == "mthp";
-    if anon {
-        out.extend(window_check(dirty, s, if large { 100 } else { 1000 }));
-    }
-    if workload == "thp" || workload == "mthp" {
-        out.extend(large_folio_checks(s, k));
-    }
-    if let (DirtyFlushes::WrittenBeforeFlush, true) = (dirty, anon) {
-        // Nothing else holds on a kernel that skips flushes.
-    } else if let (DirtyFlushes::Batched { batch }, true) = (dirty, anon) {
-        out.extend(batched_checks(batch, s, k));
-    } else if anon {
-        if large {
-            // A large folio's unmap need not defer a writable entry (7.2.13: the PMD split
-            // flushes at once, an immediate flush): what must hold is that every pageout of
-            // a batched unmap was seen with its flush done, nothing pending or only read-only
-            // entries pending.
-            out.push(pageouts_accounted(s));
-        } else {
-            out.extend(dirty_per_folio_checks(s));
-        }
-        out.push(pageouts_vs_pswpout(s, k));
-        if !large {
-            out.push(check(
-                "about one deferred flush per reclaimed dirty folio",
-                ratio.is_some_and(|r| (0.5..=1.5).contains(&r)),
-                format!("deferred_flushes_per_reclaimed_folio {ratio:?}"),
-            ));
-        }
-        let top = max_nonzero_bucket(&s["ipi_fanout"]["histogram"]);
-        out.push(check(
-            "fan-out reaches 2 or more CPUs",
-            top.is_some_and(|t| t >= 2),
-            format!(
-                "largest non-empty fan-out bucket {top:?} (source {})",
-                s["ipi_fanout"]["source"]
-            ),
-        ));
+    out
+}
+
+/// Dirty anon reclaim on a kernel that flushes before each pageout (`large`: thp or mthp).
+fn dirty_anon_checks(s: &Value, k: &KernelDeltas, large: bool) -> Vec<Check> {
+    let mut out = Vec::new();
+    if large {
+        // A large folio's unmap need not defer a writable entry (7.2.13: the PMD split
+        // flushes at once, an immediate flush): what must hold is that every pageout of
+        // a batched unmap was seen with its flush done, nothing pending or only read-only
+        // entries pending.
+        out.push(pageouts_accounted(s));
     } else {
-        let p50 = u(s, "/batch_fill/p50");
+        out.extend(dirty_per_folio_checks(s));
+    }
+    out.push(pageouts_vs_pswpout(s, k));
+    if !large {
+        // Deferred flushes: the ones a dirty folio's unmap puts in the batch (immediate ones,
+        // such as a PMD split's, are in the headline but not per dirty folio).
+        let ratio = s
+            .get("deferred_flushes_per_reclaimed_folio")
+            .and_then(Value::as_f64);
         out.push(check(
-            "clean folios share flushes: batch fill p50 > 1",
-            p50.is_some_and(|p| p > 1),
-            format!("batch_fill.p50 {p50:?}, flushes per folio {ratio:?}"),
+            "about one deferred flush per reclaimed dirty folio",
+            ratio.is_some_and(|r| (0.5..=1.5).contains(&r)),
+            format!("deferred_flushes_per_reclaimed_folio {ratio:?}"),
         ));
     }
-    // Clean file reclaim flushes once per 31 folios: its few hundred TLB interrupts are
-    // drowned by the exits and munmaps around the traced window, so only anon compares.
-    if s["ipi_fanout"]["source"] == "csd_queue_cpu"
-        && workload == "anon"
-        && let Some(irqs) = k.tlb_irqs
-    {
-        out.push(close(
-            "remote shootdowns (csd targets) vs /proc/interrupts TLB",
-            u(s, "/totals/remote_shootdowns"),
-            irqs,
-            0.03,
-            1000,
-        ));
-    }
+    let top = max_nonzero_bucket(&s["ipi_fanout"]["histogram"]);
+    out.push(check(
+        "fan-out reaches 2 or more CPUs",
+        top.is_some_and(|t| t >= 2),
+        format!(
+            "largest non-empty fan-out bucket {top:?} (source {})",
+            s["ipi_fanout"]["source"]
+        ),
+    ));
     out
 }
 
 /// Folios written to swap (pswpout in folios) against the pageouts: at most all of them, at
 /// least those of folios the pass unmapped itself (±3%). The others (`pageouts_not_unmapped`)
-/// were unmapped by an earlier pass whose `pageout()` kept them (MGLRU: 1,007 of 29,017 in one
-/// anon run on 7.2.13, all written), or dropped by their owner while isolated, whose write
-/// finds the swap entry freed and does no I/O (71 of 1,191 in a thp run on 7.2.13).
+/// were unmapped by an earlier pass whose `pageout()` kept them (MGLRU; they are written), or
+/// dropped by their owner while isolated, whose write finds the swap entry freed and does no
+/// I/O. Both are a few percent of a run's pageouts (docs/internals.md, "xtask notes").
 fn pageouts_vs_pswpout(s: &Value, k: &KernelDeltas) -> Check {
     let pageouts = u(s, "/totals/pageouts");
     let not_unmapped = u(s, "/totals/pageouts_not_unmapped").unwrap_or(0);
@@ -478,285 +428,4 @@ fn batched_checks(batch: u64, s: &Value, k: &KernelDeltas) -> Vec<Check> {
             format!("deferred_flushes_per_reclaimed_folio {ratio:?}, batch_fill.p50 {fill:?}"),
         ),
     ]
-}
-
-/// `p50/max` of a histogram summary.
-fn p50_max(v: &Value) -> String {
-    let f = |k: &str| match v.get(k).and_then(Value::as_u64) {
-        Some(u64::MAX) => "+Inf".to_string(),
-        Some(x) => x.to_string(),
-        None => "-".to_string(),
-    };
-    format!("{}/{}", f("p50"), f("max"))
-}
-
-/// Short name of the tier of each signal: `pass=fentry unmap=fentry ...`.
-fn tiers(s: &Value) -> String {
-    let short = |sig: &str| match sig {
-        "reclaim_pass" => "pass",
-        "folios" => "folios",
-        "reclaim_context" => "ctx",
-        "pageouts" => "pageout",
-        "batched_unmaps" => "unmap",
-        "dirty_flush" => "dirty",
-        "flush" => "flush",
-        "fanout_targets" => "targets",
-        "ipis" => "ipis",
-        "remote_shootdowns" => "victims",
-        "stale_tlb_window" => "window",
-        _ => "?",
-    };
-    s["probe_plan"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|r| {
-                    format!(
-                        "{}={}",
-                        short(r["signal"].as_str().unwrap_or("")),
-                        r["tier"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-}
-
-pub const TABLE_HEADER: &str = "| kernel | workload | probe tier per signal | flushes / reclaimed folio (deferred + immediate) | batch fill p50/max | fan-out p50/max (source) | pages reclaimed: tool / pgsteal | dirty flushes / pageouts (folio kept after its dirty flush) |\n|---|---|---|---|---|---|---|---|";
-
-/// One markdown row of the README table, from the tool's summary and the kernel's counters.
-pub fn table_row(kernel: &str, workload: &str, s: &Value, k: &KernelDeltas) -> String {
-    let r = |k: &str| {
-        s.get(k)
-            .and_then(Value::as_f64)
-            .map_or("-".into(), |r| format!("{r:.3}"))
-    };
-    let ratio = format!(
-        "{} ({} + {})",
-        r("flushes_per_reclaimed_folio"),
-        r("deferred_flushes_per_reclaimed_folio"),
-        r("immediate_flushes_per_reclaimed_folio")
-    );
-    let source = match s["ipi_fanout"]["source"].as_str() {
-        Some("csd_queue_cpu") => "targets",
-        Some("batch_cpumask") => "candidates",
-        Some(x) => x,
-        None => "-",
-    };
-    let n = |p: &str| u(s, p).map_or("-".into(), |x| x.to_string());
-    format!(
-        "| {kernel} | {workload} | {} | {ratio} | {} | {} ({source}) | {} / {} | {} / {} ({}) |",
-        tiers(s),
-        p50_max(&s["batch_fill"]),
-        p50_max(&s["ipi_fanout"]),
-        lru_pages_reclaimed(s).map_or("-".into(), |x| x.to_string()),
-        k.pgsteal,
-        n("/totals/dirty_flushes"),
-        n("/totals/pageouts"),
-        n("/totals/dirty_flushes_without_pageout"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn summary(pages: u64, dirty: u64, pageouts: u64, fanout_top: u64) -> Value {
-        serde_json::json!({
-            "kernel": {"probe_mode": "fentry"},
-            "totals": {"pages_reclaimed": pages, "dirty_flushes": dirty, "pageouts": pageouts,
-                       "remote_shootdowns": 3000, "passes": 700},
-            "tracer": {"pass_records": 700},
-            "drops": {"ringbuf": 0},
-            "by_context": {"reclaim_pages": {"pages_reclaimed": 0},
-                           "other": {"pages_reclaimed": 0}},
-            "flushes_per_reclaimed_folio": 1.0,
-            "deferred_flushes_per_reclaimed_folio": 1.0,
-            "batch_fill": {"exact": true, "p50": 1, "max": 1},
-            "ipi_fanout": {"source": "csd_queue_cpu", "p50": 3, "max": 3,
-                           "histogram": [{"le": 1, "count": 5}, {"le": fanout_top, "count": 7}]},
-            "program_errors": {},
-            "probe_plan": [{"signal": "reclaim_pass", "tier": "fentry"}],
-        })
-    }
-
-    fn kernel(pgsteal: u64) -> KernelDeltas {
-        KernelDeltas::from_text(
-            "pgsteal_anon 100\npgsteal_file 0\npswpout 0\n",
-            &format!(
-                "pgsteal_anon {}\npgsteal_file 0\npswpout 5000\n",
-                100 + pgsteal
-            ),
-            "  TLB:  1  1  Shootdowns\n",
-            "  TLB:  1501  1501  Shootdowns\n",
-        )
-    }
-
-    #[test]
-    fn a_good_run_passes_every_check() {
-        let k = kernel(5000);
-        assert_eq!(k.tlb_irqs, Some(3000));
-        let c = checks(
-            "anon",
-            DirtyFlushes::PerFolio,
-            &summary(5000, 5000, 5000, 3),
-            &k,
-        );
-        assert!(c.iter().all(|c| c.ok), "{c:#?}");
-        assert!(
-            table_row("6.12", "anon", &summary(5000, 5000, 5000, 3), &k)
-                .contains("| 3/3 (targets) |")
-        );
-    }
-
-    /// A 64 kB mTHP run: 900 large folios (14,400 pages) and 600 base pages written.
-    fn mthp(folios: u64, unmatched: u64) -> (Value, KernelDeltas) {
-        let pages = 15_000;
-        let mut s = summary(pages, 1500, 1500, 3);
-        s["totals"]["folios_reclaimed"] = folios.into();
-        s["totals"]["unmatched_pages"] = unmatched.into();
-        // 1,200 windows measured, 300 pageouts with read-only entries pending.
-        for (k, v) in [
-            ("pageout_calls", 1500),
-            ("pageouts_before_flush", 0),
-            ("pageouts_readonly_pending", 300),
-            ("pageouts_undeferred", 0),
-            ("window_unknown", 0),
-            ("pageouts_not_unmapped", 0),
-        ] {
-            s["totals"][k] = v.into();
-        }
-        s["unflushed_window_ns"] = serde_json::json!({"count": 1200, "p50": 4096, "p99": 8192});
-        let k = KernelDeltas::from_text(
-            "pgsteal_anon 0\npswpout 0\nthp_swpout 7\nmthp_swpout_64kB 100\nmthp_swpout_2048kB 7\n",
-            "pgsteal_anon 15000\npswpout 15000\nthp_swpout 7\nmthp_swpout_64kB 1000\n\
-             mthp_swpout_2048kB 7\n",
-            "",
-            "",
-        );
-        (s, k)
-    }
-
-    #[test]
-    fn large_folios_count_once_against_the_per_size_counters() {
-        let (s, k) = mthp(1500, 0);
-        assert_eq!((k.large_swpout, k.large_swpout_pages), (900, 14_400));
-        assert_eq!(k.folios_written(), 1500);
-        let c = checks("mthp", DirtyFlushes::PerFolio, &s, &k);
-        assert!(c.iter().all(|c| c.ok), "{c:#?}");
-        // Pages counted as folios, or frees that did not add up: caught.
-        let failed = |(s, k): (Value, KernelDeltas)| {
-            checks("mthp", DirtyFlushes::PerFolio, &s, &k)
-                .into_iter()
-                .filter(|c| !c.ok)
-                .map(|c| c.name)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            failed(mthp(15_000, 0)),
-            vec!["folios reclaimed vs folios written (large + base pages of pswpout)"]
-        );
-        assert_eq!(
-            failed(mthp(1500, 100)),
-            vec!["every pass's freed folios add up to its pages (within 0.1%)"]
-        );
-        // Pageouts the window did not see with their flush done (or harmless): caught.
-        let (mut s, k) = mthp(1500, 0);
-        s["totals"]["pageouts_readonly_pending"] = 0.into();
-        assert_eq!(
-            failed((s, k)),
-            vec!["every pageout accounted for by the stale-TLB window"]
-        );
-        // Without per-size counters, thp_swpout is PMD-sized.
-        let k = KernelDeltas::from_text(
-            "thp_swpout 1\npswpout 0\n",
-            "thp_swpout 3\npswpout 1030\n",
-            "",
-            "",
-        );
-        assert_eq!(k.folios_written(), 2 + 6);
-    }
-
-    #[test]
-    fn mismatches_fail() {
-        let k = kernel(5000);
-        let failed = |s: Value| {
-            checks("anon", DirtyFlushes::PerFolio, &s, &k)
-                .into_iter()
-                .filter(|c| !c.ok)
-                .map(|c| c.name)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            failed(summary(5100, 5000, 5000, 3)),
-            vec!["pages reclaimed (LRU) vs pgsteal_anon+pgsteal_file"]
-        );
-        assert_eq!(
-            failed(summary(5000, 4000, 5000, 3)),
-            vec!["dirty flushes vs pageouts"]
-        );
-        assert_eq!(
-            failed(summary(5000, 5000, 5000, 1)),
-            vec!["fan-out reaches 2 or more CPUs"]
-        );
-        // MGLRU: pageout() may keep folios after their dirty flush; the counts must bracket.
-        let mut m = summary(5000, 5200, 5000, 3);
-        m["kernel"]["lru_gen"] = true.into();
-        m["totals"]["dirty_flushes_without_pageout"] = 250.into();
-        m["totals"]["dirty_flush_calls"] = 5300.into();
-        assert!(failed(m.clone()).is_empty());
-        m["totals"]["dirty_flushes_without_pageout"] = 100.into();
-        assert_eq!(
-            failed(m),
-            vec!["MGLRU: dirty flushes - kept <= pageouts <= dirty-flush calls"]
-        );
-        // A pass whose record never arrived (a batch left in the kernel, say).
-        let mut lost = summary(5000, 5000, 5000, 3);
-        lost["tracer"]["pass_records"] = 699.into();
-        assert_eq!(failed(lost), vec!["every pass has its record"]);
-        // Nothing reclaimed at all proves nothing.
-        assert!(
-            !checks(
-                "anon",
-                DirtyFlushes::PerFolio,
-                &summary(0, 0, 0, 3),
-                &kernel(0)
-            )[1]
-            .ok
-        );
-    }
-
-    #[test]
-    fn the_stale_window_check_fails_on_a_pageout_before_its_flush() {
-        let with = |before: u64| {
-            let mut s = summary(5000, 5000, 5000, 3);
-            s["totals"]["pageouts_before_flush"] = before.into();
-            s["unflushed_window_ns"] =
-                serde_json::json!({"count": 5000, "p50": 4095, "p99": 65535});
-            s
-        };
-        let ok = |d, s: &Value| window_check(d, s, 1000).map(|c| c.ok);
-        assert_eq!(ok(DirtyFlushes::PerFolio, &with(0)), Some(true));
-        assert_eq!(ok(DirtyFlushes::PerFolio, &with(1)), Some(false));
-        assert_eq!(ok(DirtyFlushes::WrittenBeforeFlush, &with(0)), Some(false));
-        assert_eq!(
-            ok(DirtyFlushes::WrittenBeforeFlush, &with(4000)),
-            Some(true)
-        );
-        // Not measured (tracepoint tier, pageout inlined): no check rather than a pass.
-        assert_eq!(
-            ok(DirtyFlushes::PerFolio, &summary(5000, 5000, 5000, 3)),
-            None
-        );
-    }
-
-    #[test]
-    fn batched_expectation_from_pass_pageouts() {
-        let h = serde_json::json!([{"le": 31, "count": 2}, {"le": 32, "count": 1}, {"le": 6, "count": 4}]);
-        // 2 x 1 + 1 x 2 + 4 x 1
-        assert_eq!(batched_flush_bounds(&h, 31), Some((8, 8)));
-        let open = serde_json::json!([{"le": "+Inf", "count": 1}]);
-        assert_eq!(batched_flush_bounds(&open, 31), None);
-    }
 }

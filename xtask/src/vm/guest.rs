@@ -81,9 +81,9 @@ impl Report {
     }
 }
 
-/// The guest kernel died or hung before /init ran (nothing of reclaim-trace had run yet), or
-/// died later of a stray int3 in kernel text it was patching (`PatchTrap`): emulation, not
-/// the tool. Any of these is booted again.
+/// The guest kernel dies or hangs before /init runs (nothing of reclaim-trace has run yet), or
+/// dies later of a stray int3 in kernel text it is patching (`PatchTrap`): emulation, not the
+/// tool. Any of these is booted again.
 #[derive(Debug)]
 pub struct EarlyBootFailure {
     console: PathBuf,
@@ -168,28 +168,70 @@ impl std::fmt::Display for EarlyBootFailure {
 impl std::error::Error for EarlyBootFailure {}
 
 /// How long the kernel may take to start /init (5–8 s under TCG here). Past it the boot is
-/// taken as hung. Seen on 7.2.13 under TCG (QEMU 7.2.22), 3 boots in 121,
-/// silent at loglevel=4 (one stopped after "smp: Brought up 1 node, 4 CPUs", one before
-/// "Switched to clocksource tsc-early"). The registers of one (nokaslr; symbols from
-/// /proc/kallsyms of another boot, code from the vmlinuz): CPU 0 in `watchdog_check_skew+0x77`
-/// with interrupts off, spinning until another CPU checks in, with a timeout read from
-/// `ktime_get_raw_fast_ns` — still jiffies that early, and jiffies stand still when no CPU
-/// takes interrupts; CPUs 1–3 in `stop_machine_yield` (`multi_cpu_stop`, interrupts off)
-/// waiting for CPU 0. The clocksource watchdog against stop_machine: a deadlock for good. Hence
-/// `tsc=reliable` (no watchdog) on the command line: 0 hangs in 100 boots since. Before this
-/// deadline such a boot waited out the run's whole timeout (CI: 420 s, then red).
+/// taken as hung, its vCPUs' whereabouts are read from the monitor, and it is booted again
+/// (`vm::run_with_retries`) instead of waiting out the run's whole timeout. A guest can hang
+/// silently at loglevel=4 this early; the known cause, the clocksource watchdog deadlocking
+/// with stop_machine, is kept away by `tsc=reliable` (see `qemu_command`, and
+/// docs/internals.md, "xtask notes").
 pub const INIT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One boot's files in its work folder: the console (ttyS0), the report /init writes (ttyS1)
+/// and the qemu monitor's socket.
+struct BootFiles {
+    console: PathBuf,
+    data: PathBuf,
+    monitor: PathBuf,
+}
+
+impl BootFiles {
+    /// The paths in `work`, with what an earlier boot left there removed.
+    fn fresh(work: &Path) -> BootFiles {
+        let f = BootFiles {
+            console: work.join("console.log"),
+            data: work.join("report.txt"),
+            monitor: work.join("monitor.sock"),
+        };
+        for p in [&f.console, &f.data, &f.monitor] {
+            let _ = fs::remove_file(p);
+        }
+        f
+    }
+}
 
 /// Boot, wait for poweroff (or the timeout), return the report.
 pub fn boot(b: &Boot<'_>) -> Result<Report> {
-    let console = b.work.join("console.log");
-    let data = b.work.join("report.txt");
-    let monitor = b.work.join("monitor.sock");
-    let _ = fs::remove_file(&console);
-    let _ = fs::remove_file(&data);
-    let _ = fs::remove_file(&monitor);
+    let files = BootFiles::fresh(b.work);
+    let started = Instant::now();
+    let mut child = qemu_command(b, &files)
+        .spawn()
+        .context("cannot start qemu-system-x86_64: run `cargo xtask setup` (qemu-system-x86)")?;
+    let status = wait_for_poweroff(b, &files, &mut child, started)?;
+    let _ = fs::remove_file(&files.monitor);
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read as _;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let console = &files.console;
+    if !status.success() {
+        bail!(
+            "qemu failed ({status}): {}\nconsole ({}):\n{}",
+            stderr.trim(),
+            console.display(),
+            tail(console, 30)
+        );
+    }
+    let mut r = finished_report(&files)?;
+    r.wall_s = started.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// The qemu command line of a boot: software emulation, the kernel and initramfs, the two
+/// serial ports into `files`, the monitor on its socket, the disk if any.
+fn qemu_command(b: &Boot<'_>, files: &BootFiles) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    // KVM hangs or faults on these machines (DESIGN.md §8): software emulation, multi-threaded.
+    // KVM hangs or faults on these machines (docs/kernels.md): software emulation,
+    // multi-threaded.
     c.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
         .args(["-smp", &b.smp.to_string(), "-m", &MEMORY_MIB.to_string()])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
@@ -200,8 +242,9 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
         // no_timer_check: under TCG on a busy host, 6.1.192's IO-APIC timer check can time
         // out and panic ("IO-APIC + timer doesn't work!"); the PIT is fine, the check is not.
         // nokaslr: a hung guest's instruction pointers are the same in every boot.
-        // tsc=reliable: no clocksource watchdog. 7.2.13 hung in it at boot (see INIT_DEADLINE);
-        // TCG's TSC follows the host's clock on every vCPU, so there is nothing to watch.
+        // tsc=reliable: no clocksource watchdog, which can deadlock with stop_machine at boot
+        // under TCG (7.2.13; see INIT_DEADLINE); TCG's TSC follows the host's clock on every
+        // vCPU, so there is nothing to watch.
         .args([
             "-append",
             "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off no_timer_check \
@@ -209,11 +252,14 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
         ])
         // The monitor is only used when the guest hangs: where were its vCPUs?
         .arg("-monitor")
-        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
+        .arg(format!(
+            "unix:{},server=on,wait=off",
+            files.monitor.display()
+        ))
         .arg("-serial")
-        .arg(format!("file:{}", console.display()))
+        .arg(format!("file:{}", files.console.display()))
         .arg("-serial")
-        .arg(format!("file:{}", data.display()));
+        .arg(format!("file:{}", files.data.display()));
     if let Some(d) = b.disk {
         c.arg("-drive").arg(format!(
             "file={},if=virtio,format=raw,cache=unsafe",
@@ -223,82 +269,82 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = c
-        .spawn()
-        .context("cannot start qemu-system-x86_64: run `cargo xtask setup` (qemu-system-x86)")?;
+    c
+}
+
+/// Wait for qemu to exit (the guest powers off). A guest whose /init has not started within
+/// `INIT_DEADLINE` is stopped as hung (an `EarlyBootFailure`), one still running after the
+/// boot's timeout is stopped and fails.
+fn wait_for_poweroff(
+    b: &Boot<'_>,
+    files: &BootFiles,
+    child: &mut std::process::Child,
+    started: Instant,
+) -> Result<std::process::ExitStatus> {
+    let console = &files.console;
     let mut init_seen = false;
-    let status = loop {
+    loop {
         if let Some(st) = child.try_wait()? {
-            break st;
+            return Ok(st);
         }
         if !init_seen {
-            init_seen = fs::read_to_string(&data).is_ok_and(|t| Report::parse(&t).booted);
+            init_seen = fs::read_to_string(&files.data).is_ok_and(|t| Report::parse(&t).booted);
             if !init_seen && started.elapsed() > INIT_DEADLINE {
                 let registers = b.work.join("hang-registers.txt");
-                let cpus = vcpu_locations(&monitor, &registers);
-                stop(&mut child, &monitor);
+                let cpus = vcpu_locations(&files.monitor, &registers);
+                stop(child, &files.monitor);
                 return Err(EarlyBootFailure {
                     console: console.clone(),
                     how: Early::Hung {
                         cpus,
                         registers: registers.exists().then_some(registers),
                     },
-                    tail: tail(&console, 20),
+                    tail: tail(console, 20),
                 }
                 .into());
             }
         }
         if started.elapsed() > b.timeout {
-            stop(&mut child, &monitor);
+            stop(child, &files.monitor);
             bail!(
                 "the guest did not power off within {} s; its console is in {}:\n{}",
                 b.timeout.as_secs(),
                 console.display(),
-                tail(&console, 30)
+                tail(console, 30)
             );
         }
         thread::sleep(Duration::from_millis(200));
-    };
-    let _ = fs::remove_file(&monitor);
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read as _;
-        let _ = e.read_to_string(&mut stderr);
     }
-    if !status.success() {
-        bail!(
-            "qemu failed ({status}): {}\nconsole ({}):\n{}",
-            stderr.trim(),
-            console.display(),
-            tail(&console, 30)
-        );
-    }
-    let text = fs::read_to_string(&data).unwrap_or_default();
+}
+
+/// The report of a guest that powered off: an `EarlyBootFailure` if /init never ran or the
+/// kernel died of a stray int3 in text it was patching, an error if the report is unfinished.
+fn finished_report(files: &BootFiles) -> Result<Report> {
+    let console = &files.console;
+    let text = fs::read_to_string(&files.data).unwrap_or_default();
     let mut r = Report::parse(&text);
     r.console = console.clone();
-    r.wall_s = started.elapsed().as_secs_f64();
     if !r.booted {
         return Err(EarlyBootFailure {
             console: console.clone(),
             how: Early::Crashed,
-            tail: tail(&console, 40),
+            tail: tail(console, 40),
         }
         .into());
     }
     if !r.done {
-        if let Some(rip) = is_patch_trap(&fs::read_to_string(&console).unwrap_or_default()) {
+        if let Some(rip) = is_patch_trap(&fs::read_to_string(console).unwrap_or_default()) {
             return Err(EarlyBootFailure {
                 console: console.clone(),
                 how: Early::PatchTrap { rip },
-                tail: tail(&console, 40),
+                tail: tail(console, 40),
             }
             .into());
         }
         bail!(
             "the guest stopped before finishing its report; console ({}):\n{}",
             console.display(),
-            tail(&console, 40)
+            tail(console, 40)
         );
     }
     Ok(r)
@@ -306,12 +352,12 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
 
 /// The RIP line of an "Oops: int3" whose trap is in kernel text and not in a BPF program.
 ///
-/// Seen on 6.12.118 under TCG (QEMU 7.2.22, 4 vCPUs), once in ~100 runs: while the
-/// tool attached its raw tracepoints, a timer interrupt on another vCPU ran
-/// `__smp_call_single_queue` (the `csd_queue_cpu` tracepoint's site) as its static key was being
-/// flipped, and trapped on the int3 that text_poke_bp plants there (`eb <28>` half-patched) —
-/// the same race as the early-boot oopses of 7.2.13 (vm.rs), just later. A trap in a BPF
-/// program (`bpf_prog_` in the RIP) or any other oops is the run's own failure.
+/// Under TCG, the kernel's text patching can race multi-threaded emulation: while the tool
+/// enables its tracepoints, another vCPU can run a site whose static key is being flipped
+/// (e.g. `__smp_call_single_queue`, the `csd_queue_cpu` tracepoint's) and trap on the int3
+/// that text_poke_bp plants there. That is emulation, the race behind the early-boot oopses
+/// `vm::run_with_retries` boots again, and is retried the same way. A trap in a BPF program
+/// (`bpf_prog_` in the RIP) or any other oops is the run's own failure.
 pub fn is_patch_trap(console: &str) -> Option<String> {
     let oops = console.find("Oops: int3")?;
     let rip = console[oops..]

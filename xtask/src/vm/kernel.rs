@@ -90,7 +90,7 @@ pub fn fetch(cache: &Path, r: Release) -> Result<Kernel> {
         })?;
     let abi = image.trim_start_matches("linux-image-").to_string();
     // The image package holds the kernel and modules up to 6.12; newer ones split them into
-    // linux-binary-<abi> (vmlinuz), linux-modules-<abi> and linux-base-<abi> (seen on 7.2).
+    // linux-binary-<abi> (vmlinuz), linux-modules-<abi> and linux-base-<abi> (7.2 does).
     let mut want: BTreeMap<String, String> = BTreeMap::new();
     let mut todo = vec![(image.clone(), version.clone())];
     while let Some((pkg, ver)) = todo.pop() {
