@@ -18,6 +18,7 @@ mod counters;
 pub mod flush;
 mod hist;
 mod maps;
+pub mod procfs;
 mod records;
 
 pub use config::*;

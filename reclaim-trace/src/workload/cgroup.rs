@@ -207,11 +207,8 @@ impl Drop for Cgroup {
 
 /// Parse `name value` lines (memory.stat, /proc/vmstat).
 pub fn parse_kv(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
-        })
+    reclaim_trace_common::procfs::key_values(text)
+        .map(|(k, v)| (k.to_string(), v))
         .collect()
 }
 

@@ -77,17 +77,8 @@ pub use reclaim_trace::workload::cgroup::parse_kv;
 
 /// Σ over CPUs of the `TLB` row of /proc/interrupts (remote flushes received).
 pub fn tlb_interrupts() -> u64 {
-    fs::read_to_string("/proc/interrupts")
-        .unwrap()
-        .lines()
-        .find(|l| l.trim_start().starts_with("TLB:"))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .map_while(|w| w.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0)
+    let text = fs::read_to_string("/proc/interrupts").unwrap();
+    reclaim_trace_common::procfs::tlb_interrupts(&text).unwrap_or(0)
 }
 
 pub fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>, k: &str) -> u64 {

@@ -230,12 +230,10 @@ pub(super) struct Run {
 }
 
 fn pgsteal() -> u64 {
-    fs::read_to_string("/proc/vmstat")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(' '))
+    let text = fs::read_to_string("/proc/vmstat").unwrap_or_default();
+    reclaim_trace_common::procfs::key_values(&text)
         .filter(|(k, _)| *k == "pgsteal_anon" || *k == "pgsteal_file")
-        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .map(|(_, v)| v)
         .sum()
 }
 

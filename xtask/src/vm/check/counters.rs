@@ -3,25 +3,10 @@
 
 use std::collections::BTreeMap;
 
-fn parse_vmstat(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
-        })
-        .collect()
-}
+use reclaim_trace_common::procfs::{key_values, tlb_interrupts};
 
-/// Σ over CPUs of the `TLB:` row of /proc/interrupts (remote TLB flushes received).
-fn tlb_interrupts(text: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.trim_start().starts_with("TLB:"))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .map_while(|w| w.parse::<u64>().ok())
-                .sum()
-        })
+fn parse_vmstat(text: &str) -> BTreeMap<&str, u64> {
+    key_values(text).collect()
 }
 
 /// Counter deltas the guest measured around the run.
