@@ -5,7 +5,8 @@
 pub const CFG_EMIT_FLUSHES: u32 = 1 << 0;
 /// `shrink_folio_list` entry/exit probes own pass boundaries; vmscan tracepoints add nothing.
 pub const CFG_PRECISE_PASS: u32 = 1 << 1;
-/// `arch_tlbbatch_flush` entry/exit probes delimit flushes; `tlb_flush` only counts victims.
+/// `arch_tlbbatch_flush` entry/exit probes delimit flushes; `tlb_flush` only counts
+/// remote shootdowns received and immediate flushes.
 pub const CFG_PRECISE_FLUSH: u32 = 1 << 2;
 /// `try_to_unmap` is probed: batch fill is exact.
 pub const CFG_PRECISE_UNMAP: u32 = 1 << 3;

@@ -9,11 +9,12 @@ pub const CNT_PASS_MAP_FULL: u32 = 1;
 pub const CNT_PASS_END_WITHOUT_START: u32 = 2;
 /// Batched TLB flushes outside any reclaim pass (migration, compaction, NUMA balancing).
 pub const CNT_OTHER_FLUSHES: u32 = 3;
-// 4: unused (remote flush targets are the sum of MAP_VICTIMS).
+// 4: unused (remote flush targets are the sum of MAP_REMOTE_SHOOTDOWNS).
 /// `tlb_flush` reason 1 (REMOTE_SHOOTDOWN) received, read per CPU. These hardirq events are
 /// dropped when the IPI interrupts another BPF program on that CPU (`bpf_prog_active`), so they
-/// undercount (by ~10% under heavy reclaim on 6.18.44); MAP_VICTIMS is exact where csd exists.
-pub const CNT_REMOTE_SHOOTDOWNS: u32 = 5;
+/// undercount (by ~10% under heavy reclaim on 6.18.44); [`MAP_REMOTE_SHOOTDOWNS`](crate::MAP_REMOTE_SHOOTDOWNS)
+/// is exact where csd exists. The summary calls them `remote_shootdowns_traced`.
+pub const CNT_REMOTE_SHOOTDOWNS_TRACED: u32 = 5;
 /// `tlb_flush` reason 5 (REMOTE_WRONG_CPU, 6.18+).
 pub const CNT_REMOTE_WRONG_CPU: u32 = 6;
 /// Pageouts seen outside a reclaim pass.

@@ -42,7 +42,7 @@ const _: () = {
     assert!(offset_of!(PassWire, comm) == 112);
     assert!(PASS_F_FOLIOS_IN_TRUNCATED <= u8::MAX as u32);
     assert!(N_HIST_CTX <= u8::MAX as u32);
-    assert!(MAX_VICTIM_CPUS <= u16::MAX as u32 + 1);
+    assert!(MAX_SHOOTDOWN_CPUS <= u16::MAX as u32 + 1);
     assert!(size_of::<FlushRecord>() == 64);
     assert!(offset_of!(PassBatch, recs) == PASS_BATCH_HEADER);
     assert!(size_of::<PassBatch>() == PASS_BATCH_HEADER + PASS_BATCH_LEN * size_of::<PassWire>());

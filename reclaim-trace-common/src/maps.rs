@@ -27,9 +27,9 @@ pub const MAP_TOTALS: &str = "TOTALS";
 pub const MAP_HISTS: &str = "HISTS";
 /// Remote TLB flushes received per target CPU (`csd_queue_cpu` with `flush_tlb_func`): a
 /// per-CPU array indexed by target CPU id, counted by the initiators; sum the copies.
-pub const MAP_VICTIMS: &str = "VICTIMS";
-/// Entries of [`MAP_VICTIMS`] (CPU ids up to NR_CPUS with MAXSMP).
-pub const MAX_VICTIM_CPUS: u32 = 8192;
+pub const MAP_REMOTE_SHOOTDOWNS: &str = "SHOOTDOWNS";
+/// Entries of [`MAP_REMOTE_SHOOTDOWNS`] (CPU ids up to NR_CPUS with MAXSMP).
+pub const MAX_SHOOTDOWN_CPUS: u32 = 8192;
 /// The [`Config`](crate::Config) global, set with `EbpfLoader::override_global` before load.
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 

@@ -1,4 +1,15 @@
 //! What the kernel side counts per pass and sends through the ring buffer.
+//!
+//! One reclaim pass has several shapes, each for a reason:
+//! - `PassState` (eBPF crate): the live per-task state while the pass runs, with the flush
+//!   episode and bookkeeping that never leaves the kernel;
+//! - [`PassDelta`]: its counts in `u32`, half the size, so the kernel zeroes and copies less;
+//! - [`PassWire`]: a finished pass on the wire (128 bytes), counts as a `PassDelta`, and
+//!   [`PassBatch`]: up to 16 of them sent in one ring-buffer copy;
+//! - [`PassCounts`]: counts in `u64`, for the per-context totals that survive drops and for
+//!   userspace sums;
+//! - [`PassRecord`]: a decoded pass as userspace uses it (`PassWire` widened to `PassCounts`,
+//!   with its end time).
 
 pub const RECORD_PASS: u32 = 1;
 pub const RECORD_FLUSH: u32 = 2;
@@ -281,7 +292,7 @@ pub struct FlushRecord {
     pub _pad: u32,
     pub ts_ns: u64,
     /// Folios deferred into this batch (precise tier; `u64::MAX` when unknown).
-    pub fill: u64,
+    pub batch_fill: u64,
     /// CPUs in the batch cpumask other than the flushing one (`u64::MAX` when unknown).
     pub candidates: u64,
     pub targets: u64,

@@ -16,14 +16,17 @@
 //! reclaim path does not touch (`comm`) is a cache miss, so it is cached per task.
 //!
 //! Files by subsystem: `vmscan` (pass boundaries, pageouts, reclaim context windows), `tlb`
-//! (flush episodes from `tlb:tlb_flush`), `smp` (`csd:*` and `ipi:*` fan-out), `precise`
-//! (kprobe/fentry programs on mm/rmap.c, mm/vmscan.c and arch/x86/mm/tlb.c functions).
+//! (`tlb:tlb_flush`), `smp` (`csd:*` and `ipi:*` fan-out), `precise` (kprobe/fentry programs on
+//! mm/rmap.c, mm/vmscan.c and arch/x86/mm/tlb.c functions), `pass` (per-task state), `records`
+//! (what goes to the ring buffer), `floor` (the benchmark's empty programs). The flush state
+//! machine is plain code in `reclaim_trace_common::flush`, tested on the host.
 #![no_std]
 #![no_main]
 
 mod floor;
 mod pass;
 mod precise;
+mod records;
 mod smp;
 mod tlb;
 mod vmscan;
@@ -34,7 +37,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
 };
 use reclaim_trace_common::{
-    CNT_ERR_BASE, Config, EVENTS_BYTES, HIST_BUCKETS, HistBuckets, MAX_TASKS, MAX_VICTIM_CPUS,
+    CNT_ERR_BASE, Config, EVENTS_BYTES, HIST_BUCKETS, HistBuckets, MAX_SHOOTDOWN_CPUS, MAX_TASKS,
     N_CONTROL, N_COUNTERS, N_CTX, N_HISTS, OFF_NONE, PassBatch, PassCounts, bucket_of, hist_index,
 };
 
@@ -90,8 +93,8 @@ static HISTS: PerCpuArray<HistBuckets> = PerCpuArray::with_max_entries(N_HISTS, 
 
 /// Per-CPU: each initiating CPU counts into its own copy (no atomics, no shared cache line);
 /// userspace sums the copies. Sized to the possible CPUs at load.
-#[map(name = "VICTIMS")]
-static VICTIMS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_VICTIM_CPUS, 0);
+#[map(name = "SHOOTDOWNS")]
+static REMOTE_SHOOTDOWNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SHOOTDOWN_CPUS, 0);
 
 /// Add `n` to per-CPU counter `idx` (`CNT_*`).
 #[inline(always)]

@@ -1,23 +1,21 @@
-//! Per-task reclaim pass state, flush episodes, and the end-of-pass record.
+//! Per-task reclaim pass state: the task slots, pass start and end, flush episodes (the
+//! state machine itself is `reclaim_trace_common::flush`), folio counting.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated as raw,
-};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_ktime_get_ns, generated as raw};
 use reclaim_trace_common::{
-    CFG_COUNT_FOLIOS, CFG_EMIT_FLUSHES, CNT_FLUSH_RECORD_DROPS, CNT_PASS_MAP_FULL,
-    CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES, CNT_UNMATCHED_PASSES, CONTROL_GENERATION,
-    CONTROL_STOPPED, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER, FLUSH_BATCH, FLUSH_DIRTY,
-    FlushRecord, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX,
-    OFF_NONE, PASS_BATCH_HEADER, PASS_BATCH_LEN, PASS_F_FILL_EXACT, PASS_F_HAS_START, PF_KSWAPD,
-    PassBatch, PassCounts, PassDelta, PassWire, RECORD_FLUSH, RECORD_PASS, RECORD_PASS_BATCH,
-    WAKEUP_BYTES, delta_u32,
+    CFG_COUNT_FOLIOS, CFG_EMIT_FLUSHES, CNT_PASS_MAP_FULL, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES,
+    CNT_UNMATCHED_PASSES, CONTROL_STOPPED, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER,
+    FLUSH_BATCH, FLUSH_DIRTY, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
+    HIST_IPIS, N_CTX, OFF_NONE, PASS_F_FILL_EXACT, PASS_F_HAS_START, PF_KSWAPD, PassCounts,
+    PassDelta, PassWire,
     flush::{Closed, FanoutRun, FlushEpisode, estimated_batch_fill, unmatched_pages},
     pass_delta_fields,
 };
 
 use crate::{
-    CONTROL, EVENTS, STAGING, TASK_SLOTS, TASKS, TOTALS, config, copy_words, count, hist_add,
-    kread, zero_words,
+    CONTROL, EVENTS, TASK_SLOTS, TASKS, TOTALS, config, count, hist_add, kread,
+    records::{emit_flush, stage, submit_flags, write_record},
+    zero_words,
 };
 
 /// Reclaim-context windows opened by the `*_reclaim_begin`/`_end` tracepoints.
@@ -351,45 +349,6 @@ fn add_fanout_run(ctx: u32, run: FanoutRun) {
     hist_add(HIST_IPIS, ctx, run.ipis as u64, run.n as u64);
 }
 
-/// Submit flags: wake the reader only when a quarter of the buffer is waiting (it also drains
-/// on a timer), so that the common case costs no irq_work.
-#[inline(always)]
-fn submit_flags() -> u64 {
-    const BPF_RB_AVAIL_DATA: u64 = 0;
-    const BPF_RB_NO_WAKEUP: u64 = 1;
-    const BPF_RB_FORCE_WAKEUP: u64 = 2;
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    }
-}
-
-#[inline(always)]
-pub fn emit_flush(class: u32, ctx: u32, fill: u64, candidates: u64, targets: u64, ipis: u64) {
-    let Some(mut entry) = EVENTS.reserve::<FlushRecord>(0) else {
-        count(CNT_FLUSH_RECORD_DROPS, 1);
-        return;
-    };
-    let r = entry.as_mut_ptr();
-    let (tid, _) = crate::current_tid_tgid(); // rare: only with CFG_EMIT_FLUSHES
-    // SAFETY: `r` points at a reserved, writable ring-buffer slot of the right size.
-    unsafe {
-        (*r).kind = RECORD_FLUSH;
-        (*r).class = class;
-        (*r).tid = tid;
-        (*r).context = ctx;
-        (*r).cpu = bpf_get_smp_processor_id();
-        (*r)._pad = 0;
-        (*r).ts_ns = bpf_ktime_get_ns();
-        (*r).fill = fill;
-        (*r).candidates = candidates;
-        (*r).targets = targets;
-        (*r).ipis = ipis;
-    }
-    entry.submit(submit_flags());
-}
-
 /// Add one pass (`src`, lasting `duration_ns`) to the totals, field by field (a `widen` into
 /// a temporary and a struct add would be copies, see crate::zero_words).
 #[inline(always)]
@@ -488,68 +447,6 @@ fn cached_comm(e: *mut TaskEntry) -> [u64; 2] {
     }
     e.comm_age -= 1;
     e.comm
-}
-
-/// Write the record of the pass `s` (lasting `duration_ns`) at `r`.
-#[inline(always)]
-fn write_record(r: *mut PassWire, s: &PassState, ctx: u32, duration_ns: u64, comm: [u64; 2]) {
-    // SAFETY: `r` points at writable memory of size_of::<PassWire>() (a ring-buffer
-    // reservation or a slot of this CPU's batch), 8-byte aligned.
-    unsafe {
-        (*r).kind = RECORD_PASS;
-        (*r).context = ctx as u8;
-        (*r).flags = s.flags as u8;
-        (*r).cpu = bpf_get_smp_processor_id() as u16;
-        (*r).tid = s.tid;
-        (*r).tgid = s.tgid;
-        (*r).cgroup_id = s.cgroup_id;
-        (*r).start_ns = s.start_ns;
-        (*r).duration_ns = delta_u32(duration_ns);
-        (*r)._pad = 0;
-        copy_words(&raw mut (*r).counts, &raw const s.counts);
-        let c = (&raw mut (*r).comm).cast::<u64>();
-        core::ptr::write_volatile(c, comm[0]);
-        core::ptr::write_volatile(c.add(1), comm[1]);
-    }
-}
-
-/// Add the record to this CPU's batch, and send the batch when it is full or userspace has
-/// taken a snapshot since it was last sent. `false` when there is no batch to use.
-#[inline(always)]
-fn stage(s: &PassState, ctx: u32, duration_ns: u64, comm: [u64; 2]) -> bool {
-    let Some(b) = STAGING.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: this CPU's batch; its callers run with preemption off, so nothing else on this
-    // CPU writes it meanwhile.
-    let b = unsafe { &mut *b };
-    let i = b.n as usize;
-    let Some(r) = b.recs.get_mut(i) else {
-        b.n = 0; // unreachable: a full batch is sent at once
-        return false;
-    };
-    write_record(r, s, ctx, duration_ns, comm);
-    let n = i + 1;
-    b.n = n as u32;
-    let generation = CONTROL.get(CONTROL_GENERATION).copied().unwrap_or(0);
-    if n >= PASS_BATCH_LEN || b.generation != generation {
-        b.kind = RECORD_PASS_BATCH;
-        b.generation = generation;
-        // Opaque, and one plain upper-bound compare: LLVM otherwise folds the check into
-        // arithmetic on another register, and the verifier cannot bound the size (rejected on
-        // 6.18.44 without the black_box; on 6.1.192 with a two-sided check).
-        let len = core::hint::black_box(PASS_BATCH_HEADER + n * core::mem::size_of::<PassWire>());
-        if len <= core::mem::size_of::<PassBatch>() {
-            // SAFETY: the first `len` bytes of this CPU's batch (bounded just above).
-            let bytes =
-                unsafe { core::slice::from_raw_parts((b as *const PassBatch).cast::<u8>(), len) };
-            if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
-                count(CNT_RINGBUF_DROPS, n as u64);
-            }
-        }
-        b.n = 0;
-    }
-    true
 }
 
 /// Finish a pass: close its last flush, add it to the totals, send its record.

@@ -44,9 +44,10 @@ use reclaim_trace_common::{
 use crate::{
     config, count, count_error, current_tid_tgid, hist_add, is_self, kread,
     pass::{
-        CTX_AUTO, close_episode, css_id, current_key, emit_flush, end_pass, open_episode, pass_of,
-        start_pass, stopped,
+        CTX_AUTO, close_episode, css_id, current_key, end_pass, open_episode, pass_of, start_pass,
+        stopped,
     },
+    records::emit_flush,
 };
 
 /// Compile-time bound of the folio-list walk (the run-time limit is `CONFIG.folio_walk_limit`).

@@ -39,7 +39,7 @@ pub fn csd_queue_cpu(ctx: RawTracePointContext) -> u32 {
     // The victim side, counted by the initiator in task context: unlike the victim's own
     // hardirq tlb_flush event, this is never skipped for BPF recursion.
     let cpu = ctx.arg::<u64>(0) as u32;
-    if let Some(v) = crate::VICTIMS.get_ptr_mut(cpu) {
+    if let Some(v) = crate::REMOTE_SHOOTDOWNS.get_ptr_mut(cpu) {
         // SAFETY: this CPU's copy of the slot.
         unsafe { *v += 1 };
     }

@@ -10,7 +10,7 @@
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use reclaim_trace_common::{
-    CFG_PRECISE_FLUSH, CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU,
+    CFG_PRECISE_FLUSH, CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS_TRACED, CNT_REMOTE_WRONG_CPU,
     TLB_FLUSH_ALL, TLB_LOCAL_MM_SHOOTDOWN, TLB_LOCAL_SHOOTDOWN, TLB_REMOTE_SEND_IPI,
     TLB_REMOTE_SHOOTDOWN, TLB_REMOTE_WRONG_CPU,
     flush::{EPISODE_NONE, outside_pass_flush},
@@ -34,7 +34,7 @@ fn try_tlb_flush(ctx: &RawTracePointContext) {
     let reason = ctx.arg::<u64>(0) as u32;
     match reason {
         TLB_REMOTE_SHOOTDOWN => {
-            count(CNT_REMOTE_SHOOTDOWNS, 1);
+            count(CNT_REMOTE_SHOOTDOWNS_TRACED, 1);
             return;
         }
         TLB_REMOTE_WRONG_CPU => {

@@ -7,7 +7,7 @@ pub mod hist;
 use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
-    CNT_ERR_BASE, CNT_REMOTE_SHOOTDOWNS, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER,
+    CNT_ERR_BASE, CNT_REMOTE_SHOOTDOWNS_TRACED, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER,
     CTX_PROACTIVE, CTX_RECLAIM_PAGES, HistBuckets, N_COUNTERS, N_CTX, N_HIST_CTX, N_HISTS, N_PROGS,
     PassCounts, PassRecord, decode::Record, hist_index,
 };
@@ -57,10 +57,10 @@ pub struct KernelSnapshot {
     pub hists: Vec<Histogram>,
     /// `CNT_*`, summed over CPUs.
     pub counters: [u64; N_COUNTERS as usize],
-    /// Remote TLB flushes sent to each CPU (`csd_queue_cpu`, 6.5+): the victims, exact.
-    pub victims_by_cpu: Vec<u64>,
-    /// `tlb_flush` reason 1 seen on each CPU (an undercount: see `CNT_REMOTE_SHOOTDOWNS`).
-    pub reason1_by_cpu: Vec<u64>,
+    /// Remote TLB flushes sent to each CPU (`csd_queue_cpu`, 6.5+): exact.
+    pub remote_shootdowns_by_cpu: Vec<u64>,
+    /// `tlb_flush` reason 1 seen on each CPU (an undercount: see `CNT_REMOTE_SHOOTDOWNS_TRACED`).
+    pub remote_shootdowns_traced_by_cpu: Vec<u64>,
 }
 
 fn vec_delta(now: &[u64], earlier: &[u64]) -> Vec<u64> {
@@ -80,8 +80,8 @@ pub struct PerCpuMaps {
     pub hists: Vec<Vec<HistBuckets>>,
     /// `MAP_COUNTERS`, per `CNT_*`.
     pub counters: Vec<Vec<u64>>,
-    /// `MAP_VICTIMS`, per target CPU: each initiating CPU's count of flushes sent to it.
-    pub victims: Vec<Vec<u64>>,
+    /// `MAP_REMOTE_SHOOTDOWNS`, per target CPU: each initiating CPU's count of flushes sent to it.
+    pub remote_shootdowns: Vec<Vec<u64>>,
 }
 
 impl KernelSnapshot {
@@ -91,7 +91,7 @@ impl KernelSnapshot {
         fn sum(v: &[u64]) -> u64 {
             v.iter().fold(0u64, |a, b| a.wrapping_add(*b))
         }
-        let mut s = KernelSnapshot::empty(maps.victims.len());
+        let mut s = KernelSnapshot::empty(maps.remote_shootdowns.len());
         for (dst, per_cpu) in s.totals.iter_mut().zip(&maps.totals) {
             *dst = per_cpu
                 .iter()
@@ -105,10 +105,10 @@ impl KernelSnapshot {
         for (dst, per_cpu) in s.counters.iter_mut().zip(&maps.counters) {
             *dst = sum(per_cpu);
         }
-        if let Some(per_cpu) = maps.counters.get(CNT_REMOTE_SHOOTDOWNS as usize) {
-            s.reason1_by_cpu = per_cpu.clone();
+        if let Some(per_cpu) = maps.counters.get(CNT_REMOTE_SHOOTDOWNS_TRACED as usize) {
+            s.remote_shootdowns_traced_by_cpu = per_cpu.clone();
         }
-        s.victims_by_cpu = maps.victims.iter().map(|v| sum(v)).collect();
+        s.remote_shootdowns_by_cpu = maps.remote_shootdowns.iter().map(|v| sum(v)).collect();
         s
     }
 
@@ -117,8 +117,8 @@ impl KernelSnapshot {
             totals: [PassCounts::default(); N_CTX as usize],
             hists: vec![Histogram::default(); N_HISTS as usize],
             counters: [0; N_COUNTERS as usize],
-            victims_by_cpu: vec![0; cpus],
-            reason1_by_cpu: vec![0; cpus],
+            remote_shootdowns_by_cpu: vec![0; cpus],
+            remote_shootdowns_traced_by_cpu: vec![0; cpus],
         }
     }
 
@@ -133,8 +133,14 @@ impl KernelSnapshot {
                 .map(|(a, b)| a.delta(b))
                 .collect(),
             counters: std::array::from_fn(|i| self.counters[i].wrapping_sub(earlier.counters[i])),
-            victims_by_cpu: vec_delta(&self.victims_by_cpu, &earlier.victims_by_cpu),
-            reason1_by_cpu: vec_delta(&self.reason1_by_cpu, &earlier.reason1_by_cpu),
+            remote_shootdowns_by_cpu: vec_delta(
+                &self.remote_shootdowns_by_cpu,
+                &earlier.remote_shootdowns_by_cpu,
+            ),
+            remote_shootdowns_traced_by_cpu: vec_delta(
+                &self.remote_shootdowns_traced_by_cpu,
+                &earlier.remote_shootdowns_traced_by_cpu,
+            ),
         }
     }
 
@@ -370,33 +376,37 @@ mod tests {
             totals: vec![vec![PassCounts::default(); cpus]; N_CTX as usize],
             hists: vec![vec![[0; HIST_BUCKETS]; cpus]; N_HISTS as usize],
             counters: vec![vec![0; cpus]; N_COUNTERS as usize],
-            victims: vec![vec![0; cpus]; cpus],
+            remote_shootdowns: vec![vec![0; cpus]; cpus],
         };
         maps.totals[CTX_MEMCG as usize][0].dirty_flushes = 5;
         maps.totals[CTX_MEMCG as usize][2].dirty_flushes = 7;
         maps.totals[CTX_KSWAPD as usize][1].passes = 1;
         // A flush counted on CPU 0 and taken back on CPU 1 (u64::MAX is -1).
         maps.counters[CNT_OTHER_FLUSHES as usize] = vec![2, u64::MAX, 0];
-        maps.counters[CNT_REMOTE_SHOOTDOWNS as usize] = vec![4, 0, 9];
+        maps.counters[CNT_REMOTE_SHOOTDOWNS_TRACED as usize] = vec![4, 0, 9];
         let h = hist_index(HIST_FANOUT_TARGETS, CTX_MEMCG) as usize;
         maps.hists[h][0][1] = 10;
         maps.hists[h][2][1] = 1;
         maps.hists[h][2][2] = 3;
         // Flushes sent to CPU 1 by CPUs 0 and 2; to CPU 2 by CPU 0.
-        maps.victims[1] = vec![6, 0, 8];
-        maps.victims[2] = vec![1, 0, 0];
+        maps.remote_shootdowns[1] = vec![6, 0, 8];
+        maps.remote_shootdowns[2] = vec![1, 0, 0];
 
         let s = KernelSnapshot::sum_cpus(&maps);
         assert_eq!(s.totals[CTX_MEMCG as usize].dirty_flushes, 12);
         assert_eq!(s.all_contexts().passes, 1);
         assert_eq!(s.counter(CNT_OTHER_FLUSHES), 1);
-        assert_eq!(s.counter(CNT_REMOTE_SHOOTDOWNS), 13);
+        assert_eq!(s.counter(CNT_REMOTE_SHOOTDOWNS_TRACED), 13);
         assert_eq!(
-            s.reason1_by_cpu,
+            s.remote_shootdowns_traced_by_cpu,
             vec![4, 0, 9],
             "per receiving CPU, not summed"
         );
-        assert_eq!(s.victims_by_cpu, vec![0, 14, 1], "summed over initiators");
+        assert_eq!(
+            s.remote_shootdowns_by_cpu,
+            vec![0, 14, 1],
+            "summed over initiators"
+        );
         let hist = s.hist(HIST_FANOUT_TARGETS, CTX_MEMCG);
         assert_eq!((hist.buckets[1], hist.buckets[2]), (11, 3));
     }

@@ -32,7 +32,7 @@ fn samples(exposition: &str) -> BTreeMap<String, String> {
 /// that differ from the csd targets (as they do: hardirq events are lost under BPF nesting).
 fn window() -> Window {
     let mut w = anon_window();
-    w.kernel.reason1_by_cpu = vec![130, 125];
+    w.kernel.remote_shootdowns_traced_by_cpu = vec![130, 125];
     w
 }
 

@@ -7,7 +7,7 @@ use reclaim_trace_common::{
     CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FLUSH_RECORD_DROPS, CNT_OTHER_FLUSHES, CNT_PAGEOUT_CALLS,
     CNT_PAGEOUTS_BEFORE_FLUSH, CNT_PAGEOUTS_NOT_UNMAPPED, CNT_PAGEOUTS_OUTSIDE,
     CNT_PAGEOUTS_READONLY_PENDING, CNT_PAGEOUTS_UNDEFERRED, CNT_PASS_END_WITHOUT_START,
-    CNT_REMOTE_SHOOTDOWNS, CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES,
+    CNT_REMOTE_SHOOTDOWNS_TRACED, CNT_REMOTE_WRONG_CPU, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES,
     CNT_UNMATCHED_PASSES, CNT_WINDOW_UNKNOWN, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES,
     HIST_FANOUT_TARGETS, HIST_FLUSH_TO_PAGEOUT, HIST_IPIS, HIST_UNFLUSHED_WINDOW, N_CTX,
     PassCounts,
@@ -453,12 +453,12 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     let mut totals = Totals::of_passes(&all);
     totals.other_flushes = k.counter(CNT_OTHER_FLUSHES);
     totals.remote_shootdowns_traced =
-        k.counter(CNT_REMOTE_SHOOTDOWNS) + k.counter(CNT_REMOTE_WRONG_CPU);
+        k.counter(CNT_REMOTE_SHOOTDOWNS_TRACED) + k.counter(CNT_REMOTE_WRONG_CPU);
     let have_targets = cx.plan.signal(Signal::FanoutTargets).tier != Tier::None;
     let victims = if have_targets {
-        k.victims_by_cpu.clone()
+        k.remote_shootdowns_by_cpu.clone()
     } else {
-        k.reason1_by_cpu.clone()
+        k.remote_shootdowns_traced_by_cpu.clone()
     };
     totals.remote_shootdowns = victims.iter().sum();
     totals.pageouts_outside_reclaim = k.counter(CNT_PAGEOUTS_OUTSIDE);
@@ -638,8 +638,9 @@ impl HistStatsExt for HistStats {
 #[cfg(test)]
 pub(crate) mod tests {
     use reclaim_trace_common::{
-        CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS, CTX_MEMCG, CTX_RECLAIM_PAGES, HIST_BATCH_FILL,
-        HIST_FANOUT_TARGETS, HIST_IPIS, PassRecord, RECORD_PASS, decode::Record, hist_index,
+        CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS_TRACED, CTX_MEMCG, CTX_RECLAIM_PAGES,
+        HIST_BATCH_FILL, HIST_FANOUT_TARGETS, HIST_IPIS, PassRecord, RECORD_PASS, decode::Record,
+        hist_index,
     };
 
     use super::*;
@@ -690,8 +691,8 @@ pub(crate) mod tests {
             s.hists[hist_index(metric, CTX_MEMCG) as usize].record(v, n);
         }
         s.counters[CNT_OTHER_FLUSHES as usize] = 3;
-        s.counters[CNT_REMOTE_SHOOTDOWNS as usize] = 260;
-        s.victims_by_cpu = vec![150, 140];
+        s.counters[CNT_REMOTE_SHOOTDOWNS_TRACED as usize] = 260;
+        s.remote_shootdowns_by_cpu = vec![150, 140];
         let mut a = Aggregator::new(KernelSnapshot::empty(2), 0.0);
         let mut comm = [0u8; 16];
         comm[..9].copy_from_slice(b"rt-anon-0");

@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{KProbe, RawTracePoint, TracePoint},
 };
-use reclaim_trace_common::{GLOBAL_CONFIG, MAP_VICTIMS};
+use reclaim_trace_common::{GLOBAL_CONFIG, MAP_REMOTE_SHOOTDOWNS};
 
 use super::{EBPF_OBJECT, object_embedded, stats};
 use crate::{
@@ -45,7 +45,7 @@ impl Floor {
         // Nothing here needs BTF relocations or fentry.
         let mut ebpf = EbpfLoader::new()
             .btf(None)
-            .map_max_entries(MAP_VICTIMS, facts.possible_cpus.max(1))
+            .map_max_entries(MAP_REMOTE_SHOOTDOWNS, facts.possible_cpus.max(1))
             .override_global(GLOBAL_CONFIG, &config, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object failed")?;

@@ -18,8 +18,8 @@ use aya::{
 };
 use reclaim_trace_common::{
     CONTROL_GENERATION, CONTROL_STOPPED, Config, GLOBAL_CONFIG, HistBuckets, MAP_CONTROL,
-    MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_STAGING, MAP_TOTALS, MAP_VICTIMS, N_COUNTERS, N_CTX,
-    N_HISTS, PassBatch, PassCounts,
+    MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_REMOTE_SHOOTDOWNS, MAP_STAGING, MAP_TOTALS,
+    N_COUNTERS, N_CTX, N_HISTS, PassBatch, PassCounts,
     decode::{self, Record},
 };
 
@@ -66,7 +66,7 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     totals: PerCpuArray<MapData, PassCounts>,
     hists: PerCpuArray<MapData, HistBuckets>,
-    victims: PerCpuArray<MapData, u64>,
+    remote_shootdowns: PerCpuArray<MapData, u64>,
     staging: PerCpuArray<MapData, PassBatch>,
     control: Array<MapData, u64>,
     generation: u64,
@@ -143,7 +143,7 @@ impl Tracer {
             // it again each time: ~5 MB, the bulk of start-up CPU).
             let mut ebpf = EbpfLoader::new()
                 .btf(if wants_fentry { btf.as_ref() } else { None })
-                .map_max_entries(MAP_VICTIMS, facts.possible_cpus.max(1))
+                .map_max_entries(MAP_REMOTE_SHOOTDOWNS, facts.possible_cpus.max(1))
                 .override_global(GLOBAL_CONFIG, &config, true)
                 .load(EBPF_OBJECT)
                 .context("loading the eBPF object (maps and programs) failed")?;
@@ -175,7 +175,7 @@ impl Tracer {
         let counters = PerCpuArray::try_from(take(&mut ebpf, MAP_COUNTERS)?)?;
         let totals = PerCpuArray::try_from(take(&mut ebpf, MAP_TOTALS)?)?;
         let hists = PerCpuArray::try_from(take(&mut ebpf, MAP_HISTS)?)?;
-        let victims = PerCpuArray::try_from(take(&mut ebpf, MAP_VICTIMS)?)?;
+        let remote_shootdowns = PerCpuArray::try_from(take(&mut ebpf, MAP_REMOTE_SHOOTDOWNS)?)?;
         let staging = PerCpuArray::try_from(take(&mut ebpf, MAP_STAGING)?)?;
         let control = Array::try_from(take(&mut ebpf, MAP_CONTROL)?)?;
         let cpus = aya::util::nr_cpus()
@@ -189,7 +189,7 @@ impl Tracer {
             counters,
             totals,
             hists,
-            victims,
+            remote_shootdowns,
             staging,
             control,
             generation: 0,
@@ -216,9 +216,9 @@ impl Tracer {
             totals: read(&self.totals, N_CTX)?,
             hists: read(&self.hists, N_HISTS)?,
             counters: read(&self.counters, N_COUNTERS)?,
-            victims: (0..self.cpus as u32)
+            remote_shootdowns: (0..self.cpus as u32)
                 .map(|cpu| {
-                    self.victims
+                    self.remote_shootdowns
                         .get(&cpu, 0)
                         .map(|v| v.iter().copied().collect())
                         .unwrap_or_default()

@@ -132,8 +132,8 @@ fn snapshot(scale: u64) -> KernelSnapshot {
     h(HIST_UNFLUSHED_WINDOW, CTX_MEMCG, 16, 550);
     h(HIST_FLUSH_TO_PAGEOUT, CTX_MEMCG, 11, 9_550);
     k.counters[CNT_OTHER_FLUSHES as usize] = 3 * scale;
-    k.victims_by_cpu = vec![1_900 * scale, 3_100 * scale, 2_600 * scale, 2_130 * scale];
-    k.reason1_by_cpu = k.victims_by_cpu.clone();
+    k.remote_shootdowns_by_cpu = vec![1_900 * scale, 3_100 * scale, 2_600 * scale, 2_130 * scale];
+    k.remote_shootdowns_traced_by_cpu = k.remote_shootdowns_by_cpu.clone();
     k
 }
 
