@@ -4,15 +4,17 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::Write,
     process::{Command, Stdio},
-    sync::mpsc,
     thread,
     time::Duration,
 };
 
-use common::{schema::validate, *};
+use common::{
+    schema::validate,
+    serve::{Serve, get},
+    *,
+};
 use serde_json::Value;
 
 fn record(kind: &str, extra: &[&str]) -> (std::path::PathBuf, Vec<Value>) {
@@ -114,19 +116,6 @@ fn record_report_and_compare_on_the_live_kernel() {
     assert_eq!(traces(), before, "left behind");
 }
 
-fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n{accept}\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-    (head.to_string(), body.to_string())
-}
-
 fn sample(text: &str, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
@@ -155,34 +144,7 @@ fn promtool(text: &str) {
 fn serve_exports_metrics_that_grow_and_pass_promtool() {
     let Some(_lock) = live() else { return };
     let before = traces();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--workload",
-            "anon",
-            "--zram",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) = line
-                .split("http://")
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-            {
-                let _ = tx.send(a.parse::<SocketAddr>().unwrap());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve announced its address");
+    let (mut child, addr) = Serve::start(&["--workload", "anon", "--zram"]);
     thread::sleep(Duration::from_secs(3));
     let (head, m1) = get(addr, "/metrics", None);
     assert!(
@@ -215,8 +177,7 @@ fn serve_exports_metrics_that_grow_and_pass_promtool() {
     validate("summary-v2.schema.json", &snap);
     assert!(u(&snap, "/totals/folios_reclaimed") > 0);
     assert!(get(addr, "/nope", None).0.contains("404"));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    let status = child.stop();
     assert!(status.success(), "serve exit {status}");
     assert_eq!(traces(), before, "left behind");
 }
