@@ -2,8 +2,11 @@
 
 use std::fmt::Write as _;
 
-use super::summary::{HistStatsExt as _, Summary};
-use crate::aggregate::hist::{Bucket, Le};
+use super::summary::Summary;
+use crate::aggregate::{
+    HistStats,
+    hist::{Bucket, Le},
+};
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(v: u64) -> String {
@@ -80,6 +83,24 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     for r in rows {
         let _ = writeln!(out, "  {}", line(r.clone()));
     }
+}
+
+/// `n 300  mean 0.97  p50 1  p99 1  max 1`: histogram statistics on one line.
+fn stats_line(h: &HistStats) -> String {
+    let u = |v: Option<u64>| match v {
+        Some(u64::MAX) => "+Inf".to_string(),
+        Some(v) => v.to_string(),
+        None => "-".to_string(),
+    };
+    format!(
+        "n {}  mean {}  p50 {}  p99 {}  max {}",
+        h.count,
+        h.mean
+            .map_or_else(|| "-".to_string(), |m| format!("{m:.2}")),
+        u(h.p50),
+        u(h.p99),
+        u(h.max)
+    )
 }
 
 pub fn render(s: &Summary) -> String {
@@ -218,7 +239,7 @@ pub fn render(s: &Summary) -> String {
         } else {
             " (estimated: unmaps not observable)"
         },
-        bf.line()
+        stats_line(bf)
     );
     o.push_str(&bars(&bf.histogram, 40));
     let f = &s.ipi_fanout;
@@ -226,14 +247,14 @@ pub fn render(s: &Summary) -> String {
         o,
         "\nIPI fan-out: CPUs per flush ({})   {}",
         f.source,
-        f.stats.line()
+        stats_line(&f.stats)
     );
     o.push_str(&bars(&f.stats.histogram, 40));
     if let Some(c) = &f.candidates {
-        let _ = writeln!(o, "  candidates (batch cpumask)   {}", c.line());
+        let _ = writeln!(o, "  candidates (batch cpumask)   {}", stats_line(c));
     }
     if let Some(i) = &f.ipis {
-        let _ = writeln!(o, "  IPIs per flush               {}", i.line());
+        let _ = writeln!(o, "  IPIs per flush               {}", stats_line(i));
     }
 
     stale_window(&mut o, s);
@@ -421,8 +442,8 @@ fn stale_window(o: &mut String, s: &Summary) {
          unmap -> covering flush   {}\n  flush -> pageout          {}\n  \
          pageouts before their flush {} (0 on a correct kernel)   read-only entries pending {}   \
          unflushed at once {}   not unmapped by the pass {}   flush time lost {}",
-        w.line(),
-        f.line(),
+        stats_line(w),
+        stats_line(f),
         thousands(t.pageouts_before_flush),
         thousands(t.pageouts_readonly_pending),
         thousands(t.pageouts_undeferred),
