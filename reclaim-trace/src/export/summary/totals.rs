@@ -106,6 +106,75 @@ impl Totals {
         }
     }
 
+    /// `other`'s counts added to these: the totals of two consecutive windows. Every field is
+    /// named (no `..`), so a count added to `Totals` cannot be left out of the sum.
+    pub fn add(&mut self, other: &Totals) {
+        let Totals {
+            passes,
+            folios_in,
+            folios_reclaimed,
+            pages_reclaimed,
+            pages_scanned,
+            pageouts,
+            flushes,
+            deferred_flushes,
+            dirty_flushes,
+            batch_flushes,
+            other_flushes,
+            immediate_flushes,
+            ipis,
+            fanout_targets,
+            fanout_candidates,
+            flushes_without_ipi,
+            batched_unmaps,
+            dirty_flush_calls,
+            remote_shootdowns,
+            remote_shootdowns_traced,
+            pageouts_outside_reclaim,
+            passes_without_start,
+            dirty_flushes_without_pageout,
+            pageouts_before_flush,
+            pageouts_undeferred,
+            pageouts_readonly_pending,
+            pageouts_not_unmapped,
+            window_unknown,
+            pageout_calls,
+            unmatched_passes,
+            unmatched_pages,
+        } = other;
+        self.passes += passes;
+        self.folios_in += folios_in;
+        self.folios_reclaimed += folios_reclaimed;
+        self.pages_reclaimed += pages_reclaimed;
+        self.pages_scanned += pages_scanned;
+        self.pageouts += pageouts;
+        self.flushes += flushes;
+        self.deferred_flushes += deferred_flushes;
+        self.dirty_flushes += dirty_flushes;
+        self.batch_flushes += batch_flushes;
+        self.other_flushes += other_flushes;
+        self.immediate_flushes += immediate_flushes;
+        self.ipis += ipis;
+        self.fanout_targets += fanout_targets;
+        self.fanout_candidates += fanout_candidates;
+        self.flushes_without_ipi += flushes_without_ipi;
+        self.batched_unmaps += batched_unmaps;
+        self.dirty_flush_calls += dirty_flush_calls;
+        self.remote_shootdowns += remote_shootdowns;
+        self.remote_shootdowns_traced += remote_shootdowns_traced;
+        self.pageouts_outside_reclaim += pageouts_outside_reclaim;
+        self.passes_without_start += passes_without_start;
+        self.dirty_flushes_without_pageout += dirty_flushes_without_pageout;
+        self.pageouts_before_flush += pageouts_before_flush;
+        self.pageouts_undeferred += pageouts_undeferred;
+        self.pageouts_readonly_pending += pageouts_readonly_pending;
+        self.pageouts_not_unmapped += pageouts_not_unmapped;
+        self.window_unknown += window_unknown;
+        self.pageout_calls += pageout_calls;
+        self.unmatched_passes += unmatched_passes;
+        self.unmatched_pages += unmatched_pages;
+    }
+
     /// All reclaim flushes per reclaimed folio, and its two parts.
     pub fn per_folio(&self) -> PerFolio {
         PerFolio {
@@ -224,6 +293,31 @@ impl ContextSummary {
         ContextSummary {
             per_folio: totals.per_folio(),
             totals,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every count is summed: totals of 1 in every field, added to themselves, are 2 in every
+    /// field of the JSON.
+    #[test]
+    fn add_sums_every_field() {
+        let fields = serde_json::to_value(Totals::default()).unwrap();
+        let ones = fields
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| (k.clone(), serde_json::Value::from(1)))
+            .collect();
+        let ones: Totals = serde_json::from_value(serde_json::Value::Object(ones)).unwrap();
+        let mut sum = ones.clone();
+        sum.add(&ones);
+        let json = serde_json::to_value(&sum).unwrap();
+        for (k, v) in json.as_object().unwrap() {
+            assert_eq!(v, 2, "{k}");
         }
     }
 }
