@@ -18,7 +18,7 @@ pub use build::{SummaryContext, build};
 pub(crate) use model::rank_cgroups;
 pub use model::{
     BatchFill, CgroupSummary, Drops, IpiFanout, KernelInfo, MAX_CGROUPS, PlanRow, ProgramStat,
-    Summary, TracerInfo, WorkloadInfo, WorkloadResult,
+    Summary, TracerInfo, WorkloadInfo, WorkloadResult, cgroup_label, ns_per_run, pct_of_one_core,
 };
 pub use totals::{ContextSummary, PerFolio, Rates, Totals, per_s, ratio};
 

@@ -21,6 +21,8 @@ pub fn thousands(v: u64) -> String {
     out
 }
 
+/// A ratio (flushes per folio and similar) with three decimals, `n/a` when undefined; the
+/// dashboard shows its ratios with this too.
 pub fn opt_ratio(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
 }
@@ -342,9 +344,7 @@ fn cgroups(o: &mut String, s: &Summary) {
         .iter()
         .map(|c| {
             vec![
-                c.path
-                    .clone()
-                    .unwrap_or_else(|| format!("id {}", c.cgroup_id)),
+                c.label(),
                 c.commands.join(","),
                 thousands(c.totals.passes),
                 thousands(c.totals.folios_reclaimed),
@@ -408,11 +408,10 @@ fn tracer(o: &mut String, t: &TracerInfo) {
         t.load_attach_s,
         thousands(t.pass_records),
         t.cpu_s
-            .filter(|_| t.traced_s > 0.0)
-            .map(|c| format!(
-                ", userspace CPU {c:.2} s over {:.1} s ({:.2}% of one core)",
-                t.traced_s,
-                100.0 * c / t.traced_s
+            .zip(t.cpu_pct())
+            .map(|(c, pct)| format!(
+                ", userspace CPU {c:.2} s over {:.1} s ({pct:.2}% of one core)",
+                t.traced_s
             ))
             .unwrap_or_default(),
         t.hot_events
@@ -427,7 +426,7 @@ fn tracer(o: &mut String, t: &TracerInfo) {
                 vec![
                     p.name.clone(),
                     thousands(p.run_count),
-                    format!("{:.0}", p.run_time_ns as f64 / p.run_count as f64),
+                    format!("{:.0}", p.ns_per_run().unwrap_or_default()),
                     format!("{:.1}", p.run_time_ns as f64 / 1e6),
                 ]
             })

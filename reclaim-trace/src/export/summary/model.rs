@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ContextSummary, PerFolio, Rates, Totals};
+use super::{ContextSummary, PerFolio, Rates, Totals, ratio};
 use crate::{aggregate::HistStats, plan::Plan};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,6 +90,22 @@ pub struct CgroupSummary {
     pub per_folio: PerFolio,
 }
 
+impl CgroupSummary {
+    /// The cgroup as shown in tables: its path, or its id where the path is unknown.
+    pub fn label(&self) -> String {
+        cgroup_label(self.path.as_deref(), self.cgroup_id)
+    }
+}
+
+/// A cgroup's path, or `id N` where it could not be resolved (removed, too deep): the one
+/// rule the text summary and the dashboard label cgroups by.
+pub fn cgroup_label(path: Option<&str>, cgroup_id: u64) -> String {
+    match path {
+        Some(p) => p.to_string(),
+        None => format!("id {cgroup_id}"),
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Drops {
     /// Pass records lost to a full ring buffer (their counts are still in the totals).
@@ -166,6 +182,22 @@ pub struct ProgramStat {
     pub run_count: u64,
 }
 
+impl ProgramStat {
+    pub fn ns_per_run(&self) -> Option<f64> {
+        ns_per_run(self.run_time_ns, self.run_count)
+    }
+}
+
+/// Mean run time of a BPF program in ns (`None` before its first run).
+pub fn ns_per_run(run_time_ns: u64, run_count: u64) -> Option<f64> {
+    ratio(run_time_ns, run_count)
+}
+
+/// CPU time in percent of one core: `cpu_s` used over `wall_s` of wall time.
+pub fn pct_of_one_core(cpu_s: f64, wall_s: f64) -> Option<f64> {
+    (wall_s > 0.0).then(|| 100.0 * cpu_s / wall_s)
+}
+
 /// The tracer's own figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TracerInfo {
@@ -184,6 +216,13 @@ pub struct TracerInfo {
     pub hot_events: Option<u64>,
     /// Per program, since statistics were enabled (only with `--bpf-stats`).
     pub programs: Option<Vec<ProgramStat>>,
+}
+
+impl TracerInfo {
+    /// The tracer's userspace CPU while tracing, in percent of one core (when measured).
+    pub fn cpu_pct(&self) -> Option<f64> {
+        self.cpu_s.and_then(|c| pct_of_one_core(c, self.traced_s))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
