@@ -124,6 +124,7 @@ pub struct Side {
     pub workload: Option<String>,
 }
 
+/// A `--fail-if` rule that failed, with its metric's values as a [`Row`] has them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     pub rule: String,
@@ -142,16 +143,20 @@ pub struct Comparison {
     pub warnings: Vec<String>,
 }
 
-/// The number at a dotted path of a summary (`batch_fill.p50`, `by_context.memcg.ipis`).
-pub fn metric(summary: &serde_json::Value, name: &str) -> Option<f64> {
-    let ptr = format!("/{}", name.replace('.', "/"));
-    summary.pointer(&ptr)?.as_f64()
+/// The JSON pointer of a dotted metric name: `batch_fill.p50` → `/batch_fill/p50`.
+fn pointer(name: &str) -> String {
+    format!("/{}", name.replace('.', "/"))
 }
 
+/// The number at a dotted path of a summary (`batch_fill.p50`, `by_context.memcg.ipis`).
+pub fn metric(summary: &serde_json::Value, name: &str) -> Option<f64> {
+    summary.pointer(&pointer(name))?.as_f64()
+}
+
+/// The summary has a metric of that name: a number, or null where it is undefined.
 fn known(summary: &serde_json::Value, name: &str) -> bool {
-    let ptr = format!("/{}", name.replace('.', "/"));
     summary
-        .pointer(&ptr)
+        .pointer(&pointer(name))
         .is_some_and(|v| v.is_number() || v.is_null())
 }
 
@@ -163,6 +168,16 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> f64 {
         (Some(a), Some(b)) => b / a,
         _ => f64::NAN,
     }
+}
+
+/// A metric on both sides, and B/A (unrounded: the rules compare it; rows show it when finite).
+fn values(
+    ja: &serde_json::Value,
+    jb: &serde_json::Value,
+    name: &str,
+) -> (Option<f64>, Option<f64>, f64) {
+    let (a, b) = (metric(ja, name), metric(jb, name));
+    (a, b, ratio(a, b))
 }
 
 fn side(path: &str, s: &Summary) -> Side {
@@ -194,20 +209,19 @@ pub fn compare(
     let rows = HEADLINE
         .iter()
         .map(|m| {
-            let (x, y) = (metric(&ja, m), metric(&jb, m));
+            let (x, y, q) = values(&ja, &jb, m);
             Row {
                 metric: m.to_string(),
                 a: x,
                 b: y,
-                ratio: finite(ratio(x, y)),
+                ratio: finite(q),
             }
         })
         .collect();
     let failed = rules
         .iter()
         .filter_map(|r| {
-            let (x, y) = (metric(&ja, &r.metric), metric(&jb, &r.metric));
-            let q = ratio(x, y);
+            let (x, y, q) = values(&ja, &jb, &r.metric);
             let bad = match r.op {
                 Op::Gt => q > r.ratio,
                 Op::Lt => q < r.ratio,
@@ -220,6 +234,19 @@ pub fn compare(
             })
         })
         .collect();
+    Ok(Comparison {
+        schema: COMPARE_SCHEMA.to_string(),
+        a: side(a_path, a),
+        b: side(b_path, b),
+        rows,
+        failed,
+        warnings: warnings(a, b),
+    })
+}
+
+/// What makes the two sides hard to compare: different probe modes, most flushes immediate,
+/// folios counted on one side only.
+fn warnings(a: &Summary, b: &Summary) -> Vec<String> {
     let mut warnings = Vec::new();
     if a.kernel.probe_mode != b.kernel.probe_mode {
         warnings.push(format!(
@@ -236,14 +263,7 @@ pub fn compare(
                 .into(),
         );
     }
-    Ok(Comparison {
-        schema: COMPARE_SCHEMA.to_string(),
-        a: side(a_path, a),
-        b: side(b_path, b),
-        rows,
-        failed,
-        warnings,
-    })
+    warnings
 }
 
 /// Most flushes immediate on both sides: say that batching deferred flushes cannot change them.

@@ -5,30 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Serialize, de::DeserializeOwned};
-
 use super::summary::{
-    BatchFill, CgroupSummary, ContextSummary, IpiFanout, Rates, Summary, Totals, rank_cgroups,
-    ratio,
+    BatchFill, CgroupSummary, ContextSummary, Drops, IpiFanout, Rates, Summary, Totals, TracerInfo,
+    rank_cgroups,
 };
 use crate::aggregate::{
     HistStats, Histogram,
     hist::{log2_ns_from_buckets, log2_ns_stats},
 };
-
-/// Add every integer field of `b` to `a` (both serialise to flat objects of integers).
-fn add_counts<T: Serialize + DeserializeOwned + Default>(a: &T, b: &T) -> T {
-    let (Ok(serde_json::Value::Object(mut x)), Ok(serde_json::Value::Object(y))) =
-        (serde_json::to_value(a), serde_json::to_value(b))
-    else {
-        return T::default();
-    };
-    for (k, v) in y {
-        let sum = x.get(&k).and_then(|v| v.as_u64()).unwrap_or(0) + v.as_u64().unwrap_or(0);
-        x.insert(k, sum.into());
-    }
-    serde_json::from_value(serde_json::Value::Object(x)).unwrap_or_default()
-}
 
 /// Two stale-TLB window histograms (ns, power-of-two buckets) added; one side may lack it.
 fn window_sum(a: &Option<HistStats>, b: &Option<HistStats>) -> Option<HistStats> {
@@ -43,8 +27,11 @@ fn window_sum(a: &Option<HistStats>, b: &Option<HistStats>) -> Option<HistStats>
     }
 }
 
-pub fn add_totals(a: &Totals, b: &Totals) -> Totals {
-    add_counts(a, b)
+/// `a` and `b` added.
+fn add_totals(a: &Totals, b: &Totals) -> Totals {
+    let mut sum = a.clone();
+    sum.add(b);
+    sum
 }
 
 fn hist_sum(a: &HistStats, b: &HistStats) -> Histogram {
@@ -69,68 +56,6 @@ fn opt_hist_sum(
 pub fn merge(a: &Summary, b: &Summary) -> Summary {
     let totals = add_totals(&a.totals, &b.totals);
     let duration_s = a.duration_s + b.duration_s;
-    let flushes = totals.deferred_flushes;
-    let per_s = |v: u64| {
-        if duration_s > 0.0 {
-            v as f64 / duration_s
-        } else {
-            0.0
-        }
-    };
-
-    let mut by_context: BTreeMap<String, ContextSummary> = a.by_context.clone();
-    for (k, v) in &b.by_context {
-        let t = match by_context.get(k) {
-            Some(x) => add_totals(&x.totals, &v.totals),
-            None => v.totals.clone(),
-        };
-        by_context.insert(
-            k.clone(),
-            ContextSummary {
-                per_folio: t.per_folio(),
-                totals: t,
-            },
-        );
-    }
-
-    let mut cgroups: BTreeMap<u64, CgroupSummary> = a
-        .by_cgroup
-        .iter()
-        .map(|c| (c.cgroup_id, c.clone()))
-        .collect();
-    for c in &b.by_cgroup {
-        let e = cgroups.entry(c.cgroup_id).or_insert_with(|| CgroupSummary {
-            totals: Totals::default(),
-            ..c.clone()
-        });
-        e.totals = add_totals(&e.totals, &c.totals);
-        for cmd in &c.commands {
-            if !e.commands.contains(cmd) {
-                e.commands.push(cmd.clone());
-            }
-        }
-        e.path = e.path.clone().or_else(|| c.path.clone());
-        e.per_folio = e.totals.per_folio();
-    }
-    let mut by_cgroup: Vec<CgroupSummary> = cgroups.into_values().collect();
-    rank_cgroups(&mut by_cgroup);
-
-    let victims_len = a
-        .remote_shootdowns_by_cpu
-        .len()
-        .max(b.remote_shootdowns_by_cpu.len());
-    let remote_shootdowns_by_cpu = (0..victims_len)
-        .map(|i| {
-            a.remote_shootdowns_by_cpu.get(i).copied().unwrap_or(0)
-                + b.remote_shootdowns_by_cpu.get(i).copied().unwrap_or(0)
-        })
-        .collect();
-    let mut program_errors = a.program_errors.clone();
-    for (k, v) in &b.program_errors {
-        *program_errors.entry(k.clone()).or_default() += v;
-    }
-
-    let fill_exact = a.batch_fill.exact && b.batch_fill.exact;
     Summary {
         schema: a.schema.clone(),
         tool_version: a.tool_version.clone(),
@@ -141,76 +66,131 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
         duration_s,
         folios_exact: a.folios_exact && b.folios_exact,
         per_folio: totals.per_folio(),
+        // Only where IPIs were observed: a side that had the figure says so.
         ipis_per_reclaimed_folio: a
             .ipis_per_reclaimed_folio
             .or(b.ipis_per_reclaimed_folio)
-            .and_then(|_| ratio(totals.ipis, totals.folios_reclaimed)),
-        rates: Rates {
-            folios_reclaimed_per_s: per_s(totals.folios_reclaimed),
-            flushes_per_s: per_s(totals.flushes),
-            ipis_per_s: per_s(totals.ipis),
-            passes_per_s: per_s(totals.passes),
-        },
-        batch_fill: BatchFill {
-            exact: fill_exact,
-            stats: HistStats::of(
-                &hist_sum(&a.batch_fill.stats, &b.batch_fill.stats),
-                if fill_exact {
-                    ratio(totals.batched_unmaps, flushes)
-                } else {
-                    None
-                },
-            ),
-        },
-        ipi_fanout: IpiFanout {
-            source: a.ipi_fanout.source.clone(),
-            stats: HistStats::of(
-                &hist_sum(&a.ipi_fanout.stats, &b.ipi_fanout.stats),
-                match a.ipi_fanout.source.as_str() {
-                    "csd_queue_cpu" => ratio(totals.fanout_targets, flushes),
-                    "batch_cpumask" => ratio(totals.fanout_candidates, flushes),
-                    _ => None,
-                },
-            ),
-            flushes_without_ipi: a.ipi_fanout.flushes_without_ipi
-                + b.ipi_fanout.flushes_without_ipi,
-            candidates: opt_hist_sum(
-                &a.ipi_fanout.candidates,
-                &b.ipi_fanout.candidates,
-                ratio(totals.fanout_candidates, flushes),
-            ),
-            ipis: opt_hist_sum(
-                &a.ipi_fanout.ipis,
-                &b.ipi_fanout.ipis,
-                ratio(totals.ipis, flushes),
-            ),
-        },
-        by_context,
-        by_cgroup,
-        remote_shootdowns_by_cpu,
+            .and_then(|_| totals.ipis_per_reclaimed_folio()),
+        rates: Rates::of(&totals, duration_s),
+        batch_fill: batch_fill(a, b, &totals),
+        ipi_fanout: ipi_fanout(a, b, &totals),
+        by_context: by_context(a, b),
+        by_cgroup: by_cgroup(a, b),
+        remote_shootdowns_by_cpu: add_by_cpu(
+            &a.remote_shootdowns_by_cpu,
+            &b.remote_shootdowns_by_cpu,
+        ),
         pass_duration_us: HistStats::of(&hist_sum(&a.pass_duration_us, &b.pass_duration_us), None),
         pass_folios_in: HistStats::of(&hist_sum(&a.pass_folios_in, &b.pass_folios_in), None),
         pass_pageouts: HistStats::of(&hist_sum(&a.pass_pageouts, &b.pass_pageouts), None),
         unflushed_window_ns: window_sum(&a.unflushed_window_ns, &b.unflushed_window_ns),
         flush_to_pageout_ns: window_sum(&a.flush_to_pageout_ns, &b.flush_to_pageout_ns),
-        drops: super::summary::Drops {
+        drops: Drops {
             ringbuf: a.drops.ringbuf + b.drops.ringbuf,
             decode_errors: a.drops.decode_errors + b.drops.decode_errors,
             flush_records: a.drops.flush_records + b.drops.flush_records,
         },
-        program_errors,
-        tracer: match (&a.tracer, &b.tracer) {
-            (Some(x), Some(y)) => Some(super::summary::TracerInfo {
-                load_attach_s: x.load_attach_s,
-                cpu_s: y.cpu_s.or(x.cpu_s),
-                traced_s: y.traced_s.max(x.traced_s),
-                pass_records: x.pass_records + y.pass_records,
-                hot_events: y.hot_events.or(x.hot_events),
-                programs: y.programs.clone().or_else(|| x.programs.clone()),
-            }),
-            (x, y) => x.clone().or_else(|| y.clone()),
-        },
+        program_errors: add_errors(&a.program_errors, &b.program_errors),
+        tracer: tracer(a.tracer.as_ref(), b.tracer.as_ref()),
         totals,
+    }
+}
+
+/// Batch fill is exact only where both sides observed the unmaps.
+fn batch_fill(a: &Summary, b: &Summary, totals: &Totals) -> BatchFill {
+    let exact = a.batch_fill.exact && b.batch_fill.exact;
+    BatchFill {
+        exact,
+        stats: HistStats::of(
+            &hist_sum(&a.batch_fill.stats, &b.batch_fill.stats),
+            totals.batch_fill_mean(exact),
+        ),
+    }
+}
+
+/// Fan-out histograms added, from the source `a` used (both sides ran the same plan).
+fn ipi_fanout(a: &Summary, b: &Summary, totals: &Totals) -> IpiFanout {
+    let (x, y) = (&a.ipi_fanout, &b.ipi_fanout);
+    IpiFanout {
+        source: x.source.clone(),
+        stats: HistStats::of(&hist_sum(&x.stats, &y.stats), totals.fanout_mean(&x.source)),
+        flushes_without_ipi: x.flushes_without_ipi + y.flushes_without_ipi,
+        candidates: opt_hist_sum(
+            &x.candidates,
+            &y.candidates,
+            totals.fanout_candidates_mean(),
+        ),
+        ipis: opt_hist_sum(&x.ipis, &y.ipis, totals.ipis_per_flush_mean()),
+    }
+}
+
+/// Contexts of `b` added to those of `a`; each sum's ratios derived again.
+fn by_context(a: &Summary, b: &Summary) -> BTreeMap<String, ContextSummary> {
+    let mut by_context = a.by_context.clone();
+    for (k, v) in &b.by_context {
+        let t = match by_context.get(k) {
+            Some(x) => add_totals(&x.totals, &v.totals),
+            None => v.totals.clone(),
+        };
+        by_context.insert(k.clone(), ContextSummary::of(t));
+    }
+    by_context
+}
+
+/// Cgroups of both sides by id, their commands and paths combined, ranked again.
+fn by_cgroup(a: &Summary, b: &Summary) -> Vec<CgroupSummary> {
+    let mut cgroups: BTreeMap<u64, CgroupSummary> = a
+        .by_cgroup
+        .iter()
+        .map(|c| (c.cgroup_id, c.clone()))
+        .collect();
+    for c in &b.by_cgroup {
+        let e = cgroups.entry(c.cgroup_id).or_insert_with(|| CgroupSummary {
+            totals: Totals::default(),
+            ..c.clone()
+        });
+        e.totals.add(&c.totals);
+        for cmd in &c.commands {
+            if !e.commands.contains(cmd) {
+                e.commands.push(cmd.clone());
+            }
+        }
+        e.path = e.path.clone().or_else(|| c.path.clone());
+        e.per_folio = e.totals.per_folio();
+    }
+    let mut by_cgroup: Vec<CgroupSummary> = cgroups.into_values().collect();
+    rank_cgroups(&mut by_cgroup);
+    by_cgroup
+}
+
+/// Per-CPU counts added; one side may know more CPUs.
+fn add_by_cpu(a: &[u64], b: &[u64]) -> Vec<u64> {
+    (0..a.len().max(b.len()))
+        .map(|i| a.get(i).copied().unwrap_or(0) + b.get(i).copied().unwrap_or(0))
+        .collect()
+}
+
+fn add_errors(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut sum = a.clone();
+    for (k, v) in b {
+        *sum.entry(k.clone()).or_default() += v;
+    }
+    sum
+}
+
+/// The tracer over both windows: load time from the first, records added, and the figures
+/// that are running totals (CPU, traced time, program statistics) from the later one.
+fn tracer(a: Option<&TracerInfo>, b: Option<&TracerInfo>) -> Option<TracerInfo> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(TracerInfo {
+            load_attach_s: x.load_attach_s,
+            cpu_s: y.cpu_s.or(x.cpu_s),
+            traced_s: y.traced_s.max(x.traced_s),
+            pass_records: x.pass_records + y.pass_records,
+            hot_events: y.hot_events.or(x.hot_events),
+            programs: y.programs.clone().or_else(|| x.programs.clone()),
+        }),
+        (x, y) => x.or(y).cloned(),
     }
 }
 
@@ -219,7 +199,6 @@ pub fn merge_all<'a>(mut it: impl Iterator<Item = &'a Summary>) -> Option<Summar
     let first = it.next()?.clone();
     Some(it.fold(first, |acc, s| merge(&acc, s)))
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

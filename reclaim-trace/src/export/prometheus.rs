@@ -13,7 +13,7 @@ use reclaim_trace_common::{
     HIST_FLUSH_TO_PAGEOUT, HIST_IPIS, HIST_UNFLUSHED_WINDOW, bucket_upper_bound,
 };
 
-use super::summary::{Summary, Totals};
+use super::summary::{IpiFanout, Summary, Totals};
 use crate::aggregate::{CONTEXT_NAMES, Histogram, Window};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +76,7 @@ impl Out {
     }
 }
 
-/// Per-context counters: (metric, help, accessor).
+/// A figure of each context's totals: (metric, help, accessor).
 type Field = (&'static str, &'static str, fn(&Totals) -> u64);
 
 pub(crate) const CONTEXT_COUNTERS: &[Field] = &[
@@ -228,6 +228,22 @@ pub fn render(s: &Summary, w: &Window, format: Format) -> String {
         format,
     };
     let totals = context_totals(s);
+    context_counters(&mut o, s, &totals);
+    window_counters(&mut o, s);
+    ratio_gauges(&mut o, s);
+    histograms(&mut o, s, w, &totals);
+    if s.unflushed_window_ns.is_some() {
+        stale_window(&mut o, s, w);
+    }
+    info(&mut o, s);
+    if format == Format::OpenMetrics {
+        o.s.push_str("# EOF\n");
+    }
+    o.s
+}
+
+/// [`CONTEXT_COUNTERS`] for every reclaim context.
+fn context_counters(o: &mut Out, s: &Summary, totals: &[Totals]) {
     let has_candidates = s.ipi_fanout.candidates.is_some();
     let fill_exact = s.batch_fill.exact;
     for (metric, help, get) in CONTEXT_COUNTERS {
@@ -243,6 +259,10 @@ pub fn render(s: &Summary, w: &Window, format: Format) -> String {
             o.sample(&name, &[("context", CONTEXT_NAMES[ctx])], get(t));
         }
     }
+}
+
+/// Counters of the whole window, not split by context.
+fn window_counters(o: &mut Out, s: &Summary) {
     let t = &s.totals;
     for (name, help, v) in [
         (
@@ -275,6 +295,10 @@ pub fn render(s: &Summary, w: &Window, format: Format) -> String {
         o.family(name, "counter", help);
         o.sample(name, &[], v);
     }
+}
+
+/// The headline ratios, and the time they are over.
+fn ratio_gauges(o: &mut Out, s: &Summary) {
     let pf = &s.per_folio;
     for (name, help, v) in [
         (
@@ -308,9 +332,13 @@ pub fn render(s: &Summary, w: &Window, format: Format) -> String {
         "Seconds since tracing started.",
     );
     o.sample("reclaim_trace_uptime_seconds", &[], s.duration_s);
+}
 
+/// Batch fill and fan-out per reclaim context; each only where this kernel's probes see it.
+fn histograms(o: &mut Out, s: &Summary, w: &Window, totals: &[Totals]) {
+    let fill_exact = s.batch_fill.exact;
     histogram(
-        &mut o,
+        o,
         "reclaim_trace_batch_fill",
         if fill_exact {
             "Folios deferred into each reclaim TLB flush."
@@ -327,60 +355,75 @@ pub fn render(s: &Summary, w: &Window, format: Format) -> String {
             }
         },
     );
-    if s.ipi_fanout.source == "csd_queue_cpu" {
-        histogram(
-            &mut o,
-            "reclaim_trace_ipi_fanout",
-            "CPUs each reclaim TLB flush reached (csd_queue_cpu targets).",
-            w,
+    // The fan-out histograms, each where this kernel observes it: (shown, metric, (name, help,
+    // the count in each context their sum is)).
+    let fanout: [(bool, u32, Field); 3] = [
+        (
+            s.ipi_fanout.source == IpiFanout::TARGETS,
             HIST_FANOUT_TARGETS,
-            |ctx, _| totals[ctx].fanout_targets as f64,
-        );
-    }
-    if s.ipi_fanout.ipis.is_some() {
-        histogram(
-            &mut o,
-            "reclaim_trace_ipis_per_flush",
-            "IPIs sent per reclaim TLB flush.",
-            w,
+            (
+                "reclaim_trace_ipi_fanout",
+                "CPUs each reclaim TLB flush reached (csd_queue_cpu targets).",
+                |t| t.fanout_targets,
+            ),
+        ),
+        (
+            s.ipi_fanout.ipis.is_some(),
             HIST_IPIS,
-            |ctx, _| totals[ctx].ipis as f64,
-        );
-    }
-    if has_candidates {
-        histogram(
-            &mut o,
-            "reclaim_trace_fanout_candidates",
-            "CPUs in each flushed batch's cpumask other than the flushing one.",
-            w,
+            (
+                "reclaim_trace_ipis_per_flush",
+                "IPIs sent per reclaim TLB flush.",
+                |t| t.ipis,
+            ),
+        ),
+        (
+            s.ipi_fanout.candidates.is_some(),
             HIST_FANOUT_CANDIDATES,
-            |ctx, _| totals[ctx].fanout_candidates as f64,
-        );
+            (
+                "reclaim_trace_fanout_candidates",
+                "CPUs in each flushed batch's cpumask other than the flushing one.",
+                |t| t.fanout_candidates,
+            ),
+        ),
+    ];
+    for (shown, metric, (name, help, count)) in fanout {
+        if shown {
+            histogram(o, name, help, w, metric, |ctx, _| {
+                count(&totals[ctx]) as f64
+            });
+        }
     }
-    if s.unflushed_window_ns.is_some() {
-        let name = "reclaim_trace_pageouts_before_flush_total";
-        o.family(
-            name,
-            "counter",
-            "Pageouts that began while a writable deferred TLB entry of their folio was \
-             unflushed (0 on a correct kernel).",
-        );
-        o.sample(name, &[], t.pageouts_before_flush);
-        window_histogram(
-            &mut o,
-            "reclaim_trace_unflushed_window_seconds",
-            "Per written-out folio: from its unmap to the end of the TLB flush that covered it.",
-            w,
-            HIST_UNFLUSHED_WINDOW,
-        );
-        window_histogram(
-            &mut o,
-            "reclaim_trace_flush_to_pageout_seconds",
-            "Per written-out folio: from the end of its TLB flush to its pageout().",
-            w,
-            HIST_FLUSH_TO_PAGEOUT,
-        );
-    }
+}
+
+/// The stale-TLB window (precise tier only): the pageouts that raced their flush, and the two
+/// window histograms.
+fn stale_window(o: &mut Out, s: &Summary, w: &Window) {
+    let name = "reclaim_trace_pageouts_before_flush_total";
+    o.family(
+        name,
+        "counter",
+        "Pageouts that began while a writable deferred TLB entry of their folio was \
+         unflushed (0 on a correct kernel).",
+    );
+    o.sample(name, &[], s.totals.pageouts_before_flush);
+    window_histogram(
+        o,
+        "reclaim_trace_unflushed_window_seconds",
+        "Per written-out folio: from its unmap to the end of the TLB flush that covered it.",
+        w,
+        HIST_UNFLUSHED_WINDOW,
+    );
+    window_histogram(
+        o,
+        "reclaim_trace_flush_to_pageout_seconds",
+        "Per written-out folio: from the end of its TLB flush to its pageout().",
+        w,
+        HIST_FLUSH_TO_PAGEOUT,
+    );
+}
+
+/// The probe plan and the build as info metrics.
+fn info(o: &mut Out, s: &Summary) {
     o.family(
         "reclaim_trace_probe_info",
         "info",
@@ -407,148 +450,7 @@ pub fn render(s: &Summary, w: &Window, format: Format) -> String {
         ],
         1,
     );
-    if format == Format::OpenMetrics {
-        o.s.push_str("# EOF\n");
-    }
-    o.s
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::{
-        export::summary::tests::{anon_window, summarize},
-        plan::{Failures, Plan, ProbeMode, plan, tests::FakeKernel},
-    };
-
-    /// The exposition of `w` as `serve` renders it: through its summary.
-    pub(crate) fn render_window(w: &Window, p: &Plan, format: Format) -> (Summary, String) {
-        let s = summarize(w, p);
-        let text = render(&s, w, format);
-        (s, text)
-    }
-
-    fn exposition(format: Format) -> String {
-        let facts = FakeKernel::host_6_18().facts();
-        let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
-        render_window(&anon_window(), &p, format).1
-    }
-
-    #[test]
-    fn counters_histograms_and_info() {
-        let t = exposition(Format::Prometheus);
-        assert!(t.contains("# TYPE reclaim_trace_dirty_flushes_total counter\n"));
-        assert!(t.contains("reclaim_trace_dirty_flushes_total{context=\"memcg\"} 300\n"));
-        assert!(t.contains("reclaim_trace_folios_reclaimed_total{context=\"reclaim_pages\"} 50\n"));
-        assert!(t.contains("reclaim_trace_other_flushes_total 3\n"));
-        assert!(t.contains("reclaim_trace_remote_shootdowns_total 290\n"));
-        // Cumulative buckets: 10 flushes reached 0 CPUs, 300 reached at most 1.
-        assert!(t.contains("reclaim_trace_ipi_fanout_bucket{context=\"memcg\",le=\"0\"} 10\n"));
-        assert!(t.contains("reclaim_trace_ipi_fanout_bucket{context=\"memcg\",le=\"1\"} 300\n"));
-        assert!(t.contains("reclaim_trace_ipi_fanout_bucket{context=\"memcg\",le=\"+Inf\"} 300\n"));
-        assert!(t.contains("reclaim_trace_ipi_fanout_sum{context=\"memcg\"} 290\n"));
-        assert!(t.contains("reclaim_trace_ipi_fanout_count{context=\"memcg\"} 300\n"));
-        assert!(t.contains("reclaim_trace_probe_info{signal=\"flush\",tier=\"tracepoint\"} 1\n"));
-        assert!(
-            !t.contains("reclaim_trace_fanout_candidates"),
-            "no cpumask in this tier"
-        );
-        assert!(!t.contains("# EOF"));
-    }
-
-    #[test]
-    fn stale_window_only_where_measured_in_seconds_with_power_of_two_bounds() {
-        let tp = exposition(Format::Prometheus);
-        assert!(!tp.contains("_window_seconds") && !tp.contains("pageouts_before_flush"));
-        let facts = FakeKernel::host_6_18().facts();
-        let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
-        let mut w = anon_window();
-        let idx = reclaim_trace_common::hist_index(HIST_UNFLUSHED_WINDOW, 2) as usize;
-        // Three windows below 2^10 ns, one below 2^12.
-        w.kernel.hists[idx].buckets[10] = 3;
-        w.kernel.hists[idx].buckets[12] = 1;
-        w.kernel.counters[reclaim_trace_common::CNT_PAGEOUTS_BEFORE_FLUSH as usize] = 7;
-        let t = render_window(&w, &p, Format::Prometheus).1;
-        let ctx = CONTEXT_NAMES[2];
-        for want in [
-            "reclaim_trace_pageouts_before_flush_total 7\n".to_string(),
-            format!(
-                "reclaim_trace_unflushed_window_seconds_bucket{{context=\"{ctx}\",le=\"5.12e-7\"}} 0\n"
-            ),
-            format!(
-                "reclaim_trace_unflushed_window_seconds_bucket{{context=\"{ctx}\",le=\"1.024e-6\"}} 3\n"
-            ),
-            format!(
-                "reclaim_trace_unflushed_window_seconds_bucket{{context=\"{ctx}\",le=\"4.096e-6\"}} 4\n"
-            ),
-            format!(
-                "reclaim_trace_unflushed_window_seconds_bucket{{context=\"{ctx}\",le=\"+Inf\"}} 4\n"
-            ),
-            format!("reclaim_trace_unflushed_window_seconds_count{{context=\"{ctx}\"}} 4\n"),
-        ] {
-            assert!(t.contains(&want), "{want} not in:\n{t}");
-        }
-    }
-
-    #[test]
-    fn openmetrics_names_families_without_suffixes_and_ends_with_eof() {
-        let t = exposition(Format::OpenMetrics);
-        assert!(t.contains("# TYPE reclaim_trace_passes counter\n"));
-        assert!(t.contains("reclaim_trace_passes_total{context=\"memcg\"} 10\n"));
-        assert!(t.contains("# TYPE reclaim_trace_probe info\n"));
-        assert!(t.ends_with("# EOF\n"));
-    }
-
-    /// Every metric the Grafana dashboard queries is one the exporter produces (in the precise
-    /// tier, where all of them exist), so the dashboard cannot drift from the names.
-    #[test]
-    fn dashboard_uses_only_exported_metrics() {
-        let facts = FakeKernel::host_6_18().facts();
-        let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
-        let text = render_window(&anon_window(), &p, Format::Prometheus).1;
-        let exported: std::collections::BTreeSet<&str> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split(['{', ' ']).next())
-            .collect();
-        let dash: serde_json::Value =
-            serde_json::from_str(include_str!("../../../dashboards/reclaim-trace.json")).unwrap();
-        let mut exprs = Vec::new();
-        fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-            match v {
-                serde_json::Value::Object(m) => {
-                    for (k, v) in m {
-                        match (k.as_str(), v.as_str()) {
-                            ("expr" | "query", Some(e)) => out.push(e),
-                            _ => walk(v, out),
-                        }
-                    }
-                }
-                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
-                _ => {}
-            }
-        }
-        walk(&dash, &mut exprs);
-        assert!(exprs.len() > 10);
-        let mut used = 0;
-        for e in exprs {
-            for (i, _) in e.match_indices("reclaim_trace_") {
-                let name: String = e[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                used += 1;
-                assert!(
-                    exported.contains(name.as_str()),
-                    "dashboard uses {name}, not exported"
-                );
-            }
-        }
-        assert!(used > 20);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-}
+pub(crate) mod tests;

@@ -1,9 +1,12 @@
-//! The human-readable summary.
+//! The human-readable summary: one function per section, in the order they are printed.
 
 use std::fmt::Write as _;
 
-use super::summary::{HistStatsExt as _, Summary};
-use crate::aggregate::hist::{Bucket, Le};
+use super::summary::{Summary, TracerInfo, WorkloadInfo};
+use crate::aggregate::{
+    HistStats,
+    hist::{Bucket, Le},
+};
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(v: u64) -> String {
@@ -18,6 +21,8 @@ pub fn thousands(v: u64) -> String {
     out
 }
 
+/// A ratio (flushes per folio and similar) with three decimals, `n/a` when undefined; the
+/// dashboard shows its ratios with this too.
 pub fn opt_ratio(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.3}"))
 }
@@ -82,56 +87,100 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// `n 300  mean 0.97  p50 1  p99 1  max 1`: histogram statistics on one line.
+fn stats_line(h: &HistStats) -> String {
+    let u = |v: Option<u64>| match v {
+        Some(u64::MAX) => "+Inf".to_string(),
+        Some(v) => v.to_string(),
+        None => "-".to_string(),
+    };
+    format!(
+        "n {}  mean {}  p50 {}  p99 {}  max {}",
+        h.count,
+        h.mean
+            .map_or_else(|| "-".to_string(), |m| format!("{m:.2}")),
+        u(h.p50),
+        u(h.p99),
+        u(h.max)
+    )
+}
+
 pub fn render(s: &Summary) -> String {
-    let t = &s.totals;
     let mut o = String::new();
+    header(&mut o, s);
+    headline(&mut o, s);
+    totals(&mut o, s);
+    distributions(&mut o, s);
+    stale_window(&mut o, s);
+    contexts(&mut o, s);
+    cgroups(&mut o, s);
+    probe_plan(&mut o, s);
+    drops(&mut o, s);
+    if let Some(t) = &s.tracer {
+        tracer(&mut o, t);
+    }
+    program_errors(&mut o, s);
+    o
+}
+
+/// The run: duration, kernel, probe mode, and the built-in workload when one ran.
+fn header(o: &mut String, s: &Summary) {
     let _ = writeln!(
         o,
         "reclaim-trace summary: {:.1} s on Linux {} ({}, {} CPUs), probe mode {}",
         s.duration_s, s.kernel.release, s.kernel.machine, s.kernel.online_cpus, s.kernel.probe_mode
     );
     if let Some(w) = &s.workload {
-        let _ = writeln!(
-            o,
-            "workload: {} x{} {}{}, {} MiB in a {} MiB memcg ({} v{}), swap: {}",
-            w.kind,
-            w.threads,
-            if w.processes > 1 {
-                "single-threaded processes"
-            } else {
-                "threads"
-            },
-            if w.thp_sizes_kb.is_empty() {
-                String::new()
-            } else {
-                let kb: Vec<String> = w.thp_sizes_kb.iter().map(|k| format!("{k}K")).collect();
-                format!(" (THP sizes allowed: {})", kb.join(" "))
-            },
-            w.size_bytes >> 20,
-            w.memcg_limit_bytes >> 20,
-            w.cgroup,
-            w.cgroup_version,
-            w.swap
-        );
-        if let Some(r) = &w.result {
-            let per_thread: Vec<String> = r
-                .pages_per_s_by_thread
-                .iter()
-                .map(|v| format!("{v:.0}"))
-                .collect();
-            let _ = writeln!(
-                o,
-                "workload did: {:.0} pages/s over {:.1} s (per thread: {}); {} pages read back, {} \
-                 corrupt",
-                r.pages_per_s,
-                r.elapsed_s,
-                per_thread.join(" "),
-                thousands(r.pages_verified),
-                thousands(r.corrupt_pages)
-            );
-        }
+        workload(o, w);
     }
     let _ = writeln!(o);
+}
+
+fn workload(o: &mut String, w: &WorkloadInfo) {
+    let _ = writeln!(
+        o,
+        "workload: {} x{} {}{}, {} MiB in a {} MiB memcg ({} v{}), swap: {}",
+        w.kind,
+        w.threads,
+        if w.processes > 1 {
+            "single-threaded processes"
+        } else {
+            "threads"
+        },
+        if w.thp_sizes_kb.is_empty() {
+            String::new()
+        } else {
+            let kb: Vec<String> = w.thp_sizes_kb.iter().map(|k| format!("{k}K")).collect();
+            format!(" (THP sizes allowed: {})", kb.join(" "))
+        },
+        w.size_bytes >> 20,
+        w.memcg_limit_bytes >> 20,
+        w.cgroup,
+        w.cgroup_version,
+        w.swap
+    );
+    if let Some(r) = &w.result {
+        let per_thread: Vec<String> = r
+            .pages_per_s_by_thread
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "workload did: {:.0} pages/s over {:.1} s (per thread: {}); {} pages read back, {} \
+             corrupt",
+            r.pages_per_s,
+            r.elapsed_s,
+            per_thread.join(" "),
+            thousands(r.pages_verified),
+            thousands(r.corrupt_pages)
+        );
+    }
+}
+
+/// The figures a patch is judged by: flushes and IPIs per reclaimed folio, and the rates.
+fn headline(o: &mut String, s: &Summary) {
+    let t = &s.totals;
     let pf = &s.per_folio;
     let _ = writeln!(
         o,
@@ -157,6 +206,10 @@ pub fn render(s: &Summary) -> String {
         s.rates.ipis_per_s,
         s.rates.passes_per_s
     );
+}
+
+fn totals(o: &mut String, s: &Summary) {
+    let t = &s.totals;
     let _ = writeln!(o, "\ntotals");
     let _ = writeln!(
         o,
@@ -208,7 +261,10 @@ pub fn render(s: &Summary) -> String {
         },
         thousands(t.remote_shootdowns_traced)
     );
+}
 
+/// Batch fill and IPI fan-out: their statistics and bar charts.
+fn distributions(o: &mut String, s: &Summary) {
     let bf = &s.batch_fill.stats;
     let _ = writeln!(
         o,
@@ -218,7 +274,7 @@ pub fn render(s: &Summary) -> String {
         } else {
             " (estimated: unmaps not observable)"
         },
-        bf.line()
+        stats_line(bf)
     );
     o.push_str(&bars(&bf.histogram, 40));
     let f = &s.ipi_fanout;
@@ -226,18 +282,18 @@ pub fn render(s: &Summary) -> String {
         o,
         "\nIPI fan-out: CPUs per flush ({})   {}",
         f.source,
-        f.stats.line()
+        stats_line(&f.stats)
     );
     o.push_str(&bars(&f.stats.histogram, 40));
     if let Some(c) = &f.candidates {
-        let _ = writeln!(o, "  candidates (batch cpumask)   {}", c.line());
+        let _ = writeln!(o, "  candidates (batch cpumask)   {}", stats_line(c));
     }
     if let Some(i) = &f.ipis {
-        let _ = writeln!(o, "  IPIs per flush               {}", i.line());
+        let _ = writeln!(o, "  IPIs per flush               {}", stats_line(i));
     }
+}
 
-    stale_window(&mut o, s);
-
+fn contexts(o: &mut String, s: &Summary) {
     let _ = writeln!(o, "\nby reclaim context");
     let rows: Vec<Vec<String>> = s
         .by_context
@@ -261,7 +317,7 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(o, "  (no reclaim observed)");
     } else {
         table(
-            &mut o,
+            o,
             &[
                 "context",
                 "passes",
@@ -276,44 +332,49 @@ pub fn render(s: &Summary) -> String {
             &rows,
         );
     }
-    if !s.by_cgroup.is_empty() {
-        let _ = writeln!(o, "\nby memory cgroup");
-        let rows: Vec<Vec<String>> = s
-            .by_cgroup
-            .iter()
-            .map(|c| {
-                vec![
-                    c.path
-                        .clone()
-                        .unwrap_or_else(|| format!("id {}", c.cgroup_id)),
-                    c.commands.join(","),
-                    thousands(c.totals.passes),
-                    thousands(c.totals.folios_reclaimed),
-                    thousands(c.totals.flushes),
-                    opt_ratio(c.per_folio.flushes_per_reclaimed_folio),
-                ]
-            })
-            .collect();
-        table(
-            &mut o,
-            &[
-                "cgroup",
-                "commands",
-                "passes",
-                "reclaimed",
-                "flushes",
-                "fl/folio",
-            ],
-            &rows,
-        );
+}
+
+fn cgroups(o: &mut String, s: &Summary) {
+    if s.by_cgroup.is_empty() {
+        return;
     }
+    let _ = writeln!(o, "\nby memory cgroup");
+    let rows: Vec<Vec<String>> = s
+        .by_cgroup
+        .iter()
+        .map(|c| {
+            vec![
+                c.label(),
+                c.commands.join(","),
+                thousands(c.totals.passes),
+                thousands(c.totals.folios_reclaimed),
+                thousands(c.totals.flushes),
+                opt_ratio(c.per_folio.flushes_per_reclaimed_folio),
+            ]
+        })
+        .collect();
+    table(
+        o,
+        &[
+            "cgroup",
+            "commands",
+            "passes",
+            "reclaimed",
+            "flushes",
+            "fl/folio",
+        ],
+        &rows,
+    );
+}
+
+fn probe_plan(o: &mut String, s: &Summary) {
     let _ = writeln!(o, "\nprobe plan (mode {})", s.kernel.probe_mode);
     let rows: Vec<Vec<String>> = s
         .probe_plan
         .iter()
         .map(|r| vec![r.signal.clone(), r.tier.clone(), r.source.clone()])
         .collect();
-    table(&mut o, &["signal", "tier", "source"], &rows);
+    table(o, &["signal", "tier", "source"], &rows);
     for r in s.probe_plan.iter().filter(|r| r.note.is_some()) {
         let _ = writeln!(
             o,
@@ -322,6 +383,9 @@ pub fn render(s: &Summary) -> String {
             r.note.as_deref().unwrap_or("")
         );
     }
+}
+
+fn drops(o: &mut String, s: &Summary) {
     let _ = writeln!(
         o,
         "\ndrops: ring buffer {}, decode errors {}, flush records {}{}",
@@ -334,44 +398,44 @@ pub fn render(s: &Summary) -> String {
             ""
         }
     );
-    if let Some(t) = &s.tracer {
-        let _ = writeln!(
-            o,
-            "tracer: load+attach {:.2} s, {} pass records{}{}",
-            t.load_attach_s,
-            thousands(t.pass_records),
-            t.cpu_s
-                .filter(|_| t.traced_s > 0.0)
-                .map(|c| format!(
-                    ", userspace CPU {c:.2} s over {:.1} s ({:.2}% of one core)",
-                    t.traced_s,
-                    100.0 * c / t.traced_s
-                ))
-                .unwrap_or_default(),
-            t.hot_events
-                .map(|h| format!(", {} hot events handled in the kernel", thousands(h)))
-                .unwrap_or_default()
-        );
-        if let Some(progs) = &t.programs {
-            let rows: Vec<Vec<String>> = progs
-                .iter()
-                .filter(|p| p.run_count > 0)
-                .map(|p| {
-                    vec![
-                        p.name.clone(),
-                        thousands(p.run_count),
-                        format!("{:.0}", p.run_time_ns as f64 / p.run_count as f64),
-                        format!("{:.1}", p.run_time_ns as f64 / 1e6),
-                    ]
-                })
-                .collect();
-            table(
-                &mut o,
-                &["BPF program", "runs", "ns/run", "total ms"],
-                &rows,
-            );
-        }
+}
+
+/// The tracer's own cost: load time, records, userspace CPU, and its BPF programs.
+fn tracer(o: &mut String, t: &TracerInfo) {
+    let _ = writeln!(
+        o,
+        "tracer: load+attach {:.2} s, {} pass records{}{}",
+        t.load_attach_s,
+        thousands(t.pass_records),
+        t.cpu_s
+            .zip(t.cpu_pct())
+            .map(|(c, pct)| format!(
+                ", userspace CPU {c:.2} s over {:.1} s ({pct:.2}% of one core)",
+                t.traced_s
+            ))
+            .unwrap_or_default(),
+        t.hot_events
+            .map(|h| format!(", {} hot events handled in the kernel", thousands(h)))
+            .unwrap_or_default()
+    );
+    if let Some(progs) = &t.programs {
+        let rows: Vec<Vec<String>> = progs
+            .iter()
+            .filter(|p| p.run_count > 0)
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    thousands(p.run_count),
+                    format!("{:.0}", p.ns_per_run().unwrap_or_default()),
+                    format!("{:.1}", p.run_time_ns as f64 / 1e6),
+                ]
+            })
+            .collect();
+        table(o, &["BPF program", "runs", "ns/run", "total ms"], &rows);
     }
+}
+
+fn program_errors(o: &mut String, s: &Summary) {
     if !s.program_errors.is_empty() {
         let errs: Vec<String> = s
             .program_errors
@@ -380,10 +444,8 @@ pub fn render(s: &Summary) -> String {
             .collect();
         let _ = writeln!(o, "program errors: {}", errs.join(", "));
     }
-    o
 }
 
-/// The stale-TLB window section (precise tier only).
 /// What the folio count is: counted one by one and exact, counted with some passes that did
 /// not add up, or base pages standing in.
 fn folios_line(s: &Summary) -> String {
@@ -410,6 +472,7 @@ fn folios_line(s: &Summary) -> String {
     }
 }
 
+/// The stale-TLB window section (precise tier only).
 fn stale_window(o: &mut String, s: &Summary) {
     let (Some(w), Some(f)) = (&s.unflushed_window_ns, &s.flush_to_pageout_ns) else {
         return;
@@ -421,8 +484,8 @@ fn stale_window(o: &mut String, s: &Summary) {
          unmap -> covering flush   {}\n  flush -> pageout          {}\n  \
          pageouts before their flush {} (0 on a correct kernel)   read-only entries pending {}   \
          unflushed at once {}   not unmapped by the pass {}   flush time lost {}",
-        w.line(),
-        f.line(),
+        stats_line(w),
+        stats_line(f),
         thousands(t.pageouts_before_flush),
         thousands(t.pageouts_readonly_pending),
         thousands(t.pageouts_undeferred),

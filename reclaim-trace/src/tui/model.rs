@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     aggregate::PassTable,
-    export::summary::{Summary, Totals, ratio},
+    export::summary::{Summary, Totals, cgroup_label, ns_per_run, pct_of_one_core},
     probe::stats::ProgramStat,
 };
 
@@ -48,13 +48,8 @@ impl Frame {
     }
 }
 
-pub fn per_s(v: u64, duration_s: f64) -> f64 {
-    if duration_s > 0.0 {
-        v as f64 / duration_s
-    } else {
-        0.0
-    }
-}
+/// The rates of the dashboard are the summary's: one definition of a rate.
+pub use crate::export::summary::per_s;
 
 /// Who reclaimed, and what it cost.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,10 +71,7 @@ impl Reclaimer {
 
     /// The cgroup as shown: its path, or its id when the path is unknown (removed, too deep).
     pub fn cgroup_label(&self) -> String {
-        match &self.cgroup_path {
-            Some(p) => p.clone(),
-            None => format!("id {}", self.cgroup_id),
-        }
+        cgroup_label(self.cgroup_path.as_deref(), self.cgroup_id)
     }
 }
 
@@ -176,7 +168,7 @@ pub struct ProgramCost {
 
 impl ProgramCost {
     pub fn ns_per_run(&self) -> Option<f64> {
-        ratio(self.run_time_ns, self.run_count)
+        ns_per_run(self.run_time_ns, self.run_count)
     }
 }
 
@@ -220,7 +212,7 @@ impl Cost {
             bpf_run_count: sum(|p| p.run_count, after),
             bpf_cpu_pct_now: pct(d_ns),
             bpf_runs_per_s_now: per_s(d_runs, dt_s),
-            tool_cpu_pct_now: tool_cpu_s.map(|s| if dt_s > 0.0 { 100.0 * s / dt_s } else { 0.0 }),
+            tool_cpu_pct_now: tool_cpu_s.map(|s| pct_of_one_core(s, dt_s).unwrap_or(0.0)),
             programs,
         }
     }

@@ -24,10 +24,8 @@ pub fn count(v: u64) -> String {
     si(v as f64)
 }
 
-/// Flushes per folio and similar: three decimals, `n/a` when undefined.
-pub fn ratio(v: Option<f64>) -> String {
-    v.map_or_else(|| "n/a".into(), |v| format!("{v:.3}"))
-}
+/// Flushes per folio and similar: three decimals, `n/a` when undefined, as in the text summary.
+pub use crate::export::text::opt_ratio as ratio;
 
 /// `00:01:03`, hours unbounded.
 pub fn hms(secs: f64) -> String {
