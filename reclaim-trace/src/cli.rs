@@ -25,8 +25,26 @@ Three figures, by reclaim context and memory cgroup:
 Probes are chosen per signal at run time (fentry, kprobe, or tracepoints); `doctor` shows
 the plan for this kernel. Needs root (or CAP_BPF + CAP_PERFMON; CAP_SYS_ADMIN for --workload).";
 
+const AFTER_HELP: &str = "\
+Examples:
+  sudo reclaim-trace summary --duration 30s       trace the whole machine for 30 s
+  sudo reclaim-trace top                           live dashboard
+  sudo reclaim-trace summary --workload anon --zram --duration 10s
+                                                   the built-in workload in its own memcg
+  reclaim-trace compare before.json after.json --fail-if 'flushes_per_reclaimed_folio>1.1'
+
+Exit status: 0 success; 1 a `compare --fail-if` rule held; 2 an error (bad arguments or
+files, privileges, kernel support, environment: the message says what to do).
+Environment: RUST_LOG (log filter, like -v), NO_COLOR (no colours in help, logs and `top`).";
+
 #[derive(Debug, Parser)]
-#[command(name = "reclaim-trace", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(
+    name = "reclaim-trace",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     /// More log output on stderr (-v: info, -vv: debug).
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -39,20 +57,44 @@ pub struct Cli {
 pub enum Command {
     /// Live dashboard: flushes per reclaimed folio, batch fill, IPI fan-out, by context,
     /// reclaimer and CPU (keys: q quit, p pause, r reset, tab views, s sort, e export, ? help).
+    #[command(
+        after_help = "Examples:\n  sudo reclaim-trace top\n  sudo reclaim-trace top --cgroup /system.slice --interval 2s\n  sudo reclaim-trace top --workload anon --zram"
+    )]
     Top(TopArgs),
     /// Trace for a while, then print the summary (and write it as JSON).
+    #[command(
+        after_help = "Examples:\n  sudo reclaim-trace summary --duration 30s --json summary.json\n  sudo reclaim-trace summary --workload file --duration 10s\n  sudo reclaim-trace summary --workload anon --zram --json - | jq .flushes_per_reclaimed_folio"
+    )]
     Summary(SummaryArgs),
     /// Show the kernel, privileges, and the probe chosen for every signal, and why.
+    #[command(
+        after_help = "Examples:\n  reclaim-trace doctor          predicted plan (no privileges needed)\n  sudo reclaim-trace doctor     verified: loads and attaches every planned program\n  sudo reclaim-trace doctor --json"
+    )]
     Doctor(DoctorArgs),
     /// Record interval snapshots as JSON lines (one per --interval, then the whole run).
+    #[command(
+        after_help = "Examples:\n  sudo reclaim-trace record --output run.jsonl --duration 5m\n  sudo reclaim-trace record --output run.jsonl --interval 10s --workload anon --zram"
+    )]
     Record(RecordArgs),
     /// Summarise a recording (no kernel or root needed).
+    #[command(
+        after_help = "Examples:\n  reclaim-trace report run.jsonl\n  reclaim-trace report run.jsonl --json summary.json"
+    )]
     Report(ReportArgs),
     /// Compare two summaries or recordings (A = baseline, B = candidate), optionally as a gate.
+    #[command(
+        after_help = "Examples:\n  reclaim-trace compare baseline.json patched.json\n  reclaim-trace compare baseline.json patched.json --fail-if 'flushes_per_reclaimed_folio>1.1'\n\nExit status 1 when a --fail-if rule holds, 2 on an error."
+    )]
     Compare(CompareArgs),
     /// Serve Prometheus/OpenMetrics on /metrics and the summary JSON on /snapshot.json.
+    #[command(
+        after_help = "Examples:\n  sudo reclaim-trace serve                       http://127.0.0.1:9464/metrics\n  sudo reclaim-trace serve --listen 0.0.0.0:9464 --interval 5s\n\nScrape config, rules and the Grafana dashboard: docs/fleet.md."
+    )]
     Serve(ServeArgs),
     /// Run the built-in reclaim workload on its own (until --duration or Ctrl-C).
+    #[command(
+        after_help = "Examples:\n  sudo reclaim-trace workload --kind anon --zram --duration 30s\n  sudo reclaim-trace workload --kind file --sweeps 3"
+    )]
     Workload(WorkloadArgs),
     /// Internal: the workload's child process.
     #[command(name = "__workload-child", hide = true)]
@@ -258,6 +300,28 @@ mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
+
+    #[test]
+    fn every_command_has_examples_and_the_exit_statuses_are_documented() {
+        let cli = Cli::command();
+        let top = cli
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(top.contains("Exit status: 0 success; 1 "), "{top}");
+        assert!(top.contains("NO_COLOR"), "{top}");
+        for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Examples:\n  ") && help.contains("reclaim-trace "),
+                "`reclaim-trace {} --help` has no example",
+                sub.get_name()
+            );
+        }
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -293,7 +293,7 @@ fn anon_without_swap_says_how_to_get_it_before_attaching() {
     }
     let o = run(&["summary", "--duration", "2s", "--workload", "anon"]);
     let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(
         e.contains("no swap is active") && e.contains("--zram"),
         "{e}"
@@ -336,6 +336,6 @@ fn unprivileged_user_is_told_to_run_as_root() {
         .output()
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("run as root"), "{e}");
 }

@@ -382,3 +382,34 @@ fn top_without_a_terminal_points_to_summary() {
         "{e}"
     );
 }
+
+#[test]
+fn no_color_draws_the_dashboard_without_colours() {
+    let Some(_lock) = live() else { return };
+    if !tmux_available() {
+        return;
+    }
+    // Whether a captured screen (`capture-pane -e`: with its escape sequences) sets a
+    // foreground or background colour: SGR 30-38, 40-48, 90-97, 100-107 (39 and 49 restore
+    // the terminal's default colours).
+    fn coloured(t: &Tmux) -> bool {
+        let raw = t.tmux(&["capture-pane", "-p", "-e"]);
+        raw.split("\x1b[").skip(1).any(|seq| {
+            let params = seq.split('m').next().unwrap_or("");
+            params.split(';').any(|p| {
+                p.parse::<u32>()
+                    .is_ok_and(|n| matches!(n, 30..=38 | 40..=48 | 90..=97 | 100..=107))
+            })
+        })
+    }
+    for (env, want_colour) in [(&[][..], true), (&[("NO_COLOR", "1")][..], false)] {
+        let t = Tmux::start("colour", &[], env);
+        t.wait_for("the dashboard", 30, |s| {
+            s.contains("flushes per reclaimed folio")
+        });
+        thread::sleep(Duration::from_millis(1500));
+        assert_eq!(coloured(&t), want_colour, "NO_COLOR set: {}", !want_colour);
+        t.keys("q");
+        assert_terminal_restored(&t, "q");
+    }
+}

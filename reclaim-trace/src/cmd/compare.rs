@@ -1,6 +1,8 @@
 //! `reclaim-trace compare A B [--fail-if ...]`.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+
+use crate::error::GateFailed;
 
 use crate::{
     cli::CompareArgs,
@@ -29,7 +31,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     if !c.failed.is_empty() {
         let rules: Vec<&str> = c.failed.iter().map(|f| f.rule.as_str()).collect();
-        bail!("regression gate failed: {}", rules.join(", "));
+        return Err(GateFailed(format!("regression gate failed: {}", rules.join(", "))).into());
     }
     Ok(())
 }
