@@ -23,7 +23,8 @@ Three figures, by reclaim context and memory cgroup:
   IPI fan-out                  CPUs each flush had to reach (histogram)
 
 Probes are chosen per signal at run time (fentry, kprobe, or tracepoints); `doctor` shows
-the plan for this kernel. Needs root (or CAP_BPF + CAP_PERFMON; CAP_SYS_ADMIN for --workload).";
+the plan for this kernel. Needs root, or CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH (plus
+CAP_SYSLOG where kernel.kptr_restrict=1); --workload needs CAP_SYS_ADMIN.";
 
 const AFTER_HELP: &str = "\
 Examples:

@@ -57,6 +57,9 @@ pub fn require_privileges(p: &Privileges, needs_admin: bool) -> Result<()> {
             p.cap_perfmon
         );
     }
+    if let Some(why) = Tracefs::denied() {
+        bail!("{why}");
+    }
     if needs_admin && !p.can_admin() {
         bail!(
             "the built-in workload creates a memory cgroup (and zram swap) and needs \

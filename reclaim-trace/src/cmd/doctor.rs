@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     export::summary::PlanRow,
-    kernel::{KernelFacts, Privileges},
+    kernel::{KernelFacts, Privileges, tracefs::Tracefs},
     plan::{self, Failures, ProbeMode},
     probe::{AttachOutcome, Tracer, TracerOptions, object_embedded},
     session::{gather_facts, require_privileges},
@@ -104,6 +104,34 @@ fn render(r: &Report<'_>) -> String {
     o
 }
 
+/// Capabilities held and missing, and the sysctls that decide them.
+fn render_privileges(o: &mut String, p: &Privileges) {
+    let _ = writeln!(
+        o,
+        "privileges    euid {}  CAP_SYS_ADMIN {}  CAP_BPF {}  CAP_PERFMON {}  \
+         CAP_DAC_READ_SEARCH {}  CAP_SYSLOG {}",
+        p.euid,
+        yes(p.cap_sys_admin),
+        yes(p.cap_bpf),
+        yes(p.cap_perfmon),
+        yes(p.cap_dac_read_search),
+        yes(p.cap_syslog)
+    );
+    let show = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
+    let s = &p.sysctls;
+    let _ = writeln!(
+        o,
+        "sysctls       kernel.perf_event_paranoid={}  kernel.unprivileged_bpf_disabled={}  \
+         kernel.kptr_restrict={}",
+        show(s.perf_event_paranoid),
+        show(s.unprivileged_bpf_disabled),
+        show(s.kptr_restrict)
+    );
+    for m in p.missing(Tracefs::denied().is_some()) {
+        let _ = writeln!(o, "  missing: {m}");
+    }
+}
+
 /// What this kernel offers: privileges, tracefs, BTF, kprobes, tracepoints, layout.
 fn render_kernel(o: &mut String, k: &KernelFacts) {
     let _ = writeln!(o, "kernel        Linux {} ({})", k.release, k.machine);
@@ -117,15 +145,7 @@ fn render_kernel(o: &mut String, k: &KernelFacts) {
             .map(|h| format!(", hypervisor: {h}"))
             .unwrap_or_default()
     );
-    let p = &k.privileges;
-    let _ = writeln!(
-        o,
-        "privileges    euid {}  CAP_SYS_ADMIN {}  CAP_BPF {}  CAP_PERFMON {}",
-        p.euid,
-        yes(p.cap_sys_admin),
-        yes(p.cap_bpf),
-        yes(p.cap_perfmon)
-    );
+    render_privileges(o, &k.privileges);
     let _ = writeln!(
         o,
         "tracefs       {}",

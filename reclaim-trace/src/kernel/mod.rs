@@ -35,7 +35,9 @@ pub const TRACEPOINTS: &[(&str, &str)] = &[
 ];
 
 /// Linux capability numbers (include/uapi/linux/capability.h).
+const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYSLOG: u32 = 34;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
@@ -45,6 +47,34 @@ pub struct Privileges {
     pub cap_sys_admin: bool,
     pub cap_bpf: bool,
     pub cap_perfmon: bool,
+    /// Enters tracefs, which is mode 0700 on most distributions.
+    pub cap_dac_read_search: bool,
+    /// Reads /proc/kallsyms addresses when `kernel.kptr_restrict` is 1.
+    pub cap_syslog: bool,
+    pub sysctls: Sysctls,
+}
+
+/// The sysctls that decide what a process without CAP_SYS_ADMIN may do (`None`: unreadable).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Sysctls {
+    pub kptr_restrict: Option<i64>,
+    pub perf_event_paranoid: Option<i64>,
+    pub unprivileged_bpf_disabled: Option<i64>,
+}
+
+impl Sysctls {
+    pub fn current() -> Sysctls {
+        let read = |name: &str| {
+            fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+        };
+        Sysctls {
+            kptr_restrict: read("kptr_restrict"),
+            perf_event_paranoid: read("perf_event_paranoid"),
+            unprivileged_bpf_disabled: read("unprivileged_bpf_disabled"),
+        }
+    }
 }
 
 impl Privileges {
@@ -57,6 +87,9 @@ impl Privileges {
             cap_sys_admin: has(CAP_SYS_ADMIN),
             cap_bpf: has(CAP_BPF),
             cap_perfmon: has(CAP_PERFMON),
+            cap_dac_read_search: has(CAP_DAC_READ_SEARCH),
+            cap_syslog: has(CAP_SYSLOG),
+            sysctls: Sysctls::current(),
         }
     }
 
@@ -68,6 +101,39 @@ impl Privileges {
     /// Creating cgroups, swap devices and mounting tracefs needs root proper.
     pub fn can_admin(&self) -> bool {
         self.cap_sys_admin
+    }
+
+    /// What tracing without root lacks here, each with the reason (empty: nothing). The
+    /// least a service needs is CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH, and CAP_SYSLOG
+    /// where `kernel.kptr_restrict` is 1 (dist/reclaim-trace.service).
+    pub fn missing(&self, tracefs_denied: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.can_trace() {
+            out.push(
+                "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): loading and attaching the programs"
+                    .to_string(),
+            );
+        }
+        if tracefs_denied {
+            out.push(
+                "CAP_DAC_READ_SEARCH: tracefs (/sys/kernel/tracing) is not readable without it"
+                    .to_string(),
+            );
+        }
+        match self.sysctls.kptr_restrict {
+            Some(1) if !self.cap_syslog => out.push(
+                "CAP_SYSLOG: kernel.kptr_restrict=1 hides /proc/kallsyms addresses (the flush \
+                 and IPI callbacks the hot programs compare against)"
+                    .to_string(),
+            ),
+            Some(n) if n >= 2 => out.push(
+                "kernel.kptr_restrict=2 hides /proc/kallsyms addresses from every process: \
+                 set it to 1 (and grant CAP_SYSLOG) or 0"
+                    .to_string(),
+            ),
+            _ => {}
+        }
+        out
     }
 }
 

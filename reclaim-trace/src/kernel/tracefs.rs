@@ -28,6 +28,9 @@ impl Tracefs {
                 mounted_by_us: false,
             });
         }
+        if let Some(why) = Self::denied() {
+            bail!("{why}");
+        }
         let target = Path::new(CANDIDATES[0]);
         if !target.is_dir() {
             bail!(
@@ -47,6 +50,22 @@ impl Tracefs {
         Ok(Tracefs {
             root: target.to_path_buf(),
             mounted_by_us: true,
+        })
+    }
+
+    /// A mounted tracefs this process may not enter (mode 0700 on most distributions,
+    /// without CAP_DAC_READ_SEARCH): what to say instead of "not mounted".
+    pub fn denied() -> Option<String> {
+        CANDIDATES.iter().find_map(|c| {
+            let events = Path::new(c).join("events");
+            match fs::metadata(&events) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+                    "cannot read {} (permission denied): reading the tracepoint formats needs \
+                     CAP_DAC_READ_SEARCH besides CAP_BPF and CAP_PERFMON, or run as root",
+                    events.display()
+                )),
+                _ => None,
+            }
         })
     }
 

@@ -19,7 +19,20 @@ pub struct Serve {
 impl Serve {
     /// Start `serve --listen 127.0.0.1:0 ARGS` and wait for the address it announces.
     pub fn start(args: &[&str]) -> (Serve, SocketAddr) {
-        let mut child = Command::new(BIN)
+        Self::start_under(&[], args)
+    }
+
+    /// As `start`, run by `wrapper` (e.g. `setpriv ...` to drop privileges).
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> (Serve, SocketAddr) {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped())
