@@ -296,11 +296,70 @@ pub struct WorkloadArgs {
     pub tuning: WorkloadTuning,
 }
 
+/// A clap error as one line: what is wrong, and the usage line that says what is expected.
+/// (clap's own rendering spreads it over several lines with blank lines in between.)
+pub fn one_line_error(rendered: &str) -> String {
+    let mut what = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if line.is_empty() || line.starts_with("For more information") {
+            continue;
+        } else {
+            what.push(line.trim_start_matches("error: ").to_string());
+        }
+    }
+    let mut out = what.join(" ");
+    if let Some(u) = usage {
+        out.push_str(&format!(" (usage: {u}; see --help)"));
+    } else {
+        out.push_str(" (see --help)");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        for args in [
+            &["reclaim-trace", "summary", "--bogus"][..],
+            &["reclaim-trace", "compare"],
+            &["reclaim-trace", "summary", "--probe-mode", "foo"],
+            &[
+                "reclaim-trace",
+                "summary",
+                "--duration",
+                "1s",
+                "--duration",
+                "2s",
+            ],
+            &["reclaim-trace", "frobnicate"],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            let line = one_line_error(&e.render().to_string());
+            assert!(!line.contains('\n') && !line.is_empty(), "{args:?}: {line}");
+            assert!(line.ends_with("see --help)"), "{args:?}: {line}");
+            eprintln!("{line}");
+        }
+        let e = Cli::try_parse_from(["reclaim-trace", "compare"]).unwrap_err();
+        let line = one_line_error(&e.render().to_string());
+        assert!(
+            line.contains("<A> <B>") && line.contains("usage: reclaim-trace compare"),
+            "{line}"
+        );
+        let e = Cli::try_parse_from(["reclaim-trace", "summary", "--probe-mode", "x"]).unwrap_err();
+        let line = one_line_error(&e.render().to_string());
+        assert!(
+            line.contains("[possible values: auto, fentry, kprobe, tracepoint]"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn every_command_has_examples_and_the_exit_statuses_are_documented() {

@@ -1,12 +1,20 @@
 use clap::Parser as _;
 use reclaim_trace::{
-    cli::{Cli, Command},
+    cli::{self, Cli, Command},
     cmd, error,
     workload::generator::{ChildSpec, run_child},
 };
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let line = cli::one_line_error(&e.render().to_string());
+            eprintln!("reclaim-trace: error: {line}");
+            std::process::exit(2);
+        }
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",

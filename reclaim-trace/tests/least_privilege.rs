@@ -40,7 +40,11 @@ fn as_nobody(caps: &[String]) -> Vec<String> {
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         assert_ne!(
             std::env::var("RECLAIM_TRACE_LIVE").as_deref(),
             Ok("require"),
@@ -121,7 +125,10 @@ fn each_capability_taken_away_is_named() {
             .unwrap();
         let e = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "without {drop}: {e}");
-        assert!(e.contains(named), "without {drop} the error does not name {named}: {e}");
+        assert!(
+            e.contains(named),
+            "without {drop} the error does not name {named}: {e}"
+        );
         assert_eq!(e.lines().count(), 1, "one line: {e}");
     }
 }

@@ -79,7 +79,7 @@ pub fn preflight(opts: &WorkloadOptions) -> Result<MemoryHierarchy> {
     }
     if opts.procs && opts.kind == Kind::Mixed {
         return Err(BadInput(
-            "--procs runs one kind of writer per process: use it with --workload anon, thp or              file"
+            "--procs runs one kind of writer per process: use it with --workload anon, thp or file"
                 .into(),
         )
         .into());
@@ -89,7 +89,7 @@ pub fn preflight(opts: &WorkloadOptions) -> Result<MemoryHierarchy> {
         let need = t.pmd_bytes * u64::from(threads);
         if opts.size() < need {
             return Err(BadInput(format!(
-                "--size ({} MiB) leaves less than one {} KiB huge page per thread ({threads}                  threads): raise --size or lower --threads",
+                "--size ({} MiB) leaves less than one {} KiB huge page per thread ({threads} threads): raise --size or lower --threads",
                 opts.size() >> 20,
                 t.pmd_bytes >> 10
             ))
