@@ -308,8 +308,8 @@ mod tests {
         .unwrap();
         let Command::Top(t) = c.command else { panic!() };
         assert_eq!(t.interval, Duration::from_millis(500));
-        assert_eq!(t.workload, Some(Kind::Anon));
-        assert_eq!(t.tuning.threads, Some(2));
+        assert_eq!(t.session.workload, Some(Kind::Anon));
+        assert_eq!(t.session.tuning.threads, Some(2));
         assert_eq!(
             t.cgroup.as_deref(),
             Some(std::path::Path::new("/system.slice"))
@@ -330,9 +330,9 @@ mod tests {
             panic!()
         };
         assert_eq!(s.duration, Duration::from_secs(10));
-        assert_eq!(s.workload, Some(Kind::Anon));
-        assert!(s.tuning.zram);
-        assert_eq!(s.tuning.memcg_limit, 128 << 20);
-        assert_eq!(s.tuning.options(Kind::Anon, None).size(), 320 << 20);
+        assert_eq!(s.session.workload, Some(Kind::Anon));
+        assert!(s.session.tuning.zram);
+        assert_eq!(s.session.tuning.memcg_limit, 128 << 20);
+        assert_eq!(s.session.tuning.options(Kind::Anon, None).size(), 320 << 20);
     }
 }
