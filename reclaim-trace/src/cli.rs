@@ -54,6 +54,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the built-in reclaim workload on its own (until --duration or Ctrl-C).
     Workload(WorkloadArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: `reclaim-trace completions bash > /etc/bash_completion.d/reclaim-trace`
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// Internal: the workload's child process.
     #[command(name = "__workload-child", hide = true)]
     WorkloadChild { spec: String },
@@ -61,6 +68,10 @@ pub enum Command {
     /// until SIGINT/SIGTERM.
     #[command(name = "__bench-floor", hide = true)]
     BenchFloor(BenchFloorArgs),
+    /// Internal (`cargo xtask dist`): write the man pages (the tool's and one per subcommand)
+    /// into DIR.
+    #[command(name = "__man", hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Debug, Args, Clone)]
