@@ -30,7 +30,19 @@ fn completed_command() -> clap::Command {
 
 /// Write the completion script for `shell` to `out`.
 pub fn completions(shell: Shell, out: &mut dyn Write) -> Result<()> {
-    clap_complete::generate(shell, &mut completed_command(), NAME, out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut completed_command(), NAME, &mut script);
+    if shell == Shell::Bash {
+        // clap_complete 4.6's bash script spells a hyphenated name two ways (clap#6421): its
+        // loop sets cmd="reclaim__trace__subcmd__top", the case arms read
+        // "reclaim__subcmd__trace__subcmd__top)", so nothing after a subcommand would complete.
+        // The arms are spelled like the loop (a no-op once clap_complete is fixed).
+        let text = String::from_utf8(script)?;
+        script = text
+            .replace(&NAME.replace('-', "__subcmd__"), &NAME.replace('-', "__"))
+            .into_bytes();
+    }
+    out.write_all(&script)?;
     Ok(())
 }
 
@@ -84,6 +96,21 @@ mod tests {
         }
         for flag in ["--verbose", "--help", "--version"] {
             assert!(offered.contains(&flag), "`{flag}` not in {offered:?}");
+        }
+        // Every state the loop can set has its case arm (clap#6421: with a hyphenated name
+        // none matched, and `reclaim-trace summary --<TAB>` offered nothing).
+        let states: Vec<&str> = script
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("cmd=\""))
+            .filter_map(|l| l.strip_suffix('"'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert!(states.len() > subs.len(), "{states:?}");
+        for state in states {
+            assert!(
+                script.lines().any(|l| l.trim() == format!("{state})")),
+                "no case arm for the state {state}"
+            );
         }
         // Internal subcommands are named `__...`; bash matches subcommand words as `PARENT,NAME)`.
         assert!(
