@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | build | run -- ARGS | test | vm | bench`.
+//! Project tasks: `cargo xtask setup | build | dist | run -- ARGS | test | vm | bench`.
 
 mod ab;
 mod bench;
+mod dist;
 mod screenshot;
 mod setup;
 mod util;
@@ -32,6 +33,9 @@ enum Cmd {
     },
     /// Build reclaim-trace (release) with its eBPF programs.
     Build,
+    /// Build the binary to copy to other machines: static (musl), checked so, with shell
+    /// completions and man pages, in target/dist/.
+    Dist,
     /// Set up if needed, build, and run reclaim-trace as root with ARGS.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -70,6 +74,9 @@ fn main() {
     let r = match cli.command {
         Cmd::Setup { toolchain_only } => setup::setup(!toolchain_only).map(|_| ()),
         Cmd::Build => setup::setup(false).and_then(|env| build(&env)).map(|_| ()),
+        Cmd::Dist => setup::setup(false)
+            .and_then(|env| dist::dist(&env))
+            .map(|_| ()),
         Cmd::Run { args } => run_tool(&args),
         Cmd::Test { no_live, no_vm } => test(no_live, no_vm),
         Cmd::Vm(args) => setup::setup(true)
