@@ -97,6 +97,13 @@ pub enum Command {
         after_help = "Examples:\n  sudo reclaim-trace workload --kind anon --zram --duration 30s\n  sudo reclaim-trace workload --kind file --sweeps 3"
     )]
     Workload(WorkloadArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: `reclaim-trace completions bash > /etc/bash_completion.d/reclaim-trace`
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// Internal: the workload's child process.
     #[command(name = "__workload-child", hide = true)]
     WorkloadChild { spec: String },
@@ -104,6 +111,10 @@ pub enum Command {
     /// until SIGINT/SIGTERM.
     #[command(name = "__bench-floor", hide = true)]
     BenchFloor(BenchFloorArgs),
+    /// Internal (`cargo xtask dist`): write the man pages (the tool's and one per subcommand)
+    /// into DIR.
+    #[command(name = "__man", hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Debug, Args, Clone)]

@@ -28,6 +28,9 @@ fn main() {
         Command::WorkloadChild { spec } => serde_json::from_str::<ChildSpec>(&spec)
             .map_err(anyhow::Error::from)
             .and_then(|s| run_child(&s)),
+        // Neither touches the kernel: no runtime either.
+        Command::Completions { shell } => cmd::dist::completions(shell, &mut std::io::stdout()),
+        Command::Man { dir } => cmd::dist::man_pages(&dir),
         command => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -51,6 +54,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Serve(a) => cmd::serve::run(a).await,
         Command::Workload(a) => cmd::workload::run(a).await,
         Command::BenchFloor(a) => cmd::floor::run(a.probe.probe_mode, a.bpf_stats).await,
-        Command::WorkloadChild { .. } => unreachable!("handled before the runtime starts"),
+        Command::WorkloadChild { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | build | run -- ARGS | test | vm | bench`.
+//! Project tasks: `cargo xtask setup | build | dist | run -- ARGS | test | vm | bench`.
 
 mod ab;
 mod bench;
+mod dist;
 mod screenshot;
 mod setup;
 mod util;
@@ -32,6 +33,9 @@ enum Cmd {
     },
     /// Build reclaim-trace (release) with its eBPF programs.
     Build,
+    /// Build the binary to copy to other machines: static (musl), checked so, with shell
+    /// completions and man pages, in target/dist/.
+    Dist,
     /// Set up if needed, build, and run reclaim-trace as root with ARGS.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -70,16 +74,20 @@ fn main() {
     let r = match cli.command {
         Cmd::Setup { toolchain_only } => setup::setup(!toolchain_only).map(|_| ()),
         Cmd::Build => setup::setup(false).and_then(|env| build(&env)).map(|_| ()),
+        Cmd::Dist => setup::setup(false)
+            .and_then(|env| dist::dist(&env))
+            .map(|_| ()),
         Cmd::Run { args } => run_tool(&args),
         Cmd::Test { no_live, no_vm } => test(no_live, no_vm),
+        // The guests boot the static binary of `dist` (their initramfs has no libc).
         Cmd::Vm(args) => setup::setup(true)
-            .and_then(|env| build(&env))
+            .and_then(|env| dist::dist(&env))
             .and_then(|bin| vm::vm(&bin, &args)),
         Cmd::Ab(args) => setup::setup(true).and_then(|env| {
             if args.build_only {
                 ab::build_kernels(&args).map(|_| ())
             } else {
-                build(&env).and_then(|bin| ab::ab(&bin, &args))
+                dist::dist(&env).and_then(|bin| ab::ab(&bin, &args))
             }
         }),
         Cmd::Bench(args) => bench::bench(args),
@@ -229,9 +237,10 @@ fn unit_and_live_tests(env: &setup::Env, no_live: bool, step: &dyn Fn(&str)) -> 
 /// The kernel matrix under qemu (`cargo xtask vm`) and the A/B runs of the project's patch
 /// (`cargo xtask ab`).
 fn kernel_runs(env: &setup::Env, step: &dyn Fn(&str)) -> Result<()> {
+    step("the static binary the guests boot (cargo xtask dist)");
+    let bin = dist::dist(env)?;
     step("kernel matrix under qemu (cargo xtask vm)");
     let vm_started = std::time::Instant::now();
-    let bin = build(env)?;
     vm::vm(&bin, &vm::VmArgs::matrix())?;
     eprintln!(
         "xtask test: kernel matrix passed in {:.0} s",

@@ -1,4 +1,5 @@
-//! `cargo xtask setup`: the eBPF toolchain and the Debian packages the tests use.
+//! `cargo xtask setup`: the eBPF toolchain, the musl target of `cargo xtask dist`, and the
+//! Debian packages the tests use.
 //!
 //! Everything is checked first and only done when missing, so a second run takes about a
 //! second. bpf-linker must link the same LLVM as the nightly rustc that emits the bitcode: it is
@@ -14,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::util::{capture, is_root, run, stdout_of};
+use crate::util::{capture, is_root, run, stdout_of, workspace_root};
 
 /// The toolchain that builds the eBPF crate (aya-build's default).
 pub const NIGHTLY: &str = "nightly";
@@ -70,6 +71,7 @@ pub fn setup(with_packages: bool) -> Result<Env> {
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
     ensure_bpf_linker(&sysroot, &bin_dir)?;
+    ensure_musl_target()?;
     if with_packages {
         ensure_packages(PACKAGES)?;
     }
@@ -92,6 +94,28 @@ fn ensure_nightly() -> Result<()> {
         "--component",
         "rust-src",
     ]))
+}
+
+/// The standard library for `cargo xtask dist`'s static build, on the toolchain that builds the
+/// workspace. It is self-contained (musl's libc.a and C runtime objects included, linked by the
+/// host's `cc`): no musl-tools package is needed.
+fn ensure_musl_target() -> Result<()> {
+    let target = crate::dist::TARGET;
+    let list = |c: &mut Command| -> Result<String> {
+        stdout_of(c.current_dir(workspace_root()))
+            .ok_or_else(|| anyhow!("`rustup target list --installed` failed"))
+    };
+    if list(Command::new("rustup").args(["target", "list", "--installed"]))?
+        .lines()
+        .any(|l| l.trim() == target)
+    {
+        say(&format!("{target} target"), "present");
+        return Ok(());
+    }
+    say(&format!("{target} target"), "installing");
+    run(Command::new("rustup")
+        .current_dir(workspace_root())
+        .args(["target", "add", target]))
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {

@@ -1,8 +1,9 @@
 //! `cargo xtask vm`: the real-kernel matrix. Boots Debian cloud kernels (bookworm 6.1, trixie
-//! 6.12, the newest in sid) under qemu software emulation with the tool, busybox and the
-//! needed modules in an initramfs; runs the built-in workload (4 threads, zram swap, a memory
-//! cgroup) under `reclaim-trace summary`; checks the tool's figures against the guest kernel's
-//! own counters read around the run (/proc/vmstat, /proc/interrupts).
+//! 6.12, the newest in sid) under qemu software emulation with the static tool of `cargo xtask
+//! dist`, busybox and the needed modules in an initramfs; runs the built-in workload (4
+//! threads, zram swap, a memory cgroup) under `reclaim-trace summary`; checks the tool's
+//! figures against the guest kernel's own counters read around the run (/proc/vmstat,
+//! /proc/interrupts).
 
 pub(crate) mod apt;
 pub(crate) mod check;

@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod compare;
+pub mod dist;
 pub mod doctor;
 pub mod floor;
 pub mod output;

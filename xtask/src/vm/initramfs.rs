@@ -1,12 +1,13 @@
-//! The guest's initramfs: busybox, the tool with the shared libraries it links, the kernel
-//! modules the run needs (decompressed: busybox insmod hands the file to init_module as is),
-//! and an /init that reports over the second serial port (ttyS1).
+//! The guest's initramfs: busybox, the tool, the kernel modules the run needs (decompressed:
+//! busybox insmod hands the file to init_module as is), and an /init that reports over the
+//! second serial port (ttyS1).
+//!
+//! The tool is the static build of `cargo xtask dist` and the image holds no libc at all
+//! (busybox is static too), so which glibc each guest's Debian release would have (bookworm
+//! 2.36, trixie 2.41, sid 2.43) is irrelevant: the guests run the very binary a user copies to
+//! a machine, nothing of this host's libraries goes with it, and `build` refuses a dynamic one.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -123,29 +124,6 @@ poweroff -f
     )
 }
 
-/// Shared libraries of `bin` as `ldd` resolves them on this machine.
-fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
-    let o = capture(Command::new("ldd").arg(bin))?
-        .ok_or_else(|| anyhow!("ldd is not installed (package libc-bin)"))?;
-    let text = String::from_utf8_lossy(&o.stdout);
-    if !o.status.success() && !text.contains("not a dynamic executable") {
-        bail!("ldd {} failed: {}", bin.display(), text.trim());
-    }
-    let mut libs = Vec::new();
-    for line in text.lines() {
-        let path = match line.split_once("=>") {
-            Some((_, r)) => r.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            libs.push(PathBuf::from(p));
-        } else if line.contains("not found") {
-            bail!("{}: {}", bin.display(), line.trim());
-        }
-    }
-    Ok(libs)
-}
-
 fn copy_into(staging: &Path, src: &Path, dst_abs: &Path) -> Result<()> {
     let dst = staging.join(dst_abs.strip_prefix("/").unwrap_or(dst_abs));
     if let Some(d) = dst.parent() {
@@ -187,9 +165,11 @@ fn copy_module(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Build `out` (an uncompressed newc cpio) from the tool, busybox, the kernel's modules and
-/// /init.
+/// Build `out` (an uncompressed newc cpio) from the tool (static), busybox, the kernel's
+/// modules and /init.
 pub fn build(tool: &Path, kernel: &Kernel, plan: &InitPlan, work: &Path, out: &Path) -> Result<()> {
+    crate::dist::check_static(tool)
+        .context("the guests have no libc: build with `cargo xtask dist`")?;
     let staging = work.join("initramfs");
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(staging.join("etc"))?;
@@ -199,9 +179,6 @@ pub fn build(tool: &Path, kernel: &Kernel, plan: &InitPlan, work: &Path, out: &P
     }
     copy_into(&staging, busybox, Path::new("/bin/busybox"))?;
     copy_into(&staging, tool, Path::new("/reclaim-trace"))?;
-    for lib in shared_libraries(tool)? {
-        copy_into(&staging, &lib, &lib)?;
-    }
     let idx = ModuleIndex::load(&kernel.modules)?;
     let order = idx
         .load_order(REQUIRED_MODULES, OPTIONAL_MODULES)
