@@ -98,8 +98,9 @@ pub enum Command {
     )]
     Workload(WorkloadArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
-    ///
-    /// Example: `reclaim-trace completions bash > /etc/bash_completion.d/reclaim-trace`
+    #[command(
+        after_help = "Examples:\n  reclaim-trace completions bash > /etc/bash_completion.d/reclaim-trace\n  reclaim-trace completions zsh > ~/.zfunc/_reclaim-trace"
+    )]
     Completions {
         #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
