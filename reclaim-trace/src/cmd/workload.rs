@@ -57,13 +57,18 @@ pub async fn run(args: WorkloadArgs) -> Result<()> {
         }
     }
     let stat = w.cgroup.memory_stat();
-    let pick = |k: &str| stat.get(k).copied().unwrap_or(0);
+    // cgroup v2 names them pgscan/pgsteal; v1 has no such counters (total_* where present).
+    let pick = |k: &str| {
+        stat.get(k)
+            .or_else(|| stat.get(&format!("total_{k}")))
+            .map_or("n/a".to_string(), u64::to_string)
+    };
     eprintln!(
         "reclaim-trace workload: ran {:.1} s; memcg counters: pgscan {} pgsteal {} pgmajfault {}{}",
         start.elapsed().as_secs_f64(),
-        pick("pgscan").max(pick("total_pgscan")),
-        pick("pgsteal").max(pick("total_pgsteal")),
-        pick("pgmajfault").max(pick("total_pgmajfault")),
+        pick("pgscan"),
+        pick("pgsteal"),
+        pick("pgmajfault"),
         exited
             .as_deref()
             .map(|e| format!("; workload {e}"))

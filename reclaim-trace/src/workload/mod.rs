@@ -107,11 +107,16 @@ pub fn preflight(opts: &WorkloadOptions) -> Result<MemoryHierarchy> {
         ))
         .into());
     }
-    if opts.kind.needs_swap() && !opts.zram && zram::active_swaps().is_empty() {
+    if opts.kind.needs_swap() && !opts.zram && zram::usable_swaps().is_empty() {
+        let others = if zram::active_swaps().is_empty() {
+            ""
+        } else {
+            " (the active swap is another reclaim-trace's zram, removed when that one ends)"
+        };
         bail!(
-            "no swap is active, so anonymous memory cannot be reclaimed: add --zram to set up \
-             a temporary zram swap device (removed on exit), enable swap yourself (swapon), or \
-             use --workload file"
+            "no swap is active{others}, so anonymous memory cannot be reclaimed: add --zram to \
+             set up a temporary zram swap device (removed on exit), enable swap yourself \
+             (swapon), or use --workload file"
         );
     }
     if opts.kind.needs_file() {
@@ -218,14 +223,15 @@ impl Workload {
         let cpus = online_cpus();
         let threads = opts.threads(&cpus);
         let size = opts.size();
-        let zram = if opts.kind.needs_swap() && opts.zram && zram::active_swaps().is_empty() {
+        // Another reclaim-trace's zram swap is not ours to rely on: it goes when that run ends.
+        let zram = if opts.kind.needs_swap() && opts.zram && zram::usable_swaps().is_empty() {
             Some(ZramSwap::setup(size * 2).context("setting up zram swap")?)
         } else {
             None
         };
         let swap = match &zram {
             Some(z) => format!("zram{} ({} MiB, created for this run)", z.dev, z.size >> 20),
-            None => zram::active_swaps().join(", "),
+            None => zram::usable_swaps().join(", "),
         };
         let cgroup = Cgroup::create(
             h,

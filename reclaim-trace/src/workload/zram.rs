@@ -24,6 +24,46 @@ pub fn active_swaps() -> Vec<String> {
         .collect()
 }
 
+/// Active swap this run may rely on: every active swap area except the zram devices another
+/// running reclaim-trace set up, which disappear when that process ends (even under this
+/// run's workload).
+pub fn usable_swaps() -> Vec<String> {
+    let others = devices_of_other_instances();
+    active_swaps()
+        .into_iter()
+        .filter(|s| {
+            !others
+                .iter()
+                .any(|&(dev, _)| *s == dev_path(dev).display().to_string())
+        })
+        .collect()
+}
+
+/// Zram devices set up by reclaim-trace processes other than this one, still running:
+/// (device number, pid), from the state files in `STATE_DIR`.
+fn devices_of_other_instances() -> Vec<(u32, i32)> {
+    let me = std::process::id() as i32;
+    state_files()
+        .into_iter()
+        .filter(|&(_, pid, _)| pid != me && Path::new(&format!("/proc/{pid}")).exists())
+        .map(|(dev, pid, _)| (dev, pid))
+        .collect()
+}
+
+/// The state files (`zram<dev>.<pid>`): device, owner pid, path.
+fn state_files() -> Vec<(u32, i32, PathBuf)> {
+    let Ok(rd) = fs::read_dir(STATE_DIR) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (dev, pid) = name.strip_prefix("zram")?.split_once('.')?;
+            Some((dev.parse().ok()?, pid.parse().ok()?, e.path()))
+        })
+        .collect()
+}
+
 /// A zram device set up as swap by this process.
 #[derive(Debug)]
 pub struct ZramSwap {
@@ -196,28 +236,15 @@ fn pick_device() -> Result<(u32, bool)> {
 /// Remove zram devices left by reclaim-trace processes that no longer exist (killed with
 /// SIGKILL, power loss of the session...).
 pub fn sweep_stale() {
-    let Ok(rd) = fs::read_dir(STATE_DIR) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("zram") else {
-            continue;
-        };
-        let Some((dev, pid)) = rest.split_once('.') else {
-            continue;
-        };
-        let (Ok(dev), Ok(pid)) = (dev.parse::<u32>(), pid.parse::<i32>()) else {
-            continue;
-        };
+    for (dev, pid, path) in state_files() {
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let hot_added = fs::read_to_string(e.path()).is_ok_and(|s| s.trim() == "1");
+        let hot_added = fs::read_to_string(&path).is_ok_and(|s| s.trim() == "1");
         match teardown_device(dev, false, hot_added) {
             Ok(()) => {
                 log::info!("removed zram{dev} left behind by reclaim-trace pid {pid}");
-                let _ = fs::remove_file(e.path());
+                let _ = fs::remove_file(&path);
             }
             Err(err) => log::warn!("stale zram{dev}: {err:#}"),
         }
