@@ -19,7 +19,14 @@ fn two_workload_runs_at_once_each_create_and_remove_their_own_swap_and_cgroup() 
     let v0 = vmstat();
     let start = |secs: &str| {
         Command::new(BIN)
-            .args(["summary", "--workload", "anon", "--zram", "--duration", secs])
+            .args([
+                "summary",
+                "--workload",
+                "anon",
+                "--zram",
+                "--duration",
+                secs,
+            ])
             .args(["--json", "-"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -44,10 +51,16 @@ fn two_workload_runs_at_once_each_create_and_remove_their_own_swap_and_cgroup() 
         let swap = s["workload"]["swap"].as_str().unwrap_or("").to_string();
         let pages = s["totals"]["pages_reclaimed"].as_u64().unwrap();
         eprintln!("{name}: swap {swap}; pages reclaimed {pages} (machine, both runs: {pgsteal})");
-        assert!(swap.contains("created for this run"), "{name} used another's swap: {swap}");
+        assert!(
+            swap.contains("created for this run"),
+            "{name} used another's swap: {swap}"
+        );
         // Both trace the whole machine: each sees its own workload's reclaim and, while
         // they overlap, the other's; never more than the kernel counted.
-        assert!(pages > 10_000 && pages <= pgsteal, "{name}: {pages} of {pgsteal}");
+        assert!(
+            pages > 10_000 && pages <= pgsteal,
+            "{name}: {pages} of {pgsteal}"
+        );
         swaps.push(swap.split_whitespace().next().unwrap_or("").to_string());
     }
     assert_ne!(swaps[0], swaps[1], "one zram device for both runs");

@@ -49,7 +49,7 @@ fn write_line(
 }
 
 pub async fn run(args: RecordArgs) -> Result<()> {
-    let mut out = Output::open(&args.output)?;
+    let mut out = Output::open_in_place(&args.output)?;
     let opts = super::session_options(&args.session, false);
     let mut session = Session::start(&opts).await?;
     eprintln!(
