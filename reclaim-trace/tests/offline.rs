@@ -210,6 +210,122 @@ fn bad_input_is_one_line_and_exit_status_2() {
     );
 }
 
+/// Arguments every command refuses before touching the kernel: one line naming the
+/// problem (and, for usage errors, the expected usage), exit 2.
+#[test]
+fn bad_arguments_table() {
+    let anon = fixture("anon-6.18.jsonl");
+    let a = anon.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["summary", "--bogus"], "unexpected argument '--bogus'"),
+        (
+            &["summary", "--duration"],
+            "a value is required for '--duration",
+        ),
+        (&["summary", "--duration", "0s"], "must be positive"),
+        (
+            &["summary", "--duration", "-5s"],
+            "unexpected argument '-5'",
+        ),
+        (
+            &["summary", "--duration", "100000000000s"],
+            "longer than a year",
+        ),
+        (
+            &["summary", "--duration", "1s", "--duration", "2s"],
+            "cannot be used multiple times",
+        ),
+        (
+            &["record", "--interval", "1ns", "--output", "x"],
+            "unknown duration unit `ns`",
+        ),
+        (
+            &["summary", "--workload", "anon", "--size", "1E"],
+            "unknown size unit `E`",
+        ),
+        (
+            &["summary", "--workload", "anon", "--memcg-limit", "0"],
+            "size `0` must be positive",
+        ),
+        (
+            &["summary", "--workload", "frob"],
+            "invalid value 'frob' for '--workload",
+        ),
+        (
+            &["summary", "--probe-mode", "foo"],
+            "[possible values: auto, fentry, kprobe, tracepoint]",
+        ),
+        (&["summary", "--json", "/tmp"], "cannot write /tmp"),
+        (
+            &["summary", "--json", "/proc/nope/x.json"],
+            "cannot write /proc/nope/x.json",
+        ),
+        (&["report", a, "--json", "/tmp"], "cannot write /tmp"),
+        (
+            &["top", "--interval", "50ms"],
+            "--interval 50ms is too short",
+        ),
+        (
+            &["top", "--export-dir", "/nonexistent"],
+            "--export-dir /nonexistent is not a directory",
+        ),
+        (&["top", "--cgroup", "/no/such/cgroup"], "no/such/cgroup"),
+        (&["serve", "--interval", "0s"], "must be positive"),
+        (
+            &["serve", "--listen", "nonsense"],
+            "invalid value 'nonsense' for '--listen",
+        ),
+        (
+            &["workload", "--kind", "anon", "--size", "-1M"],
+            "unexpected argument '-1'",
+        ),
+        (
+            &["compare"],
+            "required arguments were not provided: <A> <B>",
+        ),
+        (&["compare", a], "required arguments were not provided: <B>"),
+        (&["report"], "required arguments were not provided"),
+        (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (
+            &["compare", a, a, "--fail-if", "flushes_per_reclaimed_folio"],
+            "is not a rule",
+        ),
+        (
+            &[
+                "compare",
+                a,
+                a,
+                "--fail-if",
+                "flushes_per_reclaimed_folio>abc",
+            ],
+            "is not a ratio",
+        ),
+        (
+            &[
+                "compare",
+                a,
+                a,
+                "--fail-if",
+                "flushes_per_reclaimed_folio>NaN",
+            ],
+            "is not a ratio",
+        ),
+        (&["compare", a, a, "--fail-if", ">1"], "names no metric"),
+        (
+            &["compare", a, a, "--fail-if", "kernel.release>1"],
+            "no numeric metric `kernel.release`",
+        ),
+        (
+            &["compare", a, a, "--fail-if", "nonsense>2"],
+            "no numeric metric `nonsense`",
+        ),
+    ];
+    for (args, needle) in cases {
+        bad(args, needle);
+    }
+    eprintln!("{} bad argument lists refused", cases.len());
+}
+
 #[test]
 fn serve_refuses_a_port_in_use_before_attaching() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

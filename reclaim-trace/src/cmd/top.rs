@@ -48,14 +48,6 @@ pub fn resolve_cgroup(arg: &Path, mount: &Path) -> Result<String> {
 }
 
 pub async fn run(args: TopArgs) -> Result<()> {
-    if !std::io::stdout().is_terminal() {
-        return Err(BadInput(
-            "`reclaim-trace top` draws a live dashboard and needs a terminal, but stdout is not \
-             one: use `reclaim-trace summary` (or `record`) for output you can redirect"
-                .into(),
-        )
-        .into());
-    }
     if args.interval < MIN_INTERVAL {
         return Err(BadInput(format!(
             "--interval {:?} is too short: use at least 100ms (each refresh reads every \
@@ -83,6 +75,15 @@ pub async fn run(args: TopArgs) -> Result<()> {
             "--export-dir {} is not a directory; create it or pass another",
             export_dir.display()
         ))
+        .into());
+    }
+    // The arguments first (each error names one), then the environment.
+    if !std::io::stdout().is_terminal() {
+        return Err(BadInput(
+            "`reclaim-trace top` draws a live dashboard and needs a terminal, but stdout is not \
+             one: use `reclaim-trace summary` (or `record`) for output you can redirect"
+                .into(),
+        )
         .into());
     }
     run::run(TopOptions {
