@@ -372,14 +372,25 @@ impl Planner<'_> {
                  program reads"
             )),
             None if self.tp(cat, name) => Ok(()),
-            None => Err(format!("tracepoint {cat}:{name} not present")),
+            None => Err(self.tracepoint_missing(cat, name)),
+        }
+    }
+
+    /// Why tracepoint `cat:name` cannot be used: absent from this kernel, or tracefs (where
+    /// the tracepoints are listed) could not be read.
+    fn tracepoint_missing(&self, cat: &str, name: &str) -> String {
+        match &self.facts.tracefs_error {
+            Some(e) if self.facts.tracefs.is_none() => {
+                format!("tracepoint {cat}:{name} cannot be used ({e})")
+            }
+            _ => format!("tracepoint {cat}:{name} not present"),
         }
     }
 
     /// Check that a tracepoint has the fields a program reads.
     fn tp_fields(&self, cat: &str, name: &str, fields: &[(&str, &[u32])]) -> Result<(), String> {
         let Some(f) = self.facts.tracepoint(cat, name) else {
-            return Err(format!("tracepoint {cat}:{name} not present"));
+            return Err(self.tracepoint_missing(cat, name));
         };
         for (field, sizes) in fields {
             if f.offset(field, sizes).is_none() {

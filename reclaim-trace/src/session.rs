@@ -128,9 +128,6 @@ impl Session {
         let privileges = Privileges::current();
         require_privileges(&privileges, opts.workload.is_some())?;
         let facts = gather_facts();
-        if let Some(e) = &facts.tracefs_error {
-            log::warn!("{e}");
-        }
         let hierarchy = match &opts.workload {
             Some(w) => Some(preflight(w)?),
             None => MemoryHierarchy::detect().ok(),
@@ -143,6 +140,11 @@ impl Session {
             None
         };
         let mut tracer = Tracer::start(&facts, &opts.tracer)?;
+        // Without tracefs the plan may still stand (fentry and raw tracepoints): say what is
+        // missing. When it does not, the error above already carries this reason.
+        if let Some(e) = &facts.tracefs_error {
+            log::warn!("{e}");
+        }
         let events = tracer.take_events()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);

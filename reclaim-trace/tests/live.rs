@@ -295,7 +295,8 @@ fn anon_without_swap_says_how_to_get_it_before_attaching() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(
-        e.contains("no swap is active") && e.contains("--zram"),
+        e.contains("no swap is active, so anonymous memory cannot be reclaimed")
+            && e.contains("--zram"),
         "{e}"
     );
     assert_eq!(traces().programs, 0);

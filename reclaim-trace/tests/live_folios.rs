@@ -19,7 +19,8 @@ fn kernel_folios_written(pswpout: u64, large: u64, pages_each: u64) -> u64 {
 
 /// The checks shared by the THP and mTHP runs: pages against pgsteal, folios against the
 /// folios the kernel wrote out, and one dirty flush per folio.
-fn check_large_folios(s: &serde_json::Value, pgsteal: u64, kernel_folios: u64, large: u64) {
+fn check_large_folios(m: &Measured, pgsteal: u64, kernel_folios: u64, large: u64) {
+    let s = &m.s;
     within(
         "pages reclaimed vs pgsteal",
         u(s, "/totals/pages_reclaimed"),
@@ -69,6 +70,12 @@ fn check_large_folios(s: &serde_json::Value, pgsteal: u64, kernel_folios: u64, l
         unmatched == 0,
         "folios_exact says whether every pass added up"
     );
+    assert_eq!(
+        m.text.contains("folio count not exact"),
+        unmatched > 0,
+        "the text summary says when the folio count is not exact:\n{}",
+        m.text
+    );
     // One dirty flush per written folio, whatever its size.
     within(
         "dirty flushes vs pageouts",
@@ -102,18 +109,19 @@ fn thp_workload_counts_each_huge_folio_once() {
     );
     let _pmd_only = ThpSizes::set(&[("2048", "inherit")], true);
     let before = traces();
-    let Measured { s, v0, v1, .. } = summary_thp("thp.json");
+    let m = summary_thp("thp.json");
+    let (s, v0, v1) = (&m.s, &m.v0, &m.v1);
     let pmd_pages = fs::read_to_string(format!("{THP}/hpage_pmd_size"))
         .unwrap()
         .trim()
         .parse::<u64>()
         .unwrap()
         / 4096;
-    let large = delta(&v0, &v1, "thp_swpout");
-    let pswpout = delta(&v0, &v1, "pswpout");
-    let pgsteal = delta(&v0, &v1, "pgsteal_anon") + delta(&v0, &v1, "pgsteal_file");
+    let large = delta(v0, v1, "thp_swpout");
+    let pswpout = delta(v0, v1, "pswpout");
+    let pgsteal = delta(v0, v1, "pgsteal_anon") + delta(v0, v1, "pgsteal_file");
     check_large_folios(
-        &s,
+        &m,
         pgsteal,
         kernel_folios_written(pswpout, large, pmd_pages),
         large,
@@ -140,17 +148,33 @@ fn mthp_workload_counts_each_64k_folio_once() {
             .unwrap()
     };
     let large0 = stat();
-    let Measured { s, v0, v1, .. } = summary_thp("mthp.json");
+    let m = summary_thp("mthp.json");
+    let (s, v0, v1) = (&m.s, &m.v0, &m.v1);
     let large = stat() - large0;
-    let pgsteal = delta(&v0, &v1, "pgsteal_anon") + delta(&v0, &v1, "pgsteal_file");
+    let pgsteal = delta(v0, v1, "pgsteal_anon") + delta(v0, v1, "pgsteal_file");
     check_large_folios(
-        &s,
+        &m,
         pgsteal,
-        kernel_folios_written(delta(&v0, &v1, "pswpout"), large, 16),
+        kernel_folios_written(delta(v0, v1, "pswpout"), large, 16),
         large,
     );
     assert_eq!(s["workload"]["thp_sizes_kb"], serde_json::json!([64]));
     assert_eq!(traces(), before, "left behind");
+}
+
+#[test]
+fn thp_workload_with_thp_off_says_how_to_turn_it_on() {
+    let Some(_lock) = live() else { return };
+    let _off = ThpSizes::set(&[], true);
+    let o = run(&["summary", "--workload", "thp", "--zram", "--duration", "1s"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("transparent huge pages are off for madvised memory"),
+        "{e}"
+    );
+    assert_eq!(traces().programs, 0);
 }
 
 /// Per-size THP settings changed for one test and put back when it ends.

@@ -378,7 +378,8 @@ fn top_without_a_terminal_points_to_summary() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(
-        e.contains("needs a terminal") && e.contains("reclaim-trace summary"),
+        e.contains("needs a terminal, but stdout is not one")
+            && e.contains("reclaim-trace summary"),
         "{e}"
     );
 }
