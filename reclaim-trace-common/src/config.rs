@@ -110,8 +110,9 @@ pub struct Config {
     pub folio_walk_limit: u32,
     pub tp: TpOffsets,
     pub btf: BtfOffsets,
-    /// Explicit tail padding (the struct is 8-byte aligned), zero.
-    pub _pad: u32,
+    /// Producers wake the reader once this many bytes wait in the ring buffer (a quarter of
+    /// its size); below it the reader drains on its own timer.
+    pub wakeup_bytes: u32,
 }
 
 /// Upper bound on `Config::cpumask_words` (8192 CPUs).
@@ -173,7 +174,7 @@ impl Config {
         folio_walk_limit: 0,
         tp: TpOffsets::NONE,
         btf: BtfOffsets::NONE,
-        _pad: 0,
+        wakeup_bytes: crate::DEFAULT_WAKEUP_BYTES,
     };
 }
 

@@ -4,11 +4,10 @@
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use reclaim_trace_common::{
     CNT_FLUSH_RECORD_DROPS, CNT_RINGBUF_DROPS, CONTROL_GENERATION, FlushRecord, PASS_BATCH_HEADER,
-    PASS_BATCH_LEN, PassBatch, PassWire, RECORD_FLUSH, RECORD_PASS, RECORD_PASS_BATCH,
-    WAKEUP_BYTES, delta_u32,
+    PASS_BATCH_LEN, PassBatch, PassWire, RECORD_FLUSH, RECORD_PASS, RECORD_PASS_BATCH, delta_u32,
 };
 
-use crate::{CONTROL, EVENTS, STAGING, copy_words, count, pass::PassState};
+use crate::{CONTROL, EVENTS, STAGING, config, copy_words, count, pass::PassState};
 
 /// Submit flags: wake the reader only when a quarter of the buffer is waiting (it also drains
 /// on a timer), so that the common case costs no irq_work.
@@ -17,7 +16,7 @@ pub fn submit_flags() -> u64 {
     const BPF_RB_AVAIL_DATA: u64 = 0;
     const BPF_RB_NO_WAKEUP: u64 = 1;
     const BPF_RB_FORCE_WAKEUP: u64 = 2;
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= config!(wakeup_bytes) as u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -127,6 +127,23 @@ pub struct ProbeArgs {
     /// map update per unmap and a lookup per pageout); for measuring what it costs.
     #[arg(long)]
     pub no_stale_window: bool,
+    /// Size of the ring buffer that carries per-pass records to userspace (a power of two,
+    /// 4K to 1G). Records that do not fit are dropped and counted (`drops: ring buffer` in the
+    /// summary, `reclaim_trace_ringbuf_drops_total`); the totals are counted in the kernel and
+    /// lose nothing.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_ring_buffer_size)]
+    pub ring_buffer_size: u32,
+}
+
+/// `--ring-buffer-size`: what the kernel accepts for a BPF ring buffer.
+fn parse_ring_buffer_size(s: &str) -> Result<u32, String> {
+    let v = parse_size(s)?;
+    if !v.is_power_of_two() || !(4096..=1 << 30).contains(&v) {
+        return Err(format!(
+            "`{s}` is not a power of two between 4K and 1G (the kernel's ring-buffer sizes)"
+        ));
+    }
+    Ok(v as u32)
 }
 
 /// Knobs of the built-in workload, shared by every command that can run it.

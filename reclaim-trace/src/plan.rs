@@ -501,7 +501,7 @@ pub fn build_config(facts: &KernelFacts, plan: &Plan, self_tgid: u32, extra_flag
         folio_walk_limit: 1024,
         tp,
         btf: facts.layout.offsets,
-        _pad: 0,
+        wakeup_bytes: reclaim_trace_common::DEFAULT_WAKEUP_BYTES,
     }
 }
 

@@ -40,6 +40,7 @@ pub fn run(json: bool, mode: ProbeMode) -> Result<()> {
                         mode,
                         extra_flags: 0,
                         no_stale_window: false,
+                        ring_buffer_bytes: 0,
                     },
                 )
             } else {

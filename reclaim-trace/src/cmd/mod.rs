@@ -27,6 +27,7 @@ pub(crate) fn session_options(args: &SessionArgs, bpf_stats: bool) -> SessionOpt
             mode: probe.probe_mode,
             extra_flags: 0,
             no_stale_window: probe.no_stale_window,
+            ring_buffer_bytes: probe.ring_buffer_size,
         },
         workload: workload.map(|k| tuning.options(k, None)),
         bpf_stats,

@@ -17,9 +17,9 @@ use aya::{
     programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use reclaim_trace_common::{
-    CONTROL_GENERATION, CONTROL_STOPPED, Config, GLOBAL_CONFIG, HistBuckets, MAP_CONTROL,
-    MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_REMOTE_SHOOTDOWNS, MAP_STAGING, MAP_TOTALS,
-    N_COUNTERS, N_CTX, N_HISTS, PassBatch, PassCounts,
+    CONTROL_GENERATION, CONTROL_STOPPED, Config, EVENTS_BYTES, GLOBAL_CONFIG, HistBuckets,
+    MAP_CONTROL, MAP_COUNTERS, MAP_EVENTS, MAP_HISTS, MAP_REMOTE_SHOOTDOWNS, MAP_STAGING,
+    MAP_TOTALS, N_COUNTERS, N_CTX, N_HISTS, PassBatch, PassCounts,
     decode::{self, Record},
 };
 
@@ -81,6 +81,8 @@ pub struct TracerOptions {
     pub extra_flags: u32,
     /// Leave out the stale-TLB window's per-folio bookkeeping.
     pub no_stale_window: bool,
+    /// Ring-buffer size in bytes (a power of two, at least a page); 0: `EVENTS_BYTES`.
+    pub ring_buffer_bytes: u32,
 }
 
 fn target(a: &Attach) -> String {
@@ -138,12 +140,18 @@ impl Tracer {
             if wants_fentry && btf.is_none() {
                 btf = Btf::from_sys_fs().ok();
             }
-            let config = plan::build_config(facts, &plan, std::process::id(), opts.extra_flags);
+            let mut config = plan::build_config(facts, &plan, std::process::id(), opts.extra_flags);
+            let ring_bytes = match opts.ring_buffer_bytes {
+                0 => EVENTS_BYTES,
+                n => n,
+            };
+            config.wakeup_bytes = ring_bytes / 4;
             // One parse of the kernel's BTF for every attempt (EbpfLoader::new() would parse
             // it again each time: ~5 MB, the bulk of start-up CPU).
             let mut ebpf = EbpfLoader::new()
                 .btf(if wants_fentry { btf.as_ref() } else { None })
                 .map_max_entries(MAP_REMOTE_SHOOTDOWNS, facts.possible_cpus.max(1))
+                .map_max_entries(MAP_EVENTS, ring_bytes)
                 .override_global(GLOBAL_CONFIG, &config, true)
                 .load(EBPF_OBJECT)
                 .context("loading the eBPF object (maps and programs) failed")?;
