@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use reclaim_trace::export::text::thousands;
 
 #[test]
 fn a_tiny_ring_buffer_drops_records_but_not_totals() {
@@ -43,17 +44,4 @@ fn a_tiny_ring_buffer_drops_records_but_not_totals() {
         0.01,
     );
     assert_eq!(traces(), before, "left behind");
-}
-
-/// 93901 → "93,901", as the text summary prints counts.
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -119,7 +119,7 @@ impl Output {
     pub fn finish(&mut self) -> io::Result<()> {
         if let Output::Staged { file, path, tmp } = self {
             file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
+            std::fs::rename(tmp, path)?;
         }
         Ok(())
     }
