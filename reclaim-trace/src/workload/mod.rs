@@ -188,8 +188,9 @@ fn sweep_stale_cgroups(h: &MemoryHierarchy) {
         }
         let _ = fs::remove_dir(e.path());
         if !e.path().exists() {
-            log::info!(
-                "removed cgroup {} left behind by pid {pid}",
+            log::warn!(
+                "removed cgroup {}, left behind by reclaim-trace pid {pid} (killed before it \
+                 could clean up)",
                 e.path().display()
             );
         }

@@ -243,7 +243,10 @@ pub fn sweep_stale() {
         let hot_added = fs::read_to_string(&path).is_ok_and(|s| s.trim() == "1");
         match teardown_device(dev, false, hot_added) {
             Ok(()) => {
-                log::info!("removed zram{dev} left behind by reclaim-trace pid {pid}");
+                log::warn!(
+                    "removed zram{dev}, left behind by reclaim-trace pid {pid} (killed before it \
+                     could clean up)"
+                );
                 let _ = fs::remove_file(&path);
             }
             Err(err) => log::warn!("stale zram{dev}: {err:#}"),
