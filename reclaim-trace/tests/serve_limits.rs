@@ -1,6 +1,6 @@
 //! Live tests of `serve` against hostile and heavy clients: slow and oversized requests, a
-//! thousand clients at once. The exporter must stay answerable, and the tracing behind it
-//! must neither stall nor lose counts.
+//! thousand clients at once, a process out of file descriptors. The exporter must stay
+//! answerable, and the tracing behind it must neither stall nor lose counts.
 
 mod common;
 
@@ -424,6 +424,84 @@ fn connections_past_the_bound_wait_in_the_accept_queue() {
     );
     assert_eq!(held, 512, "connections served at once");
     assert!(took < Duration::from_secs(8), "scrape waited {took:?}");
+    let status = serve.stop();
+    assert!(status.success(), "serve exit {status}");
+    assert_eq!(traces(), before, "left behind");
+    eprintln!("test took {:.1?}", t.elapsed());
+}
+
+/// Set the soft RLIMIT_NOFILE of process `pid`; returns the limit it had.
+fn set_nofile_of(pid: i32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with a null new limit only reads; both structs are local.
+    unsafe {
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old),
+            0
+        );
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()),
+            0
+        );
+    }
+    old.rlim_cur
+}
+
+/// CPU time of process `pid` so far (user + system), in seconds.
+fn cpu_s(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
+}
+
+#[test]
+fn out_of_descriptors_accept_backs_off_instead_of_spinning() {
+    let Some(_lock) = live() else { return };
+    let t = Instant::now();
+    let before = traces();
+    let (mut serve, addr) = Serve::start(&[]);
+    let pid = serve.pid();
+    // Room for four connections: the fifth accept() fails with EMFILE while the queue holds more.
+    let fds = open_fds(pid);
+    let old = set_nofile_of(pid, fds as u64 + 4);
+    let idle: Vec<TcpStream> = (0..30).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    thread::sleep(Duration::from_millis(300));
+    let (c0, w0) = (cpu_s(pid), Instant::now());
+    thread::sleep(Duration::from_secs(2));
+    let busy = (cpu_s(pid) - c0) / w0.elapsed().as_secs_f64();
+    set_nofile_of(pid, old);
+    // The idle connections are answered 408 within the read timeout; a scrape gets through.
+    let took = scrape(addr).unwrap();
+    drop(idle);
+    let lines = serve.stderr();
+    eprintln!(
+        "out of descriptors ({fds} open, limit {}): serve used {:.1}% of a CPU; a scrape after \
+         the limit was restored took {took:.2?}",
+        fds + 4,
+        busy * 100.0
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cannot accept connections") && l.contains("Too many open files")),
+        "no warning in {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("accepting connections again")),
+        "{lines:#?}"
+    );
+    assert!(busy < 0.2, "serve spun at {:.0}% of a CPU", busy * 100.0);
     let status = serve.stop();
     assert!(status.success(), "serve exit {status}");
     assert_eq!(traces(), before, "left behind");

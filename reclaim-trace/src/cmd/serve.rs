@@ -104,6 +104,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// after this long or this many bytes: it is a courtesy, not a second read timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 const DRAIN_BYTES: usize = 64 * 1024;
+/// Pause after `accept()` fails for a reason not the connection's own (out of file
+/// descriptors, of memory): the listener stays readable, so retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -118,20 +122,46 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn accept_loop(listener: TcpListener, rx: watch::Receiver<Arc<Exports>>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut failing = false;
     loop {
         // A slot first, then the connection: past MAX_CONNECTIONS, clients wait in the queue.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) if connection_error(&e) => continue,
+            Err(e) => {
+                if !failing {
+                    log::warn!(
+                        "cannot accept connections: {e}; retrying every {} ms",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                }
+                failing = true;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
+        if std::mem::take(&mut failing) {
+            log::warn!("accepting connections again");
+        }
         let exports = rx.borrow().clone();
         tokio::spawn(async move {
             let _ = handle(stream, exports).await;
             drop(slot);
         });
     }
+}
+
+/// An `accept()` error that concerns one connection only (reset or aborted before it was
+/// accepted): the next one may be accepted at once.
+pub fn connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    )
 }
 
 async fn handle(mut stream: TcpStream, exports: Arc<Exports>) -> std::io::Result<()> {

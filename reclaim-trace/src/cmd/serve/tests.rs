@@ -199,6 +199,18 @@ fn refusals_say_why_and_close() {
 }
 
 #[test]
+fn accept_backs_off_on_errors_that_are_not_the_connections() {
+    for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+        let e = std::io::Error::from_raw_os_error(errno);
+        assert!(!connection_error(&e), "{e}");
+    }
+    for errno in [libc::ECONNABORTED, libc::EINTR] {
+        let e = std::io::Error::from_raw_os_error(errno);
+        assert!(connection_error(&e), "{e}");
+    }
+}
+
+#[test]
 fn non_loopback_addresses_are_warned_about() {
     for a in [
         "127.0.0.1:9464",
