@@ -12,14 +12,6 @@ use std::{
 
 use common::*;
 
-/// Passes that `pgsteal_*` does not count: reclaim_pages() (DAMON's pageout action, which is
-/// active on the CI machines, and MADV_PAGEOUT) and window-less passes.
-fn lru_pages_reclaimed(s: &serde_json::Value) -> u64 {
-    u(s, "/totals/pages_reclaimed")
-        - u(s, "/by_context/reclaim_pages/pages_reclaimed")
-        - u(s, "/by_context/other/pages_reclaimed")
-}
-
 #[test]
 fn anon_workload_figures_match_the_kernel() {
     let Some(_lock) = live() else { return };

@@ -143,6 +143,15 @@ pub fn f(v: &serde_json::Value, ptr: &str) -> f64 {
         .unwrap_or_else(|| panic!("{ptr} missing or not a number"))
 }
 
+/// Pages reclaimed, less the passes that `pgsteal_*` does not count: reclaim_pages() (DAMON's
+/// pageout action, which is active on the CI machines, and MADV_PAGEOUT) and window-less
+/// passes.
+pub fn lru_pages_reclaimed(s: &serde_json::Value) -> u64 {
+    u(s, "/totals/pages_reclaimed")
+        - u(s, "/by_context/reclaim_pages/pages_reclaimed")
+        - u(s, "/by_context/other/pages_reclaimed")
+}
+
 /// Assert |got - want| <= tol * want.
 pub fn within(what: &str, got: u64, want: u64, tol: f64) {
     let diff = got.abs_diff(want) as f64;

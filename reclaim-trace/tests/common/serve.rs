@@ -4,7 +4,7 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, mpsc},
     thread,
     time::Duration,
 };
@@ -14,6 +14,7 @@ use super::BIN;
 /// A running `serve`, stopped (SIGTERM, then SIGKILL after 30 s) when dropped.
 pub struct Serve {
     child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Serve {
@@ -40,9 +41,12 @@ impl Serve {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("serve: {line}");
+                kept.lock().unwrap().push(line.clone());
                 if let Some(a) = line
                     .split("http://")
                     .nth(1)
@@ -52,7 +56,10 @@ impl Serve {
                 }
             }
         });
-        let serve = Serve { child };
+        let serve = Serve {
+            child,
+            stderr: lines,
+        };
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("serve announced its address");
@@ -61,6 +68,11 @@ impl Serve {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// The lines `serve` has written on stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     pub fn signal(&self, sig: i32) {
