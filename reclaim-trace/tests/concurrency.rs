@@ -13,6 +13,7 @@ use common::*;
 use serde_json::Value;
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn two_workload_runs_at_once_each_create_and_remove_their_own_swap_and_cgroup() {
     let Some(_lock) = live() else { return };
     let before = traces();

@@ -13,6 +13,7 @@ use std::{
 use common::*;
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn anon_workload_figures_match_the_kernel() {
     let Some(_lock) = live() else { return };
     let before_traces = traces();
@@ -129,6 +130,7 @@ fn anon_workload_figures_match_the_kernel() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn file_workload_flushes_clean_folios_in_batches() {
     let Some(_lock) = live() else { return };
     let before_traces = traces();
@@ -222,6 +224,7 @@ fn interrupt_midway(signal: i32, name: &str) {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn sigint_midway_flushes_the_summary_and_cleans_up() {
     if let Some(_lock) = live() {
         interrupt_midway(libc::SIGINT, "SIGINT");
@@ -229,6 +232,7 @@ fn sigint_midway_flushes_the_summary_and_cleans_up() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn sigterm_midway_flushes_the_summary_and_cleans_up() {
     if let Some(_lock) = live() {
         interrupt_midway(libc::SIGTERM, "SIGTERM");
@@ -236,6 +240,7 @@ fn sigterm_midway_flushes_the_summary_and_cleans_up() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn doctor_lists_every_signal_with_a_source_or_a_reason() {
     let Some(_lock) = live() else { return };
     let o = run(&["doctor", "--json"]);
@@ -277,10 +282,11 @@ fn doctor_lists_every_signal_with_a_source_or_a_reason() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn anon_without_swap_says_how_to_get_it_before_attaching() {
     let Some(_lock) = live() else { return };
     if !traces().swaps.is_empty() {
-        eprintln!("SKIPPED: swap is active on this machine; the no-swap error cannot occur");
+        skipped("swap is active on this machine; the no-swap error cannot occur");
         return;
     }
     let o = run(&["summary", "--duration", "2s", "--workload", "anon"]);
@@ -295,6 +301,7 @@ fn anon_without_swap_says_how_to_get_it_before_attaching() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn unwritable_output_fails_before_attaching() {
     let Some(_lock) = live() else { return };
     let t = Instant::now();
@@ -315,6 +322,7 @@ fn unwritable_output_fails_before_attaching() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn unprivileged_user_is_told_to_run_as_root() {
     let Some(_lock) = live() else { return };
     let o = Command::new("setpriv")

@@ -101,6 +101,7 @@ fn thp_madvise_allowed() -> bool {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn thp_workload_counts_each_huge_folio_once() {
     let Some(_lock) = live() else { return };
     assert!(
@@ -131,10 +132,11 @@ fn thp_workload_counts_each_huge_folio_once() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn mthp_workload_counts_each_64k_folio_once() {
     let Some(_lock) = live() else { return };
     if !Path::new(&format!("{THP}/hugepages-64kB/stats/swpout")).exists() {
-        eprintln!("SKIPPED mTHP test: this kernel has no per-size THP controls (before 6.8)");
+        skipped("this kernel has no per-size THP controls (before 6.8)");
         return;
     }
     // The tool never changes these; the test does, and puts them back.
@@ -163,6 +165,7 @@ fn mthp_workload_counts_each_64k_folio_once() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn thp_workload_with_thp_off_says_how_to_turn_it_on() {
     let Some(_lock) = live() else { return };
     let _off = ThpSizes::set(&[], true);
@@ -290,6 +293,7 @@ impl Drop for KernelTrace {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn single_threaded_processes_flush_at_once_and_the_headline_says_so() {
     let Some(_lock) = live() else { return };
     let before = traces();

@@ -42,6 +42,7 @@ fn record(kind: &str, extra: &[&str]) -> (std::path::PathBuf, Vec<Value>) {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn record_report_and_compare_on_the_live_kernel() {
     let Some(_lock) = live() else { return };
     let before = traces();
@@ -141,6 +142,7 @@ fn promtool(text: &str) {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn serve_exports_metrics_that_grow_and_pass_promtool() {
     let Some(_lock) = live() else { return };
     let before = traces();

@@ -130,6 +130,7 @@ fn refusals(addr: SocketAddr) {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn slow_and_oversized_clients_do_not_hold_serve() {
     let Some(_lock) = live() else { return };
     let before = traces();
@@ -337,6 +338,7 @@ fn frozen(serve: &Serve, addr: SocketAddr) -> (serde_json::Value, String, BTreeM
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn a_thousand_clients_get_complete_answers_and_tracing_loses_nothing() {
     let Some(_lock) = live() else { return };
     let t = Instant::now();
@@ -400,6 +402,7 @@ fn a_thousand_clients_get_complete_answers_and_tracing_loses_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn connections_past_the_bound_wait_in_the_accept_queue() {
     let Some(_lock) = live() else { return };
     let t = Instant::now();
@@ -464,6 +467,7 @@ fn cpu_s(pid: i32) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn out_of_descriptors_accept_backs_off_instead_of_spinning() {
     let Some(_lock) = live() else { return };
     let t = Instant::now();

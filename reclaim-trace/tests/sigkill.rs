@@ -14,6 +14,7 @@ use std::{
 use common::*;
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn sigkill_in_every_phase_then_a_rerun_cleans_up() {
     let Some(_lock) = live() else { return };
     let before = traces();

@@ -149,7 +149,7 @@ fn tmux_available() -> bool {
             std::env::var("RECLAIM_TRACE_LIVE").as_deref() != Ok("require"),
             "tmux is missing: run `cargo xtask setup`"
         );
-        eprintln!("SKIPPED: tmux is not installed (cargo xtask setup installs it)");
+        skipped("tmux is not installed (cargo xtask setup installs it)");
     }
     ok
 }
@@ -246,6 +246,7 @@ fn check_export(path: &Path) {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn dashboard_under_load_in_a_real_terminal() {
     let Some(_lock) = live() else { return };
     if !tmux_available() {
@@ -320,6 +321,7 @@ fn dashboard_under_load_in_a_real_terminal() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn every_way_out_restores_the_terminal_and_removes_the_workload() {
     let Some(_lock) = live() else { return };
     if !tmux_available() {
@@ -385,6 +387,7 @@ fn top_without_a_terminal_points_to_summary() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn no_color_draws_the_dashboard_without_colours() {
     let Some(_lock) = live() else { return };
     if !tmux_available() {

@@ -89,6 +89,7 @@ fn every_troubleshooting_message_is_checked_by_a_test() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn tracefs_unavailable_is_named_in_the_one_line_error() {
     let Some(_lock) = live() else { return };
     // A private mount namespace without tracefs, and no CAP_SYS_ADMIN to mount it.
@@ -112,6 +113,7 @@ fn tracefs_unavailable_is_named_in_the_one_line_error() {
 }
 
 #[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
 fn not_permitted_names_the_fix() {
     let Some(_lock) = live() else { return };
     let o = Command::new("setpriv")

@@ -62,6 +62,20 @@ fn live_allowed() -> bool {
     }
 }
 
+/// Say that a test skipped itself and why: on stderr, and appended to the file named by
+/// `RECLAIM_TRACE_SKIP_LOG`, which `cargo xtask test` lists at the end of its run (a skip
+/// never passes silently there).
+pub fn skipped(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    if let Ok(path) = std::env::var("RECLAIM_TRACE_SKIP_LOG") {
+        use std::io::Write as _;
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{test}: {why}");
+        }
+    }
+}
+
 pub fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
