@@ -60,8 +60,11 @@ impl Histogram {
         Histogram { buckets }
     }
 
+    /// `n` more values of `value` (saturating: bucket lists read from files can hold any
+    /// counts).
     pub fn record(&mut self, value: u64, n: u64) {
-        self.buckets[bucket_of(value)] += n;
+        let c = &mut self.buckets[bucket_of(value)];
+        *c = c.saturating_add(n);
     }
 
     pub fn add(&mut self, other: &Histogram) {
@@ -79,8 +82,9 @@ impl Histogram {
         out
     }
 
+    /// All counts (saturating, like `record`).
     pub fn total(&self) -> u64 {
-        self.buckets.iter().sum()
+        self.buckets.iter().fold(0, |t, &c| t.saturating_add(c))
     }
 }
 
@@ -105,7 +109,7 @@ impl Histogram {
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut seen = 0;
         for (i, &c) in self.buckets.iter().enumerate() {
-            seen += c;
+            seen = c.saturating_add(seen);
             if seen >= rank {
                 return Some(stat_value(i));
             }
@@ -155,7 +159,7 @@ impl Histogram {
                 Le::Inf(_) => HIST_BUCKETS - 1,
                 Le::Value(v) => bucket_of(v),
             };
-            h.buckets[idx] += b.count;
+            h.buckets[idx] = h.buckets[idx].saturating_add(b.count);
         }
         h
     }
@@ -299,6 +303,25 @@ mod tests {
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(json, r#"[{"le":128,"count":2},{"le":"+Inf","count":1}]"#);
         assert_eq!(Histogram::from_bucket_list(&b), h);
+    }
+
+    /// Bucket lists read from a file whose counts add up past `u64::MAX` (an overflow panic
+    /// with overflow checks on, found fuzzing the recording reader): saturated, and statistics
+    /// of them still work.
+    #[test]
+    fn counts_past_the_maximum_saturate() {
+        let b = |le, count| Bucket {
+            le: Le::Value(le),
+            count,
+        };
+        let h = Histogram::from_bucket_list(&[b(1, u64::MAX), b(1, 1), b(2, 7)]);
+        assert_eq!((h.buckets[1], h.buckets[2]), (u64::MAX, 7));
+        assert_eq!(h.total(), u64::MAX);
+        assert_eq!(h.percentile(0.5), Some(1));
+        let s = HistStats::of(&h, None);
+        assert_eq!((s.count, s.max), (u64::MAX, Some(2)));
+        let ns = log2_ns_from_buckets(&[b(1, u64::MAX), b(1, 1)]);
+        assert_eq!(ns.total(), u64::MAX);
     }
 
     #[test]

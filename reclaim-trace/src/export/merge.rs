@@ -1,7 +1,8 @@
 //! Summing summaries: the intervals of a recording into the summary of the whole recording.
 //!
 //! Every count adds up exactly (histograms are bucket counts, totals are counts); ratios, rates,
-//! percentiles and means are derived again from the sums, never averaged.
+//! percentiles and means are derived again from the sums, never averaged. Sums saturate at
+//! `u64::MAX`: the summaries come from files, whose counts can be anything.
 
 use std::collections::BTreeMap;
 
@@ -86,9 +87,9 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
         unflushed_window_ns: window_sum(&a.unflushed_window_ns, &b.unflushed_window_ns),
         flush_to_pageout_ns: window_sum(&a.flush_to_pageout_ns, &b.flush_to_pageout_ns),
         drops: Drops {
-            ringbuf: a.drops.ringbuf + b.drops.ringbuf,
-            decode_errors: a.drops.decode_errors + b.drops.decode_errors,
-            flush_records: a.drops.flush_records + b.drops.flush_records,
+            ringbuf: a.drops.ringbuf.saturating_add(b.drops.ringbuf),
+            decode_errors: a.drops.decode_errors.saturating_add(b.drops.decode_errors),
+            flush_records: a.drops.flush_records.saturating_add(b.drops.flush_records),
         },
         program_errors: add_errors(&a.program_errors, &b.program_errors),
         tracer: tracer(a.tracer.as_ref(), b.tracer.as_ref()),
@@ -114,7 +115,7 @@ fn ipi_fanout(a: &Summary, b: &Summary, totals: &Totals) -> IpiFanout {
     IpiFanout {
         source: x.source.clone(),
         stats: HistStats::of(&hist_sum(&x.stats, &y.stats), totals.fanout_mean(&x.source)),
-        flushes_without_ipi: x.flushes_without_ipi + y.flushes_without_ipi,
+        flushes_without_ipi: x.flushes_without_ipi.saturating_add(y.flushes_without_ipi),
         candidates: opt_hist_sum(
             &x.candidates,
             &y.candidates,
@@ -166,14 +167,18 @@ fn by_cgroup(a: &Summary, b: &Summary) -> Vec<CgroupSummary> {
 /// Per-CPU counts added; one side may know more CPUs.
 fn add_by_cpu(a: &[u64], b: &[u64]) -> Vec<u64> {
     (0..a.len().max(b.len()))
-        .map(|i| a.get(i).copied().unwrap_or(0) + b.get(i).copied().unwrap_or(0))
+        .map(|i| {
+            let (x, y) = (a.get(i).copied(), b.get(i).copied());
+            x.unwrap_or(0).saturating_add(y.unwrap_or(0))
+        })
         .collect()
 }
 
 fn add_errors(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     let mut sum = a.clone();
     for (k, v) in b {
-        *sum.entry(k.clone()).or_default() += v;
+        let e = sum.entry(k.clone()).or_default();
+        *e = e.saturating_add(*v);
     }
     sum
 }
@@ -186,7 +191,7 @@ fn tracer(a: Option<&TracerInfo>, b: Option<&TracerInfo>) -> Option<TracerInfo> 
             load_attach_s: x.load_attach_s,
             cpu_s: y.cpu_s.or(x.cpu_s),
             traced_s: y.traced_s.max(x.traced_s),
-            pass_records: x.pass_records + y.pass_records,
+            pass_records: x.pass_records.saturating_add(y.pass_records),
             hot_events: y.hot_events.or(x.hot_events),
             programs: y.programs.clone().or_else(|| x.programs.clone()),
         }),
@@ -202,7 +207,10 @@ pub fn merge_all<'a>(mut it: impl Iterator<Item = &'a Summary>) -> Option<Summar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::summary::tests::anon_summary;
+    use crate::{
+        aggregate::hist::{Bucket, Le},
+        export::summary::tests::anon_summary,
+    };
 
     #[test]
     fn two_halves_sum_to_the_whole() {
@@ -235,5 +243,44 @@ mod tests {
             36
         );
         assert!(merge_all(std::iter::empty()).is_none());
+    }
+
+    /// Counts that add up past `u64::MAX` (a corrupt or crafted recording; an overflow panic
+    /// with overflow checks on, found fuzzing the recording reader) saturate.
+    #[test]
+    fn sums_past_the_maximum_saturate() {
+        let mut a = anon_summary();
+        a.totals.passes = u64::MAX;
+        a.drops.ringbuf = u64::MAX;
+        a.ipi_fanout.flushes_without_ipi = u64::MAX;
+        a.remote_shootdowns_by_cpu = vec![u64::MAX];
+        a.program_errors.insert("x".into(), u64::MAX);
+        a.pass_duration_us.histogram = vec![
+            Bucket {
+                le: Le::Value(1),
+                count: u64::MAX,
+            },
+            Bucket {
+                le: Le::Value(1),
+                count: 1,
+            },
+            Bucket {
+                le: Le::Value(2),
+                count: 1,
+            },
+        ];
+        a.unflushed_window_ns = Some(a.pass_duration_us.clone());
+        if let Some(t) = a.tracer.as_mut() {
+            t.pass_records = u64::MAX;
+        }
+        let m = merge(&a, &a);
+        assert_eq!(m.totals.passes, u64::MAX);
+        assert_eq!(m.drops.ringbuf, u64::MAX);
+        assert_eq!(m.ipi_fanout.flushes_without_ipi, u64::MAX);
+        assert_eq!(m.remote_shootdowns_by_cpu[0], u64::MAX);
+        assert_eq!(m.program_errors["x"], u64::MAX);
+        assert_eq!(m.pass_duration_us.count, u64::MAX);
+        assert_eq!(m.unflushed_window_ns.unwrap().count, u64::MAX);
+        assert!(m.tracer.is_none_or(|t| t.pass_records == u64::MAX));
     }
 }

@@ -102,8 +102,14 @@ pub fn check_schema(path: &Path, v: &serde_json::Value) -> Result<()> {
 pub fn read(path: &Path) -> Result<Recording> {
     let file = std::fs::File::open(path)
         .map_err(|e| BadInput(format!("cannot open {}: {e}", path.display())))?;
+    parse(path, BufReader::new(file))
+}
+
+/// The recording in `input`, read line by line (`path` names it in messages): what [`read`]
+/// does once the file is open, and what `cargo xtask fuzz` feeds from memory.
+pub fn parse(path: &Path, input: impl BufRead) -> Result<Recording> {
     let mut rec = Recording::default();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
+    for (i, line) in input.lines().enumerate() {
         let n = i + 1;
         let line = line.with_context(|| format!("reading {} at line {n}", path.display()))?;
         if line.trim().is_empty() {
@@ -145,10 +151,15 @@ pub fn read(path: &Path) -> Result<Recording> {
 pub fn load_summary(path: &Path) -> Result<(Summary, Vec<(usize, String)>)> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+    parse_summary(path, &text)
+}
+
+/// [`load_summary`] of a file's `text` (`path` names it in messages).
+pub fn parse_summary(path: &Path, text: &str) -> Result<(Summary, Vec<(usize, String)>)> {
     if text.trim().is_empty() {
         return Err(BadInput(format!("{} is empty", path.display())).into());
     }
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
         check_schema(path, &v)?;
         return match serde_json::from_value::<Summary>(v) {
             Ok(mut s) => {
@@ -162,13 +173,13 @@ pub fn load_summary(path: &Path) -> Result<(Summary, Vec<(usize, String)>)> {
             .into()),
         };
     }
-    let rec = read(path)?;
+    let rec = parse(path, text.as_bytes())?;
     let summary = match (&rec.summary, rec.intervals.is_empty()) {
         // A complete recording: its last line is the whole run.
         (Some(s), _) => s.summary.clone(),
         (None, false) => super::merge::merge_all(rec.intervals.iter().map(|l| &l.summary))
             .ok_or_else(|| anyhow::anyhow!("no intervals"))?,
-        (None, true) => unreachable!("read() rejects recordings without records"),
+        (None, true) => unreachable!("parse() rejects recordings without records"),
     };
     Ok((summary, rec.skipped))
 }
@@ -242,6 +253,29 @@ mod tests {
         let (s, skipped) = load_summary(&f.0).unwrap();
         assert_eq!(s.totals.passes, 3 * anon_summary().totals.passes);
         assert_eq!(skipped.len(), 2);
+    }
+
+    /// `parse` and `parse_summary` (what the fuzz targets feed) read from memory what `read`
+    /// and `load_summary` read from the file.
+    #[test]
+    fn parsing_text_is_reading_its_file() {
+        let text = format!(
+            "{}\nnot json\n{}\n",
+            line(LineType::Interval, 1),
+            line(LineType::Interval, 2)
+        );
+        let f = file(&text);
+        let (from_file, in_memory) = (read(&f.0).unwrap(), parse(&f.0, text.as_bytes()).unwrap());
+        assert_eq!(from_file.intervals, in_memory.intervals);
+        assert_eq!(from_file.skipped, in_memory.skipped);
+        assert_eq!(
+            load_summary(&f.0).unwrap(),
+            parse_summary(&f.0, &text).unwrap()
+        );
+        // Not UTF-8: an error from memory as from the file.
+        let bad = [line(LineType::Interval, 1).as_bytes(), b"\n\xff\n"].concat();
+        let e = parse(&f.0, &bad[..]).unwrap_err();
+        assert!(format!("{e:#}").contains("at line 2"), "{e:#}");
     }
 
     #[test]

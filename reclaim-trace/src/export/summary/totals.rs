@@ -107,7 +107,8 @@ impl Totals {
     }
 
     /// `other`'s counts added to these: the totals of two consecutive windows. Every field is
-    /// named (no `..`), so a count added to `Totals` cannot be left out of the sum.
+    /// named (no `..`), so a count added to `Totals` cannot be left out of the sum. Saturating:
+    /// counts read from a file can be anything.
     pub fn add(&mut self, other: &Totals) {
         let Totals {
             passes,
@@ -142,37 +143,44 @@ impl Totals {
             unmatched_passes,
             unmatched_pages,
         } = other;
-        self.passes += passes;
-        self.folios_in += folios_in;
-        self.folios_reclaimed += folios_reclaimed;
-        self.pages_reclaimed += pages_reclaimed;
-        self.pages_scanned += pages_scanned;
-        self.pageouts += pageouts;
-        self.flushes += flushes;
-        self.deferred_flushes += deferred_flushes;
-        self.dirty_flushes += dirty_flushes;
-        self.batch_flushes += batch_flushes;
-        self.other_flushes += other_flushes;
-        self.immediate_flushes += immediate_flushes;
-        self.ipis += ipis;
-        self.fanout_targets += fanout_targets;
-        self.fanout_candidates += fanout_candidates;
-        self.flushes_without_ipi += flushes_without_ipi;
-        self.batched_unmaps += batched_unmaps;
-        self.dirty_flush_calls += dirty_flush_calls;
-        self.remote_shootdowns += remote_shootdowns;
-        self.remote_shootdowns_traced += remote_shootdowns_traced;
-        self.pageouts_outside_reclaim += pageouts_outside_reclaim;
-        self.passes_without_start += passes_without_start;
-        self.dirty_flushes_without_pageout += dirty_flushes_without_pageout;
-        self.pageouts_before_flush += pageouts_before_flush;
-        self.pageouts_undeferred += pageouts_undeferred;
-        self.pageouts_readonly_pending += pageouts_readonly_pending;
-        self.pageouts_not_unmapped += pageouts_not_unmapped;
-        self.window_unknown += window_unknown;
-        self.pageout_calls += pageout_calls;
-        self.unmatched_passes += unmatched_passes;
-        self.unmatched_pages += unmatched_pages;
+        let add = |sum: &mut u64, v: &u64| *sum = sum.saturating_add(*v);
+        add(&mut self.passes, passes);
+        add(&mut self.folios_in, folios_in);
+        add(&mut self.folios_reclaimed, folios_reclaimed);
+        add(&mut self.pages_reclaimed, pages_reclaimed);
+        add(&mut self.pages_scanned, pages_scanned);
+        add(&mut self.pageouts, pageouts);
+        add(&mut self.flushes, flushes);
+        add(&mut self.deferred_flushes, deferred_flushes);
+        add(&mut self.dirty_flushes, dirty_flushes);
+        add(&mut self.batch_flushes, batch_flushes);
+        add(&mut self.other_flushes, other_flushes);
+        add(&mut self.immediate_flushes, immediate_flushes);
+        add(&mut self.ipis, ipis);
+        add(&mut self.fanout_targets, fanout_targets);
+        add(&mut self.fanout_candidates, fanout_candidates);
+        add(&mut self.flushes_without_ipi, flushes_without_ipi);
+        add(&mut self.batched_unmaps, batched_unmaps);
+        add(&mut self.dirty_flush_calls, dirty_flush_calls);
+        add(&mut self.remote_shootdowns, remote_shootdowns);
+        add(&mut self.remote_shootdowns_traced, remote_shootdowns_traced);
+        add(&mut self.pageouts_outside_reclaim, pageouts_outside_reclaim);
+        add(&mut self.passes_without_start, passes_without_start);
+        add(
+            &mut self.dirty_flushes_without_pageout,
+            dirty_flushes_without_pageout,
+        );
+        add(&mut self.pageouts_before_flush, pageouts_before_flush);
+        add(&mut self.pageouts_undeferred, pageouts_undeferred);
+        add(
+            &mut self.pageouts_readonly_pending,
+            pageouts_readonly_pending,
+        );
+        add(&mut self.pageouts_not_unmapped, pageouts_not_unmapped);
+        add(&mut self.window_unknown, window_unknown);
+        add(&mut self.pageout_calls, pageout_calls);
+        add(&mut self.unmatched_passes, unmatched_passes);
+        add(&mut self.unmatched_pages, unmatched_pages);
     }
 
     /// All reclaim flushes per reclaimed folio, and its two parts.
@@ -319,5 +327,25 @@ mod tests {
         for (k, v) in json.as_object().unwrap() {
             assert_eq!(v, 2, "{k}");
         }
+    }
+
+    /// Counts from a file summed past `u64::MAX` stay there (no overflow panic, no wrap).
+    #[test]
+    fn add_saturates() {
+        let mut max = Totals {
+            passes: u64::MAX,
+            unmatched_pages: u64::MAX - 1,
+            ..Totals::default()
+        };
+        max.add(&Totals {
+            passes: 1,
+            unmatched_pages: 5,
+            flushes: 3,
+            ..Totals::default()
+        });
+        assert_eq!(
+            (max.passes, max.unmatched_pages, max.flushes),
+            (u64::MAX, u64::MAX, 3)
+        );
     }
 }

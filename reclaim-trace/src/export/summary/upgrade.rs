@@ -13,7 +13,8 @@ impl Summary {
         }
         fn fix(t: &mut Totals) -> PerFolio {
             t.deferred_flushes = t.flushes;
-            t.flushes += t.immediate_flushes;
+            // Saturating: the counts come from a file.
+            t.flushes = t.flushes.saturating_add(t.immediate_flushes);
             t.per_folio()
         }
         self.per_folio = fix(&mut self.totals);
@@ -59,5 +60,17 @@ mod tests {
         let before = s.clone();
         s.upgrade();
         assert_eq!(s, before);
+    }
+
+    /// A v1 file whose counts add up past `u64::MAX` (an overflow panic with overflow checks
+    /// on, found fuzzing the recording reader).
+    #[test]
+    fn v1_counts_past_the_maximum_saturate() {
+        let mut s = anon_summary();
+        s.schema = SCHEMA_V1.into();
+        s.totals.flushes = u64::MAX;
+        s.totals.immediate_flushes = 2;
+        s.upgrade();
+        assert_eq!(s.totals.flushes, u64::MAX);
     }
 }
