@@ -338,5 +338,8 @@ fn unprivileged_user_is_told_to_run_as_root() {
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(e.contains("run as root"), "{e}");
+    assert!(
+        e.contains("not permitted to load tracing programs") && e.contains("run as root"),
+        "{e}"
+    );
 }

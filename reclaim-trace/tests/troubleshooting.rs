@@ -111,23 +111,3 @@ fn tracefs_unavailable_is_named_in_the_one_line_error() {
     assert!(e.contains("no reclaim-pass signal can be attached"), "{e}");
     assert_eq!(traces().programs, 0);
 }
-
-#[test]
-#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
-fn not_permitted_names_the_fix() {
-    let Some(_lock) = live() else { return };
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            BIN,
-        ])
-        .args(["summary", "--duration", "1s"])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(e.contains("not permitted to load tracing programs"), "{e}");
-}
