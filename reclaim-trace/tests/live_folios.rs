@@ -232,6 +232,8 @@ impl Drop for ThpSizes {
 struct KernelTrace {
     event: String,
     buffer_kb: String,
+    /// `tracing_on` as found (other tracers on the machine may rely on it).
+    tracing_on: String,
 }
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -241,10 +243,13 @@ impl KernelTrace {
         let w = |f: &str, v: &str| {
             fs::write(format!("{TRACEFS}/{f}"), v).unwrap_or_else(|e| panic!("{f}: {e}"))
         };
-        let buffer_kb = fs::read_to_string(format!("{TRACEFS}/buffer_size_kb"))
-            .unwrap()
-            .trim()
-            .to_string();
+        let read = |f: &str| {
+            fs::read_to_string(format!("{TRACEFS}/{f}"))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let (buffer_kb, tracing_on) = (read("buffer_size_kb"), read("tracing_on"));
         w("tracing_on", "0");
         w("trace", "");
         // ~40 bytes an event; a 5 s run of two processes makes about a million.
@@ -255,6 +260,7 @@ impl KernelTrace {
         KernelTrace {
             event: event.to_string(),
             buffer_kb,
+            tracing_on,
         }
     }
 
@@ -286,6 +292,7 @@ impl Drop for KernelTrace {
             (format!("events/{}/filter", self.event), "0"),
             ("trace".to_string(), ""),
             ("buffer_size_kb".to_string(), self.buffer_kb.as_str()),
+            ("tracing_on".to_string(), self.tracing_on.as_str()),
         ] {
             let _ = fs::write(format!("{TRACEFS}/{f}"), v);
         }
