@@ -266,21 +266,24 @@ impl FlushEpisode {
 
 /// A batched flush outside any reclaim pass (migration, compaction, NUMA balancing): how the
 /// count of such flushes changes on `tlb_flush` (`reason`, `pages`), given `open`, the task's
-/// state for them (`EPISODE_NONE` or `EPISODE_OPEN`). A full remote flush counts at once (+1)
-/// and opens; its local leg closes it, and if that leg shows an mm flush (reason 3) the count
-/// is taken back (−1). A local shootdown with nothing open is a local-only batched flush (+1).
+/// state for them (`EPISODE_NONE` or `EPISODE_OPEN`). A full remote flush opens; the task's
+/// next flush event decides it: an mm flush's local leg (reason 3) means it was not batched,
+/// anything else (its local leg, reason 2, as a rule) counts it (+1). A local shootdown with
+/// nothing open is a local-only batched flush (+1). Never negative: the counter is exported as
+/// a Prometheus counter, and a count taken back after a scrape would go down.
 #[inline(always)]
-pub fn outside_pass_flush(open: &mut u32, reason: u32, pages: u64) -> i64 {
+pub fn outside_pass_flush(open: &mut u32, reason: u32, pages: u64) -> u64 {
     let was_open = core::mem::replace(open, EPISODE_NONE) == EPISODE_OPEN;
-    match reason {
-        TLB_REMOTE_SEND_IPI if pages == TLB_FLUSH_ALL => {
-            *open = EPISODE_OPEN;
-            1
+    let decided = (was_open && reason != TLB_LOCAL_MM_SHOOTDOWN) as u64;
+    decided
+        + match reason {
+            TLB_REMOTE_SEND_IPI if pages == TLB_FLUSH_ALL => {
+                *open = EPISODE_OPEN;
+                0
+            }
+            TLB_LOCAL_SHOOTDOWN if !was_open => 1,
+            _ => 0,
         }
-        TLB_LOCAL_SHOOTDOWN if !was_open => 1,
-        TLB_LOCAL_MM_SHOOTDOWN if was_open => -1,
-        _ => 0,
-    }
 }
 
 /// Batch fill estimated for a pass whose unmaps were not observed (tracepoint tier): each

@@ -76,8 +76,7 @@ fn immediate_in_precise_pass(p: *mut PassState, reason: u32) {
 }
 
 /// Batched flushes outside reclaim (migration, compaction, NUMA balancing) are counted, not
-/// put in the ratio (see `outside_pass_flush`). Per-CPU counters are summed with wrapping
-/// arithmetic, so taking one back is adding `u64::MAX`.
+/// put in the ratio (see `outside_pass_flush`).
 #[inline(always)]
 fn outside_pass(key: u64, reason: u32, pages: u64) {
     let opens = reason == TLB_REMOTE_SEND_IPI && pages == TLB_FLUSH_ALL;
@@ -93,9 +92,8 @@ fn outside_pass(key: u64, reason: u32, pages: u64) {
         None if opens => return, // no slot for this task: cannot pair the legs
         None => &mut untracked,
     };
-    match outside_pass_flush(state, reason, pages) {
-        1 => count(CNT_OTHER_FLUSHES, 1),
-        -1 => count(CNT_OTHER_FLUSHES, u64::MAX),
-        _ => {}
+    let n = outside_pass_flush(state, reason, pages);
+    if n != 0 {
+        count(CNT_OTHER_FLUSHES, n);
     }
 }
