@@ -1,6 +1,8 @@
 //! Builds the eBPF programs (reclaim-trace-ebpf) with aya-build: nightly, bpfel target,
 //! bpf-linker. With AYA_BUILD_SKIP=1 an empty object is written instead, so that the pure tests
 //! build without the eBPF toolchain; loading then fails with a message saying how to rebuild.
+//! With RECLAIM_TRACE_EBPF_LOG=0 the programs are built without aya-log (the `log` feature):
+//! only to measure what logging anomalies costs the programs (docs/overhead.md).
 
 use anyhow::{Context as _, anyhow};
 
@@ -10,6 +12,8 @@ fn main() -> anyhow::Result<()> {
     let skip =
         std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    println!("cargo:rerun-if-env-changed=RECLAIM_TRACE_EBPF_LOG");
+    let no_log = std::env::var("RECLAIM_TRACE_EBPF_LOG").is_ok_and(|v| v == "0");
     if skip {
         std::fs::write(&placeholder, [])?;
         return Ok(());
@@ -31,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         [aya_build::Package {
             name: ebpf.name.as_str(),
             root_dir: root.as_str(),
+            no_default_features: no_log,
             ..Default::default()
         }],
         aya_build::Toolchain::default(),

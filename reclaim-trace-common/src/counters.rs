@@ -68,9 +68,34 @@ pub const CNT_UNMATCHED_PAGES: u32 = 20;
 /// `MADV_DONTNEED`: the write then finds its swap entry freed and does no I/O), or its entry
 /// aged out of the map. No window of this pass to measure.
 pub const CNT_PAGEOUTS_NOT_UNMAPPED: u32 = 21;
+/// `tlb_flush` with a reason this build does not know (above `TLB_REMOTE_WRONG_CPU`): a
+/// kernel that added one. Ignored, and an anomaly.
+pub const CNT_UNKNOWN_TLB_FLUSH_REASON: u32 = 22;
+/// Precise tier: a reclaim pass ended while its `arch_tlbbatch_flush` had begun and not
+/// returned (its exit probe missed the return). The flush is counted, its fan-out may be short.
+pub const CNT_EPISODE_LEFT_OPEN: u32 = 23;
 /// First program-error counter: `CNT_ERR_BASE + PROG_*`.
 pub const CNT_ERR_BASE: u32 = 32;
 pub const N_COUNTERS: u32 = 64;
+
+/// What the kernel side's state machines did not expect, by kind, as the summary's `anomalies`
+/// names them. Each is counted in its counter; the first [`LOG_FIRST_ANOMALIES`] of a kind on
+/// each CPU are also logged through aya-log. The kind `failed_read` (a program gave up on an
+/// event because a read of kernel memory, of its tracepoint record or of a map failed) is the
+/// sum of the per-program error counters.
+pub const ANOMALY_COUNTERS: [(&str, u32); 5] = [
+    ("pass_end_without_start", CNT_PASS_END_WITHOUT_START),
+    ("pass_map_full", CNT_PASS_MAP_FULL),
+    ("episode_left_open", CNT_EPISODE_LEFT_OPEN),
+    ("folio_walk_truncated", CNT_FOLIO_WALK_TRUNCATED),
+    ("unknown_tlb_flush_reason", CNT_UNKNOWN_TLB_FLUSH_REASON),
+];
+/// The anomaly kind counted by the per-program error counters.
+pub const ANOMALY_FAILED_READ: &str = "failed_read";
+/// Anomalies of one kind logged per CPU: the first few say what happened; the counter says how
+/// often. Beyond them nothing is written, so a kernel that surprises on every event costs a
+/// counter increment, not a log record each.
+pub const LOG_FIRST_ANOMALIES: u64 = 4;
 
 // Program ids for the per-program error counters.
 pub const PROG_LRU_ISOLATE: u32 = 0;

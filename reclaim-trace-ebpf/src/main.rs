@@ -37,8 +37,9 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
 };
 use reclaim_trace_common::{
-    CNT_ERR_BASE, Config, EVENTS_BYTES, HIST_BUCKETS, HistBuckets, MAX_SHOOTDOWN_CPUS, MAX_TASKS,
-    N_CONTROL, N_COUNTERS, N_CTX, N_HISTS, OFF_NONE, PassBatch, PassCounts, bucket_of, hist_index,
+    CNT_ERR_BASE, Config, EVENTS_BYTES, HIST_BUCKETS, HistBuckets, LOG_FIRST_ANOMALIES,
+    MAX_SHOOTDOWN_CPUS, MAX_TASKS, N_CONTROL, N_COUNTERS, N_CTX, N_HISTS, OFF_NONE, PassBatch,
+    PassCounts, bucket_of, hist_index,
 };
 
 pub use pass::{PassState, TaskEntry};
@@ -105,10 +106,44 @@ pub(crate) fn count(idx: u32, n: u64) {
     }
 }
 
-/// Count a failed program run (`PROG_*`).
+/// Add one to per-CPU counter `idx`; true while it was below `LOG_FIRST_ANOMALIES` (the
+/// anomaly should also be logged).
+#[inline(always)]
+pub(crate) fn count_first(idx: u32) -> bool {
+    match COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, as in `count`.
+        Some(p) => unsafe {
+            let before = *p;
+            *p = before + 1;
+            before < LOG_FIRST_ANOMALIES
+        },
+        None => false,
+    }
+}
+
+/// An anomaly: what a state machine did not expect. Counted in `CNT_*` counter `$idx`; the
+/// first few per CPU are logged (aya-log, info level: `-v` shows them) with the format and
+/// arguments given. Only on cold paths: the log record is written only when userspace asked for
+/// info-level logs (`AYA_LOG_LEVEL`), and never past the first few.
+macro_rules! anomaly {
+    ($idx:expr, $($fmt:tt)+) => {{
+        if $crate::count_first($idx) {
+            #[cfg(feature = "log")]
+            aya_log_ebpf::info!(&(), target: "reclaim_trace::kernel", $($fmt)+);
+        }
+    }};
+}
+pub(crate) use anomaly;
+
+/// Count a failed program run (`PROG_*`): an anomaly of kind `failed_read`.
 #[inline(always)]
 pub(crate) fn count_error(prog: u32) {
-    count(CNT_ERR_BASE + prog, 1);
+    anomaly!(
+        CNT_ERR_BASE + prog,
+        "failed_read: program {} gave up on an event (a read of kernel memory, its tracepoint \
+         record or a map failed; program_errors names it)",
+        prog
+    );
 }
 
 /// Add `n` observations of `value` to histogram (`metric`, `ctx`).

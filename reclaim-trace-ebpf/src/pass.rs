@@ -3,17 +3,17 @@
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_ktime_get_ns, generated as raw};
 use reclaim_trace_common::{
-    CFG_COUNT_FOLIOS, CFG_EMIT_FLUSHES, CNT_PASS_MAP_FULL, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES,
-    CNT_UNMATCHED_PASSES, CONTROL_STOPPED, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER,
-    FLUSH_BATCH, FLUSH_DIRTY, HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS,
-    HIST_IPIS, N_CTX, OFF_NONE, PASS_F_FILL_EXACT, PASS_F_HAS_START, PF_KSWAPD, PassCounts,
-    PassDelta, PassWire,
+    CFG_COUNT_FOLIOS, CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CNT_EPISODE_LEFT_OPEN,
+    CNT_PASS_MAP_FULL, CNT_RINGBUF_DROPS, CNT_UNMATCHED_PAGES, CNT_UNMATCHED_PASSES,
+    CONTROL_STOPPED, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER, FLUSH_BATCH, FLUSH_DIRTY,
+    HIST_BATCH_FILL, HIST_FANOUT_CANDIDATES, HIST_FANOUT_TARGETS, HIST_IPIS, N_CTX, OFF_NONE,
+    PASS_F_FILL_EXACT, PASS_F_HAS_START, PF_KSWAPD, PassCounts, PassDelta, PassWire,
     flush::{Closed, FanoutRun, FlushEpisode, estimated_batch_fill, unmatched_pages},
     pass_delta_fields,
 };
 
 use crate::{
-    CONTROL, EVENTS, TASK_SLOTS, TASKS, TOTALS, config, count, hist_add, kread,
+    CONTROL, EVENTS, TASK_SLOTS, TASKS, TOTALS, anomaly, config, count, hist_add, kread,
     records::{emit_flush, stage, submit_flags, write_record},
     zero_words,
 };
@@ -199,7 +199,12 @@ pub fn entry_or_insert(key: u64) -> Option<*mut TaskEntry> {
             }
         }
     }
-    count(CNT_PASS_MAP_FULL, 1);
+    anomaly!(
+        CNT_PASS_MAP_FULL,
+        "pass_map_full: both task slots of task {:x} hold other tasks' live passes; its pass \
+         is not tracked",
+        key
+    );
     None
 }
 
@@ -463,6 +468,15 @@ pub fn end_pass(p: *mut PassState, staged: bool) {
         // SAFETY: map value owned by this task.
         unsafe { (*p).active = 0 };
         return;
+    }
+    // SAFETY: map value owned by this task.
+    if config!(flags) & CFG_PRECISE_FLUSH != 0 && unsafe { (*p).episode.is_open() } {
+        anomaly!(
+            CNT_EPISODE_LEFT_OPEN,
+            "episode_left_open: a reclaim pass of task {:x} ended inside arch_tlbbatch_flush \
+             (its return was not seen); the flush is counted, its fan-out may be short",
+            current_key()
+        );
     }
     close_episode(p, false);
     // SAFETY: map value owned by this task.

@@ -42,7 +42,7 @@ use reclaim_trace_common::{
 };
 
 use crate::{
-    config, count, count_error, current_tid_tgid, hist_add, is_self, kread,
+    anomaly, config, count, count_error, current_tid_tgid, hist_add, is_self, kread,
     pass::{
         CTX_AUTO, close_episode, css_id, current_key, end_pass, open_episode, pass_of, start_pass,
         stopped,
@@ -123,7 +123,12 @@ fn shrink_entry_core(folio_list: u64, sc: u64, stat: u64) -> Result<(), ()> {
     if node != folio_list && node != 0 {
         // SAFETY: as above.
         unsafe { (*p).flags |= PASS_F_FOLIOS_IN_TRUNCATED };
-        count(CNT_FOLIO_WALK_TRUNCATED, 1);
+        anomaly!(
+            CNT_FOLIO_WALK_TRUNCATED,
+            "folio_walk_truncated: a folio list of shrink_folio_list is longer than the walk \
+             limit of {} folios; folios_in of that pass is a lower bound",
+            limit
+        );
     }
     Ok(())
 }

@@ -11,13 +11,13 @@
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use reclaim_trace_common::{
     CFG_PRECISE_FLUSH, CNT_OTHER_FLUSHES, CNT_REMOTE_SHOOTDOWNS_TRACED, CNT_REMOTE_WRONG_CPU,
-    TLB_FLUSH_ALL, TLB_LOCAL_MM_SHOOTDOWN, TLB_LOCAL_SHOOTDOWN, TLB_REMOTE_SEND_IPI,
-    TLB_REMOTE_SHOOTDOWN, TLB_REMOTE_WRONG_CPU,
+    CNT_UNKNOWN_TLB_FLUSH_REASON, TLB_FLUSH_ALL, TLB_LOCAL_MM_SHOOTDOWN, TLB_LOCAL_SHOOTDOWN,
+    TLB_REMOTE_SEND_IPI, TLB_REMOTE_SHOOTDOWN, TLB_REMOTE_WRONG_CPU,
     flush::{EPISODE_NONE, outside_pass_flush},
 };
 
 use crate::{
-    config, count,
+    anomaly, config, count,
     pass::{PassState, current_key, entry_of, entry_or_insert, pass_of, record_closed},
 };
 
@@ -42,6 +42,16 @@ fn try_tlb_flush(ctx: &RawTracePointContext) {
             return;
         }
         TLB_LOCAL_SHOOTDOWN | TLB_LOCAL_MM_SHOOTDOWN | TLB_REMOTE_SEND_IPI => {}
+        reason if reason > TLB_REMOTE_WRONG_CPU => {
+            anomaly!(
+                CNT_UNKNOWN_TLB_FLUSH_REASON,
+                "unknown_tlb_flush_reason: tlb_flush reason {} is newer than this build \
+                 (include/linux/mm_types.h); ignored",
+                reason
+            );
+            return;
+        }
+        // TLB_FLUSH_ON_TASK_SWITCH: not a shootdown.
         _ => return,
     }
     let key = current_key();

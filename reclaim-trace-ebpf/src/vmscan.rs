@@ -13,7 +13,7 @@ use reclaim_trace_common::{
 };
 
 use crate::{
-    config, count, count_error, current_tid_tgid, is_self,
+    anomaly, config, count, count_error, current_tid_tgid, is_self,
     pass::{
         CTX_AUTO, PassState, WIN_DIRECT, WIN_MEMCG, current_key, end_pass, entry_or_insert,
         pass_of, record_closed, start_pass, stopped,
@@ -139,7 +139,12 @@ fn ending_pass(tid: u32, tgid: u32) -> Result<*mut PassState, ()> {
     match pass_of(current_key()) {
         Some(p) => Ok(p),
         None => {
-            count(CNT_PASS_END_WITHOUT_START, 1);
+            anomaly!(
+                CNT_PASS_END_WITHOUT_START,
+                "pass_end_without_start: a reclaim pass of task {} ended without a start (it \
+                 began before tracing did, or its start event was lost); counted from its end",
+                tid
+            );
             start_pass(tid, tgid, CTX_AUTO, 0, 0).ok_or(())
         }
     }

@@ -20,7 +20,9 @@ use crate::{
     aggregate::{Aggregator, Window},
     export::summary::{self, KernelInfo, Summary, SummaryContext, TracerInfo},
     kernel::{KernelFacts, Privileges, tracefs::Tracefs},
-    probe::{RecordBatch, Tracer, TracerOptions, spawn_reader, stats::StatsGuard},
+    probe::{
+        RecordBatch, Tracer, TracerOptions, spawn_kernel_log, spawn_reader, stats::StatsGuard,
+    },
     workload::{Workload, WorkloadOptions, cgroup::MemoryHierarchy, preflight},
 };
 
@@ -109,6 +111,8 @@ pub struct Session {
     rx: mpsc::UnboundedReceiver<RecordBatch>,
     stop_tx: watch::Sender<bool>,
     reader: Option<JoinHandle<()>>,
+    /// Forwards the programs' anomaly logs.
+    kernel_log: Option<JoinHandle<()>>,
     clock: Instant,
     hierarchy: Option<MemoryHierarchy>,
     bpf_stats: Option<StatsGuard>,
@@ -148,6 +152,10 @@ impl Session {
         let events = tracer.take_events()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
+        let kernel_log = tracer
+            .take_kernel_log()
+            .map(|l| spawn_kernel_log(l, stop_rx.clone()))
+            .transpose()?;
         let reader = spawn_reader(events, tx, stop_rx)?;
         let clock = Instant::now();
         let initial = tracer.snapshot()?;
@@ -165,6 +173,7 @@ impl Session {
             rx,
             stop_tx,
             reader: Some(reader),
+            kernel_log,
             clock,
             hierarchy,
             bpf_stats: stats,
@@ -337,6 +346,9 @@ impl Session {
         let _ = self.stop_tx.send(true);
         if let Some(r) = self.reader.take() {
             let _ = r.await;
+        }
+        if let Some(l) = self.kernel_log.take() {
+            let _ = l.await;
         }
         while let Ok(batch) = self.rx.try_recv() {
             self.absorb(batch);

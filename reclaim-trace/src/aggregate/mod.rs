@@ -7,9 +7,9 @@ pub mod hist;
 use std::collections::BTreeMap;
 
 use reclaim_trace_common::{
-    CNT_ERR_BASE, CNT_REMOTE_SHOOTDOWNS_TRACED, CTX_DIRECT, CTX_KSWAPD, CTX_MEMCG, CTX_OTHER,
-    CTX_PROACTIVE, CTX_RECLAIM_PAGES, HistBuckets, N_COUNTERS, N_CTX, N_HIST_CTX, N_HISTS, N_PROGS,
-    PassCounts, PassRecord, decode::Record, hist_index,
+    ANOMALY_COUNTERS, ANOMALY_FAILED_READ, CNT_ERR_BASE, CNT_REMOTE_SHOOTDOWNS_TRACED, CTX_DIRECT,
+    CTX_KSWAPD, CTX_MEMCG, CTX_OTHER, CTX_PROACTIVE, CTX_RECLAIM_PAGES, HistBuckets, N_COUNTERS,
+    N_CTX, N_HIST_CTX, N_HISTS, N_PROGS, PassCounts, PassRecord, decode::Record, hist_index,
 };
 
 pub use self::hist::{HistStats, Histogram};
@@ -166,6 +166,18 @@ impl KernelSnapshot {
             h.add(self.hist(metric, ctx));
         }
         h
+    }
+
+    /// Every anomaly kind with its count (`failed_read`: the program errors together).
+    pub fn anomalies(&self) -> BTreeMap<String, u64> {
+        let failed_read = (0..N_PROGS).fold(0u64, |n, p| {
+            n.saturating_add(self.counter(CNT_ERR_BASE + p))
+        });
+        ANOMALY_COUNTERS
+            .iter()
+            .map(|&(name, idx)| (name.to_string(), self.counter(idx)))
+            .chain([(ANOMALY_FAILED_READ.to_string(), failed_read)])
+            .collect()
     }
 
     pub fn program_errors(&self) -> BTreeMap<String, u64> {

@@ -1,6 +1,6 @@
 //! `reclaim-trace doctor`: the kernel, privileges, and the probe for every signal.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -22,13 +22,38 @@ struct Report<'a> {
     plan: Vec<PlanRow>,
     attach: Vec<AttachOutcome>,
     load_attach_s: Option<f64>,
+    /// Anomalies the programs counted in [`WATCH`] attached (root only), by kind: whether
+    /// this kernel surprises their state machines.
+    anomalies: Option<BTreeMap<String, u64>>,
     error: Option<String>,
+}
+
+/// How long doctor leaves the programs attached to see anomalies.
+const WATCH: Duration = Duration::from_secs(1);
+
+/// The anomalies counted while the programs stay attached for [`WATCH`]; their first log
+/// records are forwarded to the logger (`-v`).
+fn watch_anomalies(tracer: &mut Tracer) -> Result<BTreeMap<String, u64>> {
+    let before = tracer.snapshot()?.anomalies();
+    std::thread::sleep(WATCH);
+    if let Some(mut l) = tracer.take_kernel_log() {
+        l.flush();
+    }
+    let after = tracer.snapshot()?.anomalies();
+    Ok(after
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v.saturating_sub(before.get(&k).copied().unwrap_or(0));
+            (k, d)
+        })
+        .collect())
 }
 
 pub fn run(json: bool, mode: ProbeMode) -> Result<()> {
     let facts = gather_facts();
     let privileges = Privileges::current();
     let mut error = None;
+    let mut anomalies = None;
     // Loading is the only way to know what the kernel really accepts (fentry can be refused at
     // load time); without privileges, show the plan the facts predict.
     let (plan_rows, mode_str, attach, verified, t) = match require_privileges(&privileges, false)
@@ -47,13 +72,18 @@ pub fn run(json: bool, mode: ProbeMode) -> Result<()> {
                 anyhow::bail!("binary built without eBPF programs")
             }
         }) {
-        Ok(tracer) => (
-            PlanRow::rows(&tracer.plan),
-            tracer.plan.probe_mode().to_string(),
-            tracer.outcomes.clone(),
-            true,
-            Some(tracer.load_attach_s),
-        ),
+        Ok(mut tracer) => {
+            anomalies = watch_anomalies(&mut tracer)
+                .map_err(|e| log::warn!("reading the anomaly counters failed: {e:#}"))
+                .ok();
+            (
+                PlanRow::rows(&tracer.plan),
+                tracer.plan.probe_mode().to_string(),
+                tracer.outcomes.clone(),
+                true,
+                Some(tracer.load_attach_s),
+            )
+        }
         Err(e) => {
             error = Some(format!("{e:#}"));
             match plan::plan(&facts, mode, &Failures::default()) {
@@ -76,6 +106,7 @@ pub fn run(json: bool, mode: ProbeMode) -> Result<()> {
         plan: plan_rows,
         attach,
         load_attach_s: t,
+        anomalies,
         error,
     };
     if json {
@@ -246,6 +277,23 @@ fn render_plan(o: &mut String, r: &Report<'_>) {
             a.program,
             a.target,
             a.error.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(a) = &r.anomalies {
+        let seen: Vec<String> = a
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  anomalies in {} s attached: {}",
+            WATCH.as_secs(),
+            if seen.is_empty() {
+                "none".into()
+            } else {
+                format!("{} (-v logs the first ones)", seen.join(", "))
+            }
         );
     }
     if let Some(e) = &r.error {

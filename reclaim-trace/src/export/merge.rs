@@ -92,6 +92,7 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
             flush_records: a.drops.flush_records.saturating_add(b.drops.flush_records),
         },
         program_errors: add_errors(&a.program_errors, &b.program_errors),
+        anomalies: add_errors(&a.anomalies, &b.anomalies),
         tracer: tracer(a.tracer.as_ref(), b.tracer.as_ref()),
         totals,
     }

@@ -295,6 +295,16 @@ fn window_counters(o: &mut Out, s: &Summary) {
         o.family(name, "counter", help);
         o.sample(name, &[], v);
     }
+    let name = "reclaim_trace_anomalies_total";
+    o.family(
+        name,
+        "counter",
+        "Events the kernel side's state machines did not expect, by kind (the first ones are \
+         logged with -v).",
+    );
+    for (kind, v) in &s.anomalies {
+        o.sample(name, &[("kind", kind)], v);
+    }
 }
 
 /// The headline ratios, and the time they are over.

@@ -120,6 +120,7 @@ pub fn render(s: &Summary) -> String {
         tracer(&mut o, t);
     }
     program_errors(&mut o, s);
+    anomalies(&mut o, s);
     o
 }
 
@@ -435,6 +436,23 @@ fn tracer(o: &mut String, t: &TracerInfo) {
     }
 }
 
+/// The kernel side's anomalies, when there were any.
+fn anomalies(o: &mut String, s: &Summary) {
+    let seen: Vec<String> = s
+        .anomalies
+        .iter()
+        .filter(|(_, v)| **v != 0)
+        .map(|(k, v)| format!("{k} {}", thousands(*v)))
+        .collect();
+    if !seen.is_empty() {
+        let _ = writeln!(
+            o,
+            "kernel-side anomalies: {} (the first ones are logged with -v)",
+            seen.join(", ")
+        );
+    }
+}
+
 fn program_errors(o: &mut String, s: &Summary) {
     if !s.program_errors.is_empty() {
         let errs: Vec<String> = s
@@ -514,5 +532,22 @@ mod render_tests {
     fn text_summary_snapshot() {
         let s = crate::export::summary::tests::anon_summary();
         insta::assert_snapshot!("text_summary_anon", super::render(&s));
+    }
+
+    /// Anomalies get a line only when there were some, naming each kind seen.
+    #[test]
+    fn anomalies_are_named_when_seen() {
+        let mut s = crate::export::summary::tests::anon_summary();
+        assert!(!super::render(&s).contains("anomalies"));
+        s.anomalies.insert("pass_end_without_start".into(), 1234);
+        s.anomalies.insert("failed_read".into(), 0);
+        let text = super::render(&s);
+        assert!(
+            text.contains(
+                "kernel-side anomalies: pass_end_without_start 1,234 (the first ones are \
+                 logged with -v)"
+            ),
+            "{text}"
+        );
     }
 }

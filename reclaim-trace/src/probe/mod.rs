@@ -23,7 +23,7 @@ use reclaim_trace_common::{
     decode::{self, Record},
 };
 
-pub use self::reader::{RecordBatch, spawn_reader};
+pub use self::reader::{RecordBatch, spawn_kernel_log, spawn_reader};
 use crate::{
     aggregate::{KernelSnapshot, PerCpuMaps},
     kernel::KernelFacts,
@@ -69,9 +69,14 @@ pub struct Tracer {
     remote_shootdowns: PerCpuArray<MapData, u64>,
     staging: PerCpuArray<MapData, PassBatch>,
     control: Array<MapData, u64>,
+    /// The programs' aya-log records (anomalies), until a session takes it.
+    kernel_log: Option<KernelLog>,
     generation: u64,
     cpus: usize,
 }
+
+/// What the programs log (aya-log), forwarded to this process's logger.
+pub type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// Options of a tracing session.
 #[derive(Clone, Debug, Default)]
@@ -153,6 +158,9 @@ impl Tracer {
                 .map_max_entries(MAP_REMOTE_SHOOTDOWNS, facts.possible_cpus.max(1))
                 .map_max_entries(MAP_EVENTS, ring_bytes)
                 .override_global(GLOBAL_CONFIG, &config, true)
+                // Anomalies are logged at info level: below that the programs write no log
+                // record at all. Absent from an object built without aya-log.
+                .override_global(aya_log::LEVEL, &(log::max_level() as u8), false)
                 .load(EBPF_OBJECT)
                 .context("loading the eBPF object (maps and programs) failed")?;
             let Some(outcomes) = attach_all(&mut ebpf, &plan, btf.as_ref(), &mut failures) else {
@@ -186,6 +194,17 @@ impl Tracer {
         let remote_shootdowns = PerCpuArray::try_from(take(&mut ebpf, MAP_REMOTE_SHOOTDOWNS)?)?;
         let staging = PerCpuArray::try_from(take(&mut ebpf, MAP_STAGING)?)?;
         let control = Array::try_from(take(&mut ebpf, MAP_CONTROL)?)?;
+        let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            // Built with RECLAIM_TRACE_EBPF_LOG=0: anomalies are only counted.
+            Err(aya_log::Error::MapNotFound) => None,
+            Err(e) => {
+                log::warn!(
+                    "the eBPF programs' log cannot be read ({e}): anomalies are counted, not logged"
+                );
+                None
+            }
+        };
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| anyhow!("cannot read the number of possible CPUs: {e}"))?;
         Ok(Tracer {
@@ -200,9 +219,15 @@ impl Tracer {
             remote_shootdowns,
             staging,
             control,
+            kernel_log,
             generation: 0,
             cpus,
         })
+    }
+
+    /// The programs' log, for a task that forwards it (can be taken once).
+    pub fn take_kernel_log(&mut self) -> Option<KernelLog> {
+        self.kernel_log.take()
     }
 
     /// The ring buffer, for the reader task (can be taken once).

@@ -87,3 +87,31 @@ pub fn spawn_reader(
         drain(fd.get_mut(), &tx);
     }))
 }
+
+/// Forward the programs' log records (anomalies) to this process's logger as they arrive,
+/// until `stop` is set; then forward what is left.
+pub fn spawn_kernel_log(
+    log: super::KernelLog,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>> {
+    // SAFETY: the logger owns its ring buffer's map fd and keeps it open, unreplaced, for as
+    // long as the AsyncFd owns the logger.
+    let mut fd = unsafe { AsyncFd::register(log)? };
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let Ok(mut guard) = guard else { break };
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                r = stop.changed() => {
+                    if r.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        fd.get_mut().flush();
+    }))
+}

@@ -151,6 +151,28 @@ fn degraded_probe_plan() {
 }
 
 #[test]
+fn probes_view_shows_anomalies_in_red_only_when_there_are_some() {
+    let mut frame = fixtures::degraded();
+    let mut app = app_with(frame.clone(), &[]);
+    app.update(Action::Show(View::Probes));
+    let s = text(draw(&app, 80, 24).backend().buffer());
+    assert!(!s.contains("anomalies"), "{s}");
+    frame.total.anomalies.insert("episode_left_open".into(), 3);
+    let mut app = app_with(frame, &[]);
+    app.update(Action::Show(View::Probes));
+    let t = draw(&app, 80, 24);
+    let s = text(t.backend().buffer());
+    assert!(
+        s.contains("kernel-side anomalies: episode_left_open 3 (-v logs them)"),
+        "{s}"
+    );
+    assert_eq!(
+        fg_of(t.backend().buffer(), "kernel-side anomalies"),
+        Some(Color::Red)
+    );
+}
+
+#[test]
 fn degraded_probes_view_gives_the_reasons_and_the_cost() {
     let mut app = app_with(fixtures::degraded(), &[]);
     app.update(Action::Show(View::Probes));

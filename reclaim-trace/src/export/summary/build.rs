@@ -77,6 +77,7 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
             flush_records: k.counter(CNT_FLUSH_RECORD_DROPS),
         },
         program_errors: k.program_errors(),
+        anomalies: k.anomalies(),
         tracer: tracer(w, cx),
         totals,
     }

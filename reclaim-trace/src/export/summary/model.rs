@@ -266,6 +266,11 @@ pub struct Summary {
     pub flush_to_pageout_ns: Option<HistStats>,
     pub drops: Drops,
     pub program_errors: BTreeMap<String, u64>,
+    /// What the kernel side's state machines did not expect, by kind, every kind listed
+    /// (`reclaim_trace_common::ANOMALY_COUNTERS`; empty in files written before they were
+    /// counted). The first few of each kind are logged at info level (`-v`).
+    #[serde(default)]
+    pub anomalies: BTreeMap<String, u64>,
     #[serde(default)]
     pub tracer: Option<TracerInfo>,
 }

@@ -49,11 +49,24 @@ fn plan_lines(app: &App) -> Vec<Line<'static>> {
     lines
 }
 
-fn drops_line(app: &App) -> Line<'static> {
+/// What the channel lost and what the programs did not expect: red when anything.
+fn drops_lines(app: &App) -> Vec<Line<'static>> {
     let t = &app.frame.total;
     let errors: u64 = t.program_errors.values().sum();
-    let bad = t.drops.ringbuf + t.drops.decode_errors + errors > 0;
-    Line::styled(
+    let anomalies: Vec<String> = t
+        .anomalies
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .map(|(kind, n)| format!("{kind} {}", count(*n)))
+        .collect();
+    let style = |bad: bool| {
+        if bad {
+            Style::new().fg(Color::Red)
+        } else {
+            Style::new().fg(Color::Gray)
+        }
+    };
+    let mut lines = vec![Line::styled(
         format!(
             "drops: ring buffer {} · decode errors {} · flush records {} · program errors {}",
             count(t.drops.ringbuf),
@@ -61,12 +74,19 @@ fn drops_line(app: &App) -> Line<'static> {
             count(t.drops.flush_records),
             count(errors)
         ),
-        if bad {
-            Style::new().fg(Color::Red)
-        } else {
-            Style::new().fg(Color::Gray)
-        },
-    )
+        style(t.drops.ringbuf + t.drops.decode_errors + errors > 0),
+    )];
+    // A line only when there is something to say: the view is full on 24 rows.
+    if !anomalies.is_empty() {
+        lines.push(Line::styled(
+            format!(
+                "kernel-side anomalies: {} (-v logs them)",
+                anomalies.join(", ")
+            ),
+            style(true),
+        ));
+    }
+    lines
 }
 
 /// The stale-TLB window per written-out folio (the question a dirty-flush batching patch's
@@ -147,13 +167,14 @@ impl Widget for Probes<'_> {
         let plan = plan_lines(app);
         // The window lines give way to the cost table (header and two rows) on short screens.
         let mut window = window_lines(app);
-        let fixed = plan.len() as u16 + 1 + 1 + 1 + 3;
+        let drops = drops_lines(app);
+        let fixed = plan.len() as u16 + 1 + drops.len() as u16 + 1 + 3;
         if area.height < fixed + window.len() as u16 {
             window.clear();
         }
         let [plan_area, drops_area, window_area, caption_area, cost_area] = Layout::vertical([
             Constraint::Length(plan.len() as u16 + 1),
-            Constraint::Length(1),
+            Constraint::Length(drops.len() as u16),
             Constraint::Length(window.len() as u16),
             Constraint::Length(1),
             Constraint::Min(0),
@@ -165,7 +186,7 @@ impl Widget for Probes<'_> {
         )];
         head.extend(plan);
         Paragraph::new(head).render(plan_area, buf);
-        Paragraph::new(drops_line(app)).render(drops_area, buf);
+        Paragraph::new(drops).render(drops_area, buf);
         Paragraph::new(window).render(window_area, buf);
         Paragraph::new(cost_caption(app)).render(caption_area, buf);
         let rows = app
