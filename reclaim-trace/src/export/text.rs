@@ -52,6 +52,18 @@ pub fn bars(buckets: &[Bucket], width: usize) -> String {
     out
 }
 
+/// `c` padded with spaces to `w` characters: on the right when `left` (aligned left), else on
+/// the left. By hand, not with a format width: one above `u16::MAX` panics, and a cell read
+/// from a file (a cgroup path, a command) can be that long.
+fn pad(c: &str, w: usize, left: bool) -> String {
+    let fill = " ".repeat(w.saturating_sub(c.chars().count()));
+    if left {
+        format!("{c}{fill}")
+    } else {
+        format!("{fill}{c}")
+    }
+}
+
 fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
@@ -68,11 +80,7 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
                     r[i].chars()
                         .all(|ch| ch.is_ascii_digit() || ",.-/a".contains(ch))
                 });
-                if i == 0 || !numeric {
-                    format!("{c:<w$}", w = widths[i])
-                } else {
-                    format!("{c:>w$}", w = widths[i])
-                }
+                pad(c, widths[i], i == 0 || !numeric)
             })
             .collect::<Vec<_>>()
             .join("  ")
@@ -505,6 +513,33 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(98535), "98,535");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    /// A cell longer than `u16::MAX` characters (a cgroup path in a recording) made the table's
+    /// format width panic ("Formatting argument out of range", found by `cargo xtask fuzz`).
+    #[test]
+    fn tables_take_cells_of_any_length() {
+        let long = "é".repeat(70_000);
+        let mut out = String::new();
+        table(
+            &mut out,
+            &["cgroup", "folios"],
+            &[
+                vec![long.clone(), "1".into()],
+                vec!["/a".into(), "12".into()],
+            ],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[1],
+            format!("  {long}  {:>6}", 1),
+            "numbers aligned right"
+        );
+        assert_eq!(lines[2].chars().count(), lines[1].chars().count());
+        assert_eq!(pad("ab", 4, true), "ab  ");
+        assert_eq!(pad("ab", 4, false), "  ab");
+        assert_eq!(pad("abcdef", 4, false), "abcdef");
     }
 }
 
