@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | build | dist | run -- ARGS | test | vm | bench`.
+//! Project tasks: `cargo xtask setup | build | dist | run -- ARGS | test | vm | bench | fuzz`.
 
 mod ab;
 mod bench;
 mod dist;
+mod fuzz;
 mod screenshot;
 mod setup;
 mod util;
@@ -61,6 +62,11 @@ enum Cmd {
     /// Measure the tracer's cost: workload wall time with nothing, a do-nothing floor,
     /// bpftrace, and reclaim-trace attached (interleaved rounds, as root).
     Bench(bench::BenchArgs),
+    /// Fuzz the ring-buffer record decoder, the recording reader and the `--fail-if` parser
+    /// (cargo-fuzz on nightly, installed if missing): `--runs` generated inputs per target,
+    /// failing on a panic or on memory beyond a bound linear in the input's size. Not part of
+    /// `test` (building the targets takes ~10 min); see docs/internals.md.
+    Fuzz(fuzz::FuzzArgs),
     /// Render `reclaim-trace top` under the built-in anon workload to docs/top.png (root).
     Screenshot {
         /// How long the dashboard runs before the capture (history for the sparkline).
@@ -91,6 +97,7 @@ fn main() {
             }
         }),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Screenshot { seconds } => setup::setup(true)
             .and_then(|env| build(&env))
             .and_then(|bin| screenshot::screenshot(&bin, seconds))

@@ -21,6 +21,8 @@ use crate::util::{capture, is_root, run, stdout_of, workspace_root};
 pub const NIGHTLY: &str = "nightly";
 /// bpf-linker release line compatible with aya 0.14 / LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13";
+/// cargo-fuzz release line (`cargo xtask fuzz`).
+const CARGO_FUZZ_VERSION: &str = "0.13";
 
 /// Debian packages used by the tests and tools, by the command that needs them.
 pub const PACKAGES: &[(&str, &str)] = &[
@@ -76,6 +78,39 @@ pub fn setup(with_packages: bool) -> Result<Env> {
         ensure_packages(PACKAGES)?;
     }
     Ok(env)
+}
+
+/// What `cargo xtask fuzz` needs: nightly and cargo-fuzz (no eBPF toolchain, no packages).
+pub fn fuzz_toolchain() -> Result<Env> {
+    let bin_dir = cargo_home().join("bin");
+    let path = std::env::join_paths(std::iter::once(bin_dir.clone()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    if stdout_of(Command::new("rustup").arg("--version")).is_none() {
+        bail!("rustup is not installed; install Rust with rustup (https://rustup.rs) first");
+    }
+    ensure_nightly()?;
+    ensure_cargo_fuzz(&bin_dir)?;
+    Ok(Env { path })
+}
+
+fn ensure_cargo_fuzz(bin_dir: &Path) -> Result<()> {
+    let bin = bin_dir.join("cargo-fuzz");
+    let version = stdout_of(Command::new(&bin).arg("--version")).unwrap_or_default();
+    if version.contains(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}.")) {
+        say("cargo-fuzz", &format!("present ({})", version.trim()));
+        return Ok(());
+    }
+    say(
+        "cargo-fuzz",
+        &format!("installing {CARGO_FUZZ_VERSION} (~2 min)"),
+    );
+    run(Command::new("cargo")
+        .args(["install", "cargo-fuzz", "--locked", "--force"])
+        .args(["--version", &format!("~{CARGO_FUZZ_VERSION}")])
+        .arg("--root")
+        .arg(bin_dir.parent().unwrap_or(bin_dir)))
+    .context("installing cargo-fuzz failed")
 }
 
 fn ensure_nightly() -> Result<()> {

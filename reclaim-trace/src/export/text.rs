@@ -52,11 +52,28 @@ pub fn bars(buckets: &[Bucket], width: usize) -> String {
     out
 }
 
+/// `c` padded with spaces to `w` characters: on the right when `left` (aligned left), else on
+/// the left. By hand, not with a format width: one above `u16::MAX` panics, and a cell read
+/// from a file (a cgroup path, a command) can be that long.
+fn pad(c: &str, w: usize, left: bool) -> String {
+    let fill = " ".repeat(w.saturating_sub(c.chars().count()));
+    if left {
+        format!("{c}{fill}")
+    } else {
+        format!("{fill}{c}")
+    }
+}
+
+/// Columns are padded to their widest cell up to this many characters; a longer cell (a path
+/// or a command list in a crafted file) sticks out instead of widening every row, which made
+/// the table grow as rows × width (3,000 plan rows and one 1 MiB source: 2 GB).
+const MAX_COLUMN: usize = 256;
+
 fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
+            widths[i] = widths[i].max(c.chars().count().min(MAX_COLUMN));
         }
     }
     let line = |cells: Vec<String>| {
@@ -68,11 +85,7 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
                     r[i].chars()
                         .all(|ch| ch.is_ascii_digit() || ",.-/a".contains(ch))
                 });
-                if i == 0 || !numeric {
-                    format!("{c:<w$}", w = widths[i])
-                } else {
-                    format!("{c:>w$}", w = widths[i])
-                }
+                pad(c, widths[i], i == 0 || !numeric)
             })
             .collect::<Vec<_>>()
             .join("  ")
@@ -523,6 +536,36 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(98535), "98,535");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    /// A cell longer than `u16::MAX` characters (a cgroup path in a recording) made the table's
+    /// format width panic ("Formatting argument out of range", found by `cargo xtask fuzz`),
+    /// and every other row was padded to its width.
+    #[test]
+    fn tables_take_cells_of_any_length() {
+        let long = "é".repeat(70_000);
+        let mut out = String::new();
+        table(
+            &mut out,
+            &["cgroup", "folios"],
+            &[
+                vec![long.clone(), "1".into()],
+                vec!["/a".into(), "12".into()],
+            ],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[1],
+            format!("  {long}  {:>6}", 1),
+            "numbers aligned right"
+        );
+        // The long cell sticks out; the other rows are not padded to its width.
+        assert_eq!(lines[2], format!("  {:<MAX_COLUMN$}  {:>6}", "/a", 12));
+        assert!(out.len() < 2 * long.len() + 3 * (MAX_COLUMN + 20));
+        assert_eq!(pad("ab", 4, true), "ab  ");
+        assert_eq!(pad("ab", 4, false), "  ab");
+        assert_eq!(pad("abcdef", 4, false), "abcdef");
     }
 }
 
