@@ -384,6 +384,7 @@ fn gate(tool: &Path, a: &Path, b: &Path, should_pass: bool) -> Result<vm::check:
             b.parent().and_then(Path::parent).map_or(b, |p| p).display(),
             if should_pass { "pass" } else { "fail with 1" }
         ),
+        made: true,
     })
 }
 

@@ -120,11 +120,28 @@ pub struct RunResult {
     pub dir: PathBuf,
     /// The workload was SIGKILLed (the guest's memcg OOM killer) before the run's end.
     pub workload_oom_killed: bool,
+    /// Why the run was booted again before this result (`run_with_retries`).
+    pub retries: Vec<String>,
 }
 
 impl RunResult {
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.ok)
+    }
+
+    /// The matrix table's last column: the boots retried and the checks not made, or `-`.
+    pub fn caveats(&self) -> String {
+        let not_made = self
+            .checks
+            .iter()
+            .filter(|c| !c.made)
+            .map(|c| format!("not checked: {} ({})", c.name, c.detail));
+        let all: Vec<String> = self.retries.iter().cloned().chain(not_made).collect();
+        if all.is_empty() {
+            "-".into()
+        } else {
+            all.join("; ")
+        }
     }
 }
 
@@ -212,7 +229,10 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
         print_result(&r);
         results.push(r);
     }
-    let rows: Vec<&String> = results.iter().filter_map(|r| r.row.as_ref()).collect();
+    let rows: Vec<String> = results
+        .iter()
+        .filter_map(|r| Some(format!("{} {} |", r.row.as_ref()?, r.caveats())))
+        .collect();
     if !rows.is_empty() {
         println!("\n{}", check::TABLE_HEADER);
         for r in rows {
@@ -252,7 +272,11 @@ pub fn print_result(r: &RunResult) {
     for c in &r.checks {
         eprintln!(
             "  {} {:<52} {}",
-            if c.ok { "ok  " } else { "FAIL" },
+            match (c.made, c.ok) {
+                (false, _) => "skip",
+                (true, true) => "ok  ",
+                (true, false) => "FAIL",
+            },
             c.name,
             c.detail
         );
@@ -336,17 +360,16 @@ pub fn run_with_retries(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
     // fails the run. The same int3 race at a tracepoint site the tool is enabling
     // (guest::is_patch_trap) is retried the same way.
     let mut attempt = 0;
+    let mut retries = Vec::new();
     let mut res = loop {
         match run_one(tool, r) {
             Err(e) if attempt < BOOT_CRASH_RETRIES => {
                 // Any other error is the run's own: it ends the caller's runs.
                 let failure = e.downcast::<guest::EarlyBootFailure>()?;
                 attempt += 1;
-                eprintln!(
-                    "xtask vm: {}: {}\nxtask vm: booting once more",
-                    r.name,
-                    failure.keep(attempt)
-                );
+                let kept = failure.keep(attempt);
+                eprintln!("xtask vm: {}: {kept}\nxtask vm: booting once more", r.name);
+                retries.push(format!("boot {attempt} failed early, booted again"));
             }
             res => break res?,
         }
@@ -363,7 +386,9 @@ pub fn run_with_retries(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
             first.display()
         );
         res = run_one(tool, r)?;
+        retries.push("workload OOM-killed by the guest kernel, booted again".into());
     }
+    res.retries = retries;
     Ok(res)
 }
 
@@ -462,6 +487,7 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
                 .section("stderr")
                 .unwrap_or("")
                 .contains("the workload ended before the end of the run: killed by SIGKILL"),
+        retries: Vec::new(),
     };
     if measured && report.exit == Some(0) {
         check_measured_run(&mut result, r, &report)?;
@@ -500,6 +526,7 @@ fn run_checks(report: &guest::Report, strict_console: bool) -> Vec<Check> {
             name: "guest setup".into(),
             ok: false,
             detail: e.clone(),
+            made: true,
         });
     }
     if strict_console {
@@ -520,6 +547,7 @@ fn run_checks(report: &guest::Report, strict_console: bool) -> Vec<Check> {
                 .collect::<Vec<_>>()
                 .join(" / ")
         ),
+        made: true,
     });
     checks
 }
@@ -576,5 +604,6 @@ fn console_check(console: &Path) -> Check {
         } else {
             format!("{} (see {})", alarms.join(" / "), console.display())
         },
+        made: true,
     }
 }

@@ -47,7 +47,7 @@ fn tiers(s: &Value) -> String {
         .unwrap_or_default()
 }
 
-pub const TABLE_HEADER: &str = "| kernel | workload | probe tier per signal | flushes / reclaimed folio (deferred + immediate) | batch fill p50/max | fan-out p50/max (source) | pages reclaimed: tool / pgsteal | dirty flushes / pageouts (folio kept after its dirty flush) |\n|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| kernel | workload | probe tier per signal | flushes / reclaimed folio (deferred + immediate) | batch fill p50/max | fan-out p50/max (source) | pages reclaimed: tool / pgsteal | dirty flushes / pageouts (folio kept after its dirty flush) | retries; checks not made |\n|---|---|---|---|---|---|---|---|---|";
 
 /// One markdown row of the README table, from the tool's summary and the kernel's counters.
 pub fn table_row(kernel: &str, workload: &str, s: &Value, k: &KernelDeltas) -> String {

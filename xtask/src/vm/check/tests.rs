@@ -171,19 +171,71 @@ fn the_stale_window_check_fails_on_a_pageout_before_its_flush() {
         s["unflushed_window_ns"] = serde_json::json!({"count": 5000, "p50": 4095, "p99": 65535});
         s
     };
-    let ok = |d, s: &Value| window_check(d, s, 1000).map(|c| c.ok);
-    assert_eq!(ok(DirtyFlushes::PerFolio, &with(0)), Some(true));
-    assert_eq!(ok(DirtyFlushes::PerFolio, &with(1)), Some(false));
-    assert_eq!(ok(DirtyFlushes::WrittenBeforeFlush, &with(0)), Some(false));
+    // (made, ok)
+    let ok = |d, s: &Value| {
+        let c = window_check(d, s, 1000);
+        (c.made, c.ok)
+    };
+    assert_eq!(ok(DirtyFlushes::PerFolio, &with(0)), (true, true));
+    assert_eq!(ok(DirtyFlushes::PerFolio, &with(1)), (true, false));
+    assert_eq!(
+        ok(DirtyFlushes::WrittenBeforeFlush, &with(0)),
+        (true, false)
+    );
     assert_eq!(
         ok(DirtyFlushes::WrittenBeforeFlush, &with(4000)),
-        Some(true)
+        (true, true)
     );
-    // Not measured (tracepoint tier, pageout inlined): no check rather than a pass.
+    // Not measured (tracepoint tier, pageout inlined): a check not made, listed as such, not a
+    // pass.
     assert_eq!(
         ok(DirtyFlushes::PerFolio, &summary(5000, 5000, 5000, 3)),
-        None
+        (false, true)
     );
+}
+
+/// A run whose kernel gave no way to make a check, or that was booted again, says so in the
+/// matrix table's last column.
+#[test]
+fn checks_not_made_and_retries_are_the_tables_last_column() {
+    let mut s = summary(5000, 5000, 5000, 3);
+    s["ipi_fanout"]["source"] = "batch_cpumask".into();
+    let k = kernel(5000);
+    let c = checks("anon", DirtyFlushes::PerFolio, &s, &k);
+    let not_made: Vec<&str> = c
+        .iter()
+        .filter(|c| !c.made)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        not_made,
+        [
+            "stale-TLB window",
+            "remote shootdowns (csd targets) vs /proc/interrupts TLB"
+        ]
+    );
+    let mut r = crate::vm::RunResult {
+        name: "x/anon".into(),
+        checks: c,
+        row: None,
+        summary: None,
+        deltas: None,
+        wall_s: 1.0,
+        dir: "/tmp".into(),
+        workload_oom_killed: false,
+        retries: vec!["boot 1 failed early, booted again".into()],
+    };
+    let caveats = r.caveats();
+    assert!(
+        caveats.starts_with(
+            "boot 1 failed early, booted again; not checked: stale-TLB window (not measured"
+        ),
+        "{caveats}"
+    );
+    assert!(caveats.contains("not checked: remote shootdowns (csd targets) vs /proc/interrupts TLB (no csd:csd_queue_cpu targets on this kernel"), "{caveats}");
+    r.retries.clear();
+    r.checks.retain(|c| c.made);
+    assert_eq!(r.caveats(), "-");
 }
 
 #[test]
