@@ -158,6 +158,25 @@ impl Cgroup {
         parse_kv(&fs::read_to_string(self.path.join("memory.stat")).unwrap_or_default())
     }
 
+    /// Tasks its OOM killer killed (`oom_kill` of v2 `memory.events`, v1
+    /// `memory.oom_control`); None when the file cannot be read (the group is gone).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let file = if self.version == 2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        let text = fs::read_to_string(self.path.join(file)).ok()?;
+        Some(parse_kv(&text).get("oom_kill").copied().unwrap_or(0))
+    }
+
+    /// Swap allocations that failed for the group (v2 `memory.swap.events` `fail`: swap full
+    /// or at its limit); None on v1 or when the file cannot be read.
+    pub fn swap_fails(&self) -> Option<u64> {
+        let text = fs::read_to_string(self.path.join("memory.swap.events")).ok()?;
+        Some(parse_kv(&text).get("fail").copied().unwrap_or(0))
+    }
+
     fn pids(&self) -> Vec<i32> {
         fs::read_to_string(self.procs_file())
             .unwrap_or_default()

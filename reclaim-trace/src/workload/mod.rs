@@ -303,8 +303,36 @@ impl Workload {
     pub fn exited(&mut self) -> Option<(bool, String)> {
         let c = self.child.as_mut()?;
         match c.try_wait() {
-            Ok(Some(st)) => Some((st.success(), describe_exit(st))),
+            Ok(Some(st)) => Some((st.success(), self.why_ended(st))),
             _ => None,
+        }
+    }
+
+    /// Why the generator ended: for a SIGKILL, whether its memory cgroup's OOM killer did it
+    /// (and how full swap was), someone outside, or the group was removed under it.
+    fn why_ended(&self, st: std::process::ExitStatus) -> String {
+        use std::os::unix::process::ExitStatusExt as _;
+        if st.signal() != Some(libc::SIGKILL) {
+            return describe_exit(st);
+        }
+        let cg = self.cgroup.path.display();
+        match self.cgroup.oom_kills() {
+            None => format!(
+                "killed by SIGKILL, and its memory cgroup {cg} is gone: removed from outside \
+                 during the run"
+            ),
+            Some(0) => format!(
+                "killed by SIGKILL from outside (not the OOM killer of its memory cgroup {cg}: \
+                 oom_kill 0)"
+            ),
+            Some(n) => format!(
+                "OOM-killed by its memory cgroup ({cg}: oom_kill {n}){}: give it more swap \
+                 (--zram sets up a device sized for the workload) or a smaller --size",
+                match self.cgroup.swap_fails() {
+                    Some(f) if f > 0 => format!(", {f} swap allocations failed: swap is full"),
+                    _ => String::new(),
+                }
+            ),
         }
     }
 
