@@ -417,3 +417,83 @@ fn no_color_draws_the_dashboard_without_colours() {
         assert_terminal_restored(&t, "q");
     }
 }
+
+/// `GET /snapshot.json` from a `serve` on `port`, once it answers.
+fn serve_snapshot(port: u16) -> Option<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /snapshot.json HTTP/1.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    serde_json::from_str(resp.split_once("\r\n\r\n")?.1).ok()
+}
+
+/// Three tracers of the whole machine at once: `serve` and `top` without a workload, and a
+/// `summary --workload anon` that runs while both trace. Each counts the same reclaim on its
+/// own programs and maps: summary its window, serve everything since it started, top shows
+/// it; each equals the kernel's own count; quitting each leaves nothing behind.
+#[test]
+#[ignore = "needs root and the live kernel: `cargo xtask test` runs it"]
+fn top_serve_and_summary_at_once_each_count_the_same_reclaim() {
+    let Some(_lock) = live() else { return };
+    if !tmux_available() {
+        return;
+    }
+    let before = traces();
+    let port = 9483;
+    let v0 = vmstat();
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while serve_snapshot(port).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve never answered"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let t = Tmux::start("three", &[], &[]);
+    t.wait_for("top's dashboard", 20, |s| {
+        s.contains("flushes per reclaimed folio")
+    });
+    let summary = thread::spawn(|| {
+        measure(
+            "three-at-once.json",
+            &["--workload", "anon", "--zram", "--duration", "6s"],
+        )
+    });
+    let s = t.wait_for("top to see the reclaim", 30, under_load);
+    eprintln!("top: {:?}", headline(&s));
+    let m = summary.join().unwrap();
+    within(
+        "summary: pages reclaimed vs Δpgsteal",
+        lru_pages_reclaimed(&m.s),
+        delta(&m.v0, &m.v1, "pgsteal_anon") + delta(&m.v0, &m.v1, "pgsteal_file"),
+        0.01,
+    );
+    // serve refreshes its figures every second; nothing reclaims after the summary.
+    thread::sleep(Duration::from_millis(2500));
+    let snap = serve_snapshot(port).expect("serve answers");
+    let v1 = vmstat();
+    within(
+        "serve: pages reclaimed since it started vs Δpgsteal",
+        lru_pages_reclaimed(&snap),
+        delta(&v0, &v1, "pgsteal_anon") + delta(&v0, &v1, "pgsteal_file"),
+        0.01,
+    );
+    t.keys("q");
+    let s = assert_terminal_restored(&t, "q with serve and summary beside it");
+    assert_eq!(exit_status(&s), Some(0), "{s}");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert!(serve.wait().unwrap().success());
+    assert_eq!(traces(), before, "left behind");
+}
