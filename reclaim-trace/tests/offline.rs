@@ -210,6 +210,117 @@ fn bad_input_is_one_line_and_exit_status_2() {
     );
 }
 
+/// Files that are not a recording, or not one run: each named, one line, exit 2; a 1 GiB file
+/// of one line is read in bounded memory.
+#[test]
+fn wrong_kind_binary_huge_and_mixed_files_are_named() {
+    let anon = fixture("anon-6.18.jsonl");
+    let a = anon.to_str().unwrap();
+    // A comparison, pretty-printed as `compare --json` writes it.
+    let c = run(&["compare", a, a, "--json"]);
+    assert!(c.status.success());
+    let cmp = tmp("comparison.json");
+    std::fs::write(&cmp, &c.stdout).unwrap();
+    bad(
+        &["report", cmp.to_str().unwrap()],
+        "is a reclaim-trace comparison (what `compare --json` writes), not a recording",
+    );
+    bad(
+        &["compare", a, cmp.to_str().unwrap()],
+        "is a reclaim-trace comparison (what `compare --json` writes), not a summary or recording",
+    );
+    // A summary given to report.
+    let mut ls = lines("anon-6.18.jsonl");
+    let whole = ls.pop().unwrap();
+    let summary = tmp("summary.json");
+    std::fs::write(&summary, serde_json::to_string_pretty(&whole).unwrap()).unwrap();
+    bad(
+        &["report", summary.to_str().unwrap()],
+        "is a reclaim-trace summary (what `summary --json` writes), not a recording",
+    );
+    // A binary file.
+    let binary = tmp("binary.jsonl");
+    std::fs::write(&binary, [0u8, 0xff, 0xfe, b'\n', 0x80, 0x81].repeat(1000)).unwrap();
+    bad(
+        &["report", binary.to_str().unwrap()],
+        "contains no reclaim-trace records (line 1: not UTF-8 text: binary or corrupt)",
+    );
+    // Two recordings from different kernels, one after the other.
+    let mut other = ls[0].clone();
+    other["kernel"]["release"] = "6.12.118+deb13-cloud-amd64".into();
+    let mixed = tmp("mixed.jsonl");
+    let text = format!("{}\n{}\n", ls[0], other);
+    std::fs::write(&mixed, text).unwrap();
+    bad(
+        &["report", mixed.to_str().unwrap()],
+        "mixes runs: line 2 is from kernel 6.12.118+deb13-cloud-amd64",
+    );
+    // 1 GiB of one line (sparse: no disk used): skipped while read, peak RSS stays small.
+    let huge = tmp("huge.jsonl");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(1 << 30).unwrap();
+    drop(f);
+    for cmd in ["report", "compare"] {
+        let mut args = vec![cmd];
+        if cmd == "compare" {
+            args.push(a);
+        }
+        args.push(huge.to_str().unwrap());
+        let (o, peak_kib) = run_measured(&args);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {e}");
+        assert!(
+            e.contains(
+                "(line 1: 1073741824 bytes long, over 16777216: not a reclaim-trace record)"
+            ),
+            "{cmd}: {e}"
+        );
+        assert!(
+            peak_kib < 200 << 10,
+            "{cmd}: peak RSS {peak_kib} KiB for a 1 GiB line"
+        );
+        eprintln!("{cmd} of a 1 GiB line: peak RSS {peak_kib} KiB");
+    }
+    let _ = std::fs::remove_file(&huge);
+}
+
+/// Run the tool; its output and its peak RSS in KiB (wait4's rusage of this child alone).
+fn run_measured(args: &[&str]) -> (std::process::Output, i64) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let child = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut out = (Vec::new(), Vec::new());
+    let (mut so, mut se) = (child.stdout.unwrap(), child.stderr.unwrap());
+    let t = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut v = Vec::new();
+        so.read_to_end(&mut v).unwrap();
+        v
+    });
+    use std::io::Read as _;
+    se.read_to_end(&mut out.1).unwrap();
+    out.0 = t.join().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet reaped (the Child was consumed without waiting).
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid);
+    (
+        std::process::Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: out.0,
+            stderr: out.1,
+        },
+        ru.ru_maxrss,
+    )
+}
+
 /// Arguments every command refuses before touching the kernel: one line naming the
 /// problem (and, for usage errors, the expected usage), exit 2.
 #[test]
