@@ -285,6 +285,8 @@ fn wrong_kind_binary_huge_and_mixed_files_are_named() {
 }
 
 /// Run the tool; its output and its peak RSS in KiB (wait4's rusage of this child alone).
+// The child is reaped by wait4 below, not Child::wait: only wait4 gives its own rusage.
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&str]) -> (std::process::Output, i64) {
     use std::os::unix::process::ExitStatusExt as _;
     let child = Command::new(BIN)

@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     thread,
     time::{Duration, Instant},
@@ -36,7 +36,7 @@ fn workload_cgroup(pid: u32) -> Option<PathBuf> {
 }
 
 /// SIGKILL everything in `cg` (`cgroup.kill` where v2 has it).
-fn kill_all(cg: &PathBuf) {
+fn kill_all(cg: &Path) {
     if fs::write(cg.join("cgroup.kill"), "1").is_ok() {
         return;
     }
