@@ -67,9 +67,10 @@ pub enum Command {
         after_help = "Examples:\n  sudo reclaim-trace summary --duration 30s --json summary.json\n  sudo reclaim-trace summary --workload file --duration 10s\n  sudo reclaim-trace summary --workload anon --zram --json - | jq .flushes_per_reclaimed_folio"
     )]
     Summary(SummaryArgs),
-    /// Show the kernel, privileges, and the probe chosen for every signal, and why.
+    /// Show the kernel, privileges, and the probe chosen for every signal, and why; as root,
+    /// also the anomalies the programs count in one second attached.
     #[command(
-        after_help = "Examples:\n  reclaim-trace doctor          predicted plan (no privileges needed)\n  sudo reclaim-trace doctor     verified: loads and attaches every planned program\n  sudo reclaim-trace doctor --json"
+        after_help = "Examples:\n  reclaim-trace doctor          predicted plan (no privileges needed)\n  sudo reclaim-trace doctor     verified: loads and attaches every planned program, watches 1 s\n  sudo reclaim-trace doctor -v  ... and prints the first anomalies the programs log\n  sudo reclaim-trace doctor --json"
     )]
     Doctor(DoctorArgs),
     /// Record interval snapshots as JSON lines (one per --interval, then the whole run).
