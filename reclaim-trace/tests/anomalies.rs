@@ -12,7 +12,7 @@
 mod common;
 
 use std::{
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Output},
     thread,
     time::Duration,
 };
@@ -21,21 +21,7 @@ use common::*;
 use serde_json::Value;
 
 fn workload() -> Child {
-    Command::new(BIN)
-        .args([
-            "summary",
-            "--workload",
-            "anon",
-            "--zram",
-            "--threads",
-            "2",
-            "--duration",
-            "12s",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    spawn_anon_summary("12s", &["--threads", "2"])
 }
 
 /// A busy loop at SCHED_FIFO priority 50 on CPU 1, until killed. (Killed from here: a timer

@@ -3,11 +3,7 @@
 
 mod common;
 
-use std::{
-    process::{Command, Stdio},
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
 
 use common::*;
 use serde_json::Value;
@@ -18,22 +14,7 @@ fn two_workload_runs_at_once_each_create_and_remove_their_own_swap_and_cgroup() 
     let Some(_lock) = live() else { return };
     let before = traces();
     let v0 = vmstat();
-    let start = |secs: &str| {
-        Command::new(BIN)
-            .args([
-                "summary",
-                "--workload",
-                "anon",
-                "--zram",
-                "--duration",
-                secs,
-            ])
-            .args(["--json", "-"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let start = |secs: &str| spawn_anon_summary(secs, &["--json", "-"]);
     // The second starts while the first's zram swap is active, and ends first.
     let first = start("12s");
     thread::sleep(Duration::from_secs(3));

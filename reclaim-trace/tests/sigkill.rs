@@ -4,12 +4,7 @@
 
 mod common;
 
-use std::{
-    fs,
-    process::{Command, Stdio},
-    thread,
-    time::Duration,
-};
+use std::{fs, thread, time::Duration};
 
 use common::*;
 
@@ -25,21 +20,7 @@ fn sigkill_in_every_phase_then_a_rerun_cleans_up() {
         50, 150, 400, 2_500, 4_100, 4_600, 5_000, 5_150, 5_250, 5_400,
     ] {
         let _ = fs::remove_file(&out);
-        let mut child = Command::new(BIN)
-            .args([
-                "summary",
-                "--workload",
-                "anon",
-                "--zram",
-                "--duration",
-                "4s",
-            ])
-            .arg("--json")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_anon_summary("4s", &["--json", out.to_str().unwrap()]);
         thread::sleep(Duration::from_millis(after_ms));
         let _ = child.kill();
         let _ = child.wait();

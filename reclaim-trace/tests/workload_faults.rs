@@ -140,19 +140,7 @@ fn workload_killed_or_cgroup_removed_from_outside_is_named() {
     let Some(_lock) = live() else { return };
     let before = traces();
     for remove in [false, true] {
-        let child = Command::new(BIN)
-            .args([
-                "summary",
-                "--workload",
-                "anon",
-                "--zram",
-                "--duration",
-                "20s",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = spawn_anon_summary("20s", &[]);
         let deadline = Instant::now() + Duration::from_secs(10);
         let cg = loop {
             if let Some(cg) = workload_cgroup(child.id()) {

@@ -9,7 +9,7 @@ use std::{
     collections::BTreeMap,
     fs,
     path::PathBuf,
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_reclaim-trace");
@@ -105,6 +105,25 @@ pub fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run reclaim-trace")
+}
+
+/// `summary --workload anon --zram --duration DURATION EXTRA...` started in the background,
+/// its output piped (read it with `wait_with_output`).
+pub fn spawn_anon_summary(duration: &str, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args([
+            "summary",
+            "--workload",
+            "anon",
+            "--zram",
+            "--duration",
+            duration,
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start reclaim-trace summary")
 }
 
 /// One `summary --json` run with the workload (`args` after `summary`), /proc/vmstat read just
