@@ -19,6 +19,9 @@ pub const CFG_PAGEOUT_PROBE: u32 = 1 << 5;
 pub const CFG_STALE_WINDOW: u32 = 1 << 6;
 /// `kmem:mm_page_free` counts the folios each pass frees (`PassCounts::folios_reclaimed`).
 pub const CFG_COUNT_FOLIOS: u32 = 1 << 7;
+/// A batched flush is `try_to_unmap_flush{,_dirty}` from entry to return, the flush found
+/// pending (arm64, where `arch_tlbbatch_flush` is inline); else `arch_tlbbatch_flush`.
+pub const CFG_FLUSH_RMAP: u32 = 1 << 8;
 
 /// Marks an offset that is not known on this kernel; programs skip the read.
 pub const OFF_NONE: u32 = u32::MAX;

@@ -112,4 +112,6 @@ pub const PROG_FLUSH_DIRTY: u32 = 10;
 pub const PROG_ARCH_TLBBATCH_FLUSH: u32 = 11;
 pub const PROG_PAGEOUT: u32 = 12;
 pub const PROG_PAGEOUT_ENTRY: u32 = 13;
-pub const N_PROGS: u32 = 14;
+/// `try_to_unmap_flush` entry (arm64's flush boundary).
+pub const PROG_RMAP_FLUSH: u32 = 14;
+pub const N_PROGS: u32 = 15;

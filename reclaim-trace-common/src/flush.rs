@@ -101,6 +101,16 @@ impl FlushEpisode {
         self.state == EPISODE_OPEN
     }
 
+    /// arm64: `try_to_unmap_flush` (`dirty` false) or `try_to_unmap_flush_dirty` (true) was
+    /// entered with its batch pending (`tlb_ubc.flush_required` / `.writable`): it opens the
+    /// flush unless one is open. One is open when `try_to_unmap_flush_dirty` called a
+    /// not-inlined `try_to_unmap_flush`, and the flush is its caller's. The first exit ends
+    /// it: the inner one, right after the DSB, where the flush is complete.
+    #[inline(always)]
+    pub fn rmap_flush_opens(&self, pending: bool) -> bool {
+        pending && !self.is_open()
+    }
+
     /// A batched flush began: close one still open first (returned), then open this one.
     #[inline(always)]
     pub fn open(

@@ -17,12 +17,14 @@
 //!
 //! Files by subsystem: `vmscan` (pass boundaries, pageouts, reclaim context windows), `tlb`
 //! (`tlb:tlb_flush`), `smp` (`csd:*` and `ipi:*` fan-out), `precise` (kprobe/fentry programs on
-//! mm/rmap.c, mm/vmscan.c and arch/x86/mm/tlb.c functions), `pass` (per-task state), `records`
+//! mm/rmap.c and mm/vmscan.c functions), `batch_flush` (where a batched flush begins and ends:
+//! x86's arch_tlbbatch_flush, arm64's try_to_unmap_flush*), `pass` (per-task state), `records`
 //! (what goes to the ring buffer), `floor` (the benchmark's empty programs). The flush state
 //! machine is plain code in `reclaim_trace_common::flush`, tested on the host.
 #![no_std]
 #![no_main]
 
+mod batch_flush;
 mod floor;
 mod pass;
 mod precise;

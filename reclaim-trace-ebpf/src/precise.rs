@@ -11,7 +11,7 @@
 //!   "batch TLB flushing for dirty folios" series makes it void).
 //! - `try_to_unmap(folio, flags)`: with `TTU_BATCH_FLUSH` a folio may be deferred into the batch.
 //! - `try_to_unmap_flush_dirty()`: flushes only when `current->tlb_ubc.writable`.
-//! - `arch_tlbbatch_flush(batch)`: the flush; `batch->cpumask` are the candidate CPUs.
+//! - where a batched flush begins and ends: see `batch_flush`.
 //! - `pageout(folio, mapping, plug[, folio_list])`: real symbol on 6.1/6.12, inlined on 6.18.
 //!
 //! Loaded and checked against the guest kernel's counters (`cargo xtask vm`) on Debian's
@@ -20,34 +20,25 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{
-        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        generated::bpf_get_func_ret,
-    },
+    helpers::{bpf_get_current_task, bpf_ktime_get_ns, generated::bpf_get_func_ret},
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::LruHashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use reclaim_trace_common::{
-    CFG_EMIT_FLUSHES, CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STALE_WINDOW,
-    CFG_STAT_NR_RECLAIMED, CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FOLIO_WALK_TRUNCATED,
-    CNT_OTHER_FLUSH_CANDIDATES, CNT_OTHER_FLUSHES, CNT_PAGEOUT_CALLS, CNT_PAGEOUTS_BEFORE_FLUSH,
-    CNT_PAGEOUTS_NOT_UNMAPPED, CNT_PAGEOUTS_OUTSIDE, CNT_PAGEOUTS_READONLY_PENDING,
-    CNT_PAGEOUTS_UNDEFERRED, CNT_WINDOW_UNKNOWN, CTX_MEMCG, CTX_OUTSIDE, CTX_PROACTIVE,
-    FLUSH_OTHER, HIST_FANOUT_CANDIDATES, HIST_FLUSH_TO_PAGEOUT, HIST_UNFLUSHED_WINDOW,
-    MAX_CPUMASK_WORDS, PASS_F_FILL_EXACT, PASS_F_FLUSH_EXACT, PASS_F_FOLIOS_IN_TRUNCATED,
-    PASS_F_HAS_START, PASS_F_PRECISE, PROG_ARCH_TLBBATCH_FLUSH, PROG_FLUSH_DIRTY, PROG_PAGEOUT,
+    CFG_PRECISE_FLUSH, CFG_PRECISE_UNMAP, CFG_STALE_WINDOW, CFG_STAT_NR_RECLAIMED,
+    CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, CNT_FOLIO_WALK_TRUNCATED, CNT_PAGEOUT_CALLS,
+    CNT_PAGEOUTS_BEFORE_FLUSH, CNT_PAGEOUTS_NOT_UNMAPPED, CNT_PAGEOUTS_OUTSIDE,
+    CNT_PAGEOUTS_READONLY_PENDING, CNT_PAGEOUTS_UNDEFERRED, CNT_WINDOW_UNKNOWN, CTX_MEMCG,
+    CTX_PROACTIVE, HIST_FLUSH_TO_PAGEOUT, HIST_UNFLUSHED_WINDOW, PASS_F_FILL_EXACT,
+    PASS_F_FLUSH_EXACT, PASS_F_FOLIOS_IN_TRUNCATED, PASS_F_HAS_START, PASS_F_PRECISE, PROG_PAGEOUT,
     PROG_PAGEOUT_ENTRY, PROG_SHRINK_FOLIO_LIST, PROG_TRY_TO_UNMAP, TTU_BATCH_FLUSH, delta_u32,
     log2_ns,
 };
 
 use crate::{
     anomaly, config, count, count_error, current_tid_tgid, hist_add, is_self, kread,
-    pass::{
-        CTX_AUTO, close_episode, css_id, current_key, end_pass, open_episode, pass_of, start_pass,
-        stopped,
-    },
-    records::emit_flush,
+    pass::{CTX_AUTO, css_id, current_key, end_pass, pass_of, start_pass, stopped},
 };
 
 /// Compile-time bound of the folio-list walk (the run-time limit is `CONFIG.folio_walk_limit`).
@@ -56,7 +47,7 @@ const MAX_FOLIO_WALK: u32 = 1024;
 const PAGE_SUCCESS: u64 = 2;
 
 #[inline(always)]
-fn report(prog: u32, r: Result<(), ()>) -> u32 {
+pub(crate) fn report(prog: u32, r: Result<(), ()>) -> u32 {
     if r.is_err() {
         count_error(prog);
     }
@@ -273,7 +264,7 @@ static UNFLUSHED: LruHashMap<u64, FolioUnmap> = LruHashMap::with_max_entries(163
 /// A flush of this pass ended: number it and keep its time in the pass state (a map of every
 /// flush's time cost more than the rest of the window's bookkeeping together under TCG).
 #[inline(always)]
-fn flush_ended(p: *mut crate::PassState) {
+pub(crate) fn flush_ended(p: *mut crate::PassState) {
     // SAFETY: helper without preconditions; map value owned by this task.
     unsafe {
         (*p).flush_seq += 1;
@@ -351,145 +342,6 @@ pub fn kp_pageout(ctx: ProbeContext) -> u32 {
 #[fentry]
 pub fn fe_pageout(ctx: FEntryContext) -> u32 {
     report(PROG_PAGEOUT_ENTRY, pageout_entry_core(ctx.arg::<u64>(0)))
-}
-
-// ------------------------------------------------------------------ try_to_unmap_flush_dirty
-
-// With MGLRU on (the default of Debian's 6.12.118 and 7.2.13) pageout() keeps 0-12% of the
-// folios right after this flush (presumably an extra reference from a fault; not verified), so
-// dirty flushes exceed pageouts; `await_pageout` counts those (CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT).
-// With the classic LRU (6.1.192; 7.2.13 with MGLRU off) they matched one to one.
-fn flush_dirty_core() -> Result<(), ()> {
-    let Some(p) = pass_of(current_key()) else {
-        return Ok(());
-    };
-    // SAFETY: current task pointer, only used as a base for probe reads.
-    let task = unsafe { bpf_get_current_task() };
-    let writable: u8 = kread(task, config!(btf.task_tlb_ubc_writable)).ok_or(())?;
-    // SAFETY: map value owned by this task.
-    unsafe {
-        (*p).counts.dirty_flush_calls += 1;
-        // try_to_unmap_flush_dirty() flushes only if a dirty PTE was batched; that flush is
-        // the arch_tlbbatch_flush() that follows on this task.
-        (*p).dirty_pending = (writable != 0) as u32;
-    }
-    Ok(())
-}
-
-#[kprobe]
-pub fn kp_try_to_unmap_flush_dirty(_ctx: ProbeContext) -> u32 {
-    report(PROG_FLUSH_DIRTY, flush_dirty_core())
-}
-
-#[fentry]
-pub fn fe_try_to_unmap_flush_dirty(_ctx: FEntryContext) -> u32 {
-    report(PROG_FLUSH_DIRTY, flush_dirty_core())
-}
-
-// ------------------------------------------------------------------ arch_tlbbatch_flush
-
-/// CPUs in `batch->cpumask` other than this one, and whether this one is in it. Debian's cloud
-/// kernels (6.1.192 .. 7.2.13) have NR_CPUS 8192, a 1 KiB cpumask: only the words below
-/// nr_cpu_ids are read. On 6.1.192 (no csd:/ipi: tracepoints) this is the only fan-out figure.
-#[inline(always)]
-fn candidates(batch: u64) -> Result<(u64, bool), ()> {
-    let mask = batch + config!(btf.batch_cpumask) as u64;
-    if config!(btf.batch_cpumask) == reclaim_trace_common::OFF_NONE {
-        return Err(());
-    }
-    // SAFETY: helper without preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let words = config!(cpumask_words);
-    let mut n = 0u64;
-    let mut self_in = false;
-    for i in 0..MAX_CPUMASK_WORDS {
-        if i >= words {
-            break;
-        }
-        let w: u64 = kread(mask, i * 8).ok_or(())?;
-        n += w.count_ones() as u64;
-        if i == cpu / 64 && (w >> (cpu % 64)) & 1 == 1 {
-            self_in = true;
-        }
-    }
-    Ok((n - self_in as u64, self_in))
-}
-
-fn tlbbatch_entry_core(batch: u64) -> Result<(), ()> {
-    let (cands, self_in) = candidates(batch)?;
-    if cands == 0 && !self_in {
-        return Ok(()); // empty batch: arch_tlbbatch_flush() does nothing
-    }
-    match pass_of(current_key()) {
-        Some(p) => {
-            // SAFETY: map value owned by this task.
-            let (dirty, fill) = unsafe {
-                let d = (*p).dirty_pending != 0;
-                let f = (*p).unmaps_since_flush;
-                (*p).dirty_pending = 0;
-                (*p).unmaps_since_flush = 0;
-                if (*p).await_pageout != 0 {
-                    count(CNT_DIRTY_FLUSH_WITHOUT_PAGEOUT, 1);
-                }
-                (*p).await_pageout = d as u32;
-                (d, f)
-            };
-            open_episode(p, dirty, cands, fill as u64);
-        }
-        None => {
-            count(CNT_OTHER_FLUSHES, 1);
-            count(CNT_OTHER_FLUSH_CANDIDATES, cands);
-            hist_add(HIST_FANOUT_CANDIDATES, CTX_OUTSIDE, cands, 1);
-            if config!(flags) & CFG_EMIT_FLUSHES != 0 {
-                emit_flush(
-                    FLUSH_OTHER,
-                    CTX_OUTSIDE,
-                    u64::MAX,
-                    cands,
-                    u64::MAX,
-                    u64::MAX,
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-fn tlbbatch_exit_core() -> Result<(), ()> {
-    if let Some(p) = pass_of(current_key()) {
-        // SAFETY: map value owned by this task.
-        if unsafe { (*p).episode.is_open() } {
-            close_episode(p, false);
-            if config!(flags) & CFG_STALE_WINDOW != 0 {
-                flush_ended(p);
-            }
-        }
-    }
-    Ok(())
-}
-
-#[kprobe]
-pub fn kp_arch_tlbbatch_flush(ctx: ProbeContext) -> u32 {
-    let r = ctx.arg::<u64>(0).ok_or(()).and_then(tlbbatch_entry_core);
-    report(PROG_ARCH_TLBBATCH_FLUSH, r)
-}
-
-#[kretprobe]
-pub fn kr_arch_tlbbatch_flush(_ctx: RetProbeContext) -> u32 {
-    report(PROG_ARCH_TLBBATCH_FLUSH, tlbbatch_exit_core())
-}
-
-#[fentry]
-pub fn fe_arch_tlbbatch_flush(ctx: FEntryContext) -> u32 {
-    report(
-        PROG_ARCH_TLBBATCH_FLUSH,
-        tlbbatch_entry_core(ctx.arg::<u64>(0)),
-    )
-}
-
-#[fexit]
-pub fn fx_arch_tlbbatch_flush(_ctx: FExitContext) -> u32 {
-    report(PROG_ARCH_TLBBATCH_FLUSH, tlbbatch_exit_core())
 }
 
 // ------------------------------------------------------------------ pageout

@@ -7,12 +7,12 @@
 use std::{collections::BTreeSet, fmt};
 
 use reclaim_trace_common::{
-    CFG_COUNT_FOLIOS, CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS, CFG_PRECISE_UNMAP,
-    CFG_STALE_WINDOW, CFG_STAT_NR_RECLAIMED, Config, OFF_NONE, TpOffsets,
+    CFG_COUNT_FOLIOS, CFG_FLUSH_RMAP, CFG_PAGEOUT_PROBE, CFG_PRECISE_FLUSH, CFG_PRECISE_PASS,
+    CFG_PRECISE_UNMAP, CFG_STALE_WINDOW, CFG_STAT_NR_RECLAIMED, Config, OFF_NONE, TpOffsets,
 };
 use serde::{Serialize, Serializer};
 
-use crate::kernel::KernelFacts;
+use crate::kernel::{Arch, KernelFacts};
 
 /// How a signal is observed, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -171,6 +171,33 @@ pub struct Plan {
     pub flags: u32,
     /// Tracepoint-tier batch fill is an estimate.
     pub batch_fill_exact: bool,
+    /// How a batched flush reaches the other CPUs: IPIs (x86, fan-out counted per flush) or
+    /// a hardware broadcast (arm64: no IPIs, no per-CPU targets to count).
+    pub flush_reach: FlushReach,
+}
+
+/// See [`Plan::flush_reach`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushReach {
+    Ipi,
+    Broadcast,
+}
+
+impl FlushReach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReach::Ipi => "ipi",
+            FlushReach::Broadcast => "broadcast",
+        }
+    }
+
+    pub fn of(facts: &KernelFacts) -> FlushReach {
+        match facts.arch() {
+            crate::kernel::Arch::Arm64 => FlushReach::Broadcast,
+            _ => FlushReach::Ipi,
+        }
+    }
 }
 
 /// Why the tool cannot run at all.
@@ -455,6 +482,7 @@ pub fn plan(
         programs: p.programs,
         flags: p.flags,
         batch_fill_exact,
+        flush_reach: FlushReach::of(facts),
     })
 }
 

@@ -26,6 +26,10 @@ enum Ev {
     BatchEntry(bool, u64, u64),
     /// Precise tier: `arch_tlbbatch_flush` exit.
     BatchExit,
+    /// arm64: `try_to_unmap_flush{,_dirty}` entry (dirty, batch pending, folios unmapped).
+    RmapEntry(bool, bool, u64),
+    /// arm64: `try_to_unmap_flush{,_dirty}` exit.
+    RmapExit,
 }
 use Ev::*;
 
@@ -67,6 +71,12 @@ fn replay(precise: bool, events: &[Ev]) -> Replay {
             BatchEntry(dirty, cands, fill) => ep.open(&mut r.counts, dirty, cands, fill),
             BatchExit if ep.is_open() => ep.close(&mut r.counts, false),
             BatchExit => None,
+            RmapEntry(dirty, pending, fill) if ep.rmap_flush_opens(pending) => {
+                ep.open(&mut r.counts, dirty, u64::MAX, fill)
+            }
+            RmapEntry(..) => None,
+            RmapExit if ep.is_open() => ep.close(&mut r.counts, false),
+            RmapExit => None,
         };
         r.note(closed);
     }
@@ -314,4 +324,59 @@ fn unmatched_pages_of_a_pass() {
     assert_eq!(unmatched_pages(512, 512, true), 0);
     assert_eq!(unmatched_pages(512, 513, true), 1, "an extra order-0 free");
     assert_eq!(unmatched_pages(31, 0, false), 31, "known only from its end");
+}
+
+/// arm64 (Debian 6.12.118): `try_to_unmap_flush` inlined into `try_to_unmap_flush_dirty`, a
+/// dirty folio's flush before its pageout, then the end-of-list flush of the clean rest.
+#[test]
+fn arm64_inlined_dirty_flush_then_batch_flush() {
+    let r = replay(
+        true,
+        &[
+            RmapEntry(true, true, 1),
+            RmapExit,
+            Pageout,
+            RmapEntry(false, true, 30),
+            RmapExit,
+        ],
+    );
+    assert_eq!(r.flushes(), (1, 1, 0));
+    assert_eq!(r.counts.flushes_without_ipi, 2, "a broadcast sends no IPI");
+    assert_eq!(r.closed[1].batch_fill, 30);
+    assert_eq!(r.closed[0].candidates, u64::MAX);
+}
+
+/// Where `try_to_unmap_flush` is a call of `try_to_unmap_flush_dirty`, its entry and exit nest
+/// inside the dirty flush's: one dirty flush, not a second one opened inside it.
+#[test]
+fn arm64_nested_try_to_unmap_flush_is_its_callers_flush() {
+    let r = replay(
+        true,
+        &[
+            RmapEntry(true, true, 1),
+            RmapEntry(false, true, 0),
+            RmapExit,
+            RmapExit,
+        ],
+    );
+    assert_eq!(r.flushes(), (1, 0, 0));
+    assert_eq!(r.closed.len(), 1);
+    assert!(r.closed[0].dirty);
+    assert_eq!(r.closed[0].batch_fill, 1);
+}
+
+/// Nothing pending (a clean batch for the dirty check, an empty one at the end of the list):
+/// no flush.
+#[test]
+fn arm64_nothing_pending_is_no_flush() {
+    let r = replay(
+        true,
+        &[
+            RmapEntry(true, false, 0),
+            RmapExit,
+            RmapEntry(false, false, 0),
+            RmapExit,
+        ],
+    );
+    assert_eq!(r.flushes(), (0, 0, 0));
 }

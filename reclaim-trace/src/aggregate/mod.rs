@@ -45,6 +45,7 @@ pub const PROGRAM_NAMES: [&str; N_PROGS as usize] = [
     "arch_tlbbatch_flush",
     "pageout",
     "pageout_entry",
+    "try_to_unmap_flush",
 ];
 
 /// The kernel-side aggregates at one moment, summed over CPUs (wrapping: some counters are

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::summary::{
-    BatchFill, CgroupSummary, ContextSummary, Drops, IpiFanout, Rates, Summary, Totals, TracerInfo,
-    rank_cgroups,
+    BatchFill, CgroupSummary, ContextSummary, Drops, FlushesSeen, IpiFanout, Rates, Summary,
+    Totals, TracerInfo, rank_cgroups,
 };
 use crate::aggregate::{
     HistStats, Histogram,
@@ -53,6 +53,19 @@ fn opt_hist_sum(
     }
 }
 
+/// The flush counts `s`'s run saw, from what it reports: a side without flushes has no
+/// flushes-per-folio ratio, a broadcast (arm64) one no immediate flushes.
+fn seen(s: &Summary) -> FlushesSeen {
+    let flushes = s.per_folio.flushes_per_reclaimed_folio.is_some()
+        || s.probe_plan
+            .iter()
+            .any(|r| r.signal == "flush" && r.tier != "none");
+    FlushesSeen {
+        flushes,
+        immediate: flushes && s.ipi_fanout.source != IpiFanout::BROADCAST,
+    }
+}
+
 /// `a` followed by `b` (same kernel, same plan): the summary of both windows together.
 pub fn merge(a: &Summary, b: &Summary) -> Summary {
     let totals = add_totals(&a.totals, &b.totals);
@@ -66,7 +79,7 @@ pub fn merge(a: &Summary, b: &Summary) -> Summary {
         workload: a.workload.clone().or_else(|| b.workload.clone()),
         duration_s,
         folios_exact: a.folios_exact && b.folios_exact,
-        per_folio: totals.per_folio(),
+        per_folio: totals.per_folio().seen(seen(a)),
         // Only where IPIs were observed: a side that had the figure says so.
         ipis_per_reclaimed_folio: a
             .ipis_per_reclaimed_folio
@@ -123,6 +136,7 @@ fn ipi_fanout(a: &Summary, b: &Summary, totals: &Totals) -> IpiFanout {
             totals.fanout_candidates_mean(),
         ),
         ipis: opt_hist_sum(&x.ipis, &y.ipis, totals.ipis_per_flush_mean()),
+        broadcast_cpus: x.broadcast_cpus.max(y.broadcast_cpus),
     }
 }
 
@@ -134,7 +148,7 @@ fn by_context(a: &Summary, b: &Summary) -> BTreeMap<String, ContextSummary> {
             Some(x) => add_totals(&x.totals, &v.totals),
             None => v.totals.clone(),
         };
-        by_context.insert(k.clone(), ContextSummary::of(t));
+        by_context.insert(k.clone(), ContextSummary::of(t, seen(a)));
     }
     by_context
 }
@@ -158,7 +172,7 @@ fn by_cgroup(a: &Summary, b: &Summary) -> Vec<CgroupSummary> {
             }
         }
         e.path = e.path.clone().or_else(|| c.path.clone());
-        e.per_folio = e.totals.per_folio();
+        e.per_folio = e.totals.per_folio().seen(seen(a));
     }
     let mut by_cgroup: Vec<CgroupSummary> = cgroups.into_values().collect();
     rank_cgroups(&mut by_cgroup);

@@ -246,10 +246,13 @@ pub fn render(s: &Summary, w: &Window, format: Format) -> String {
 fn context_counters(o: &mut Out, s: &Summary, totals: &[Totals]) {
     let has_candidates = s.ipi_fanout.candidates.is_some();
     let fill_exact = s.batch_fill.exact;
+    let broadcast = s.ipi_fanout.source == IpiFanout::BROADCAST;
     for (metric, help, get) in CONTEXT_COUNTERS {
-        // Never export a zero for something this kernel's probes cannot see.
+        // Never export a zero for something this kernel's probes cannot see (arm64: no
+        // per-CPU targets, no event for an immediate flush).
         if (*metric == "fanout_candidates" && !has_candidates)
             || (*metric == "batched_unmaps" && !fill_exact)
+            || (broadcast && matches!(*metric, "fanout_targets" | "immediate_flushes"))
         {
             continue;
         }
@@ -264,6 +267,7 @@ fn context_counters(o: &mut Out, s: &Summary, totals: &[Totals]) {
 /// Counters of the whole window, not split by context.
 fn window_counters(o: &mut Out, s: &Summary) {
     let t = &s.totals;
+    let broadcast = s.ipi_fanout.source == IpiFanout::BROADCAST;
     for (name, help, v) in [
         (
             "reclaim_trace_other_flushes_total",
@@ -292,6 +296,9 @@ fn window_counters(o: &mut Out, s: &Summary) {
             t.unmatched_pages,
         ),
     ] {
+        if broadcast && name == "reclaim_trace_remote_shootdowns_total" {
+            continue; // no CPU is sent a flush
+        }
         o.family(name, "counter", help);
         o.sample(name, &[], v);
     }
@@ -449,14 +456,21 @@ fn info(o: &mut Out, s: &Summary) {
     o.family(
         "reclaim_trace_build_info",
         "info",
-        "Tool version, kernel and probe mode.",
+        "Tool version, kernel, probe mode, and how flushes reach other CPUs (flush_reach: ipi, \
+         or broadcast on arm64, where fan-out and shootdown series are absent).",
     );
+    let flush_reach = if s.ipi_fanout.source == IpiFanout::BROADCAST {
+        "broadcast"
+    } else {
+        "ipi"
+    };
     o.sample(
         "reclaim_trace_build_info",
         &[
             ("version", &s.tool_version),
             ("kernel", &s.kernel.release),
             ("probe_mode", &s.kernel.probe_mode),
+            ("flush_reach", flush_reach),
         ],
         1,
     );

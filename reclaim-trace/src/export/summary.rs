@@ -14,13 +14,13 @@ mod model;
 mod totals;
 mod upgrade;
 
-pub use build::{SummaryContext, build};
+pub use build::{SummaryContext, build, flushes_seen};
 pub(crate) use model::rank_cgroups;
 pub use model::{
     BatchFill, CgroupSummary, Drops, IpiFanout, KernelInfo, MAX_CGROUPS, PlanRow, ProgramStat,
     Summary, TracerInfo, WorkloadInfo, WorkloadResult, cgroup_label, ns_per_run, pct_of_one_core,
 };
-pub use totals::{ContextSummary, PerFolio, Rates, Totals, per_s, ratio};
+pub use totals::{ContextSummary, FlushesSeen, PerFolio, Rates, Totals, per_s, ratio};
 
 pub const SCHEMA: &str = "reclaim-trace/summary/v2";
 /// The schema before v2; files in it are read and converted ([`Summary::upgrade`]).
@@ -133,6 +133,39 @@ pub(crate) mod tests {
                 tracer: None,
             },
         )
+    }
+
+    /// arm64: fan-out is the broadcast, with nothing per CPU, and no ratio of immediate
+    /// flushes (arm64 has no event for one); the published schema takes it.
+    #[test]
+    fn broadcast_summary_has_no_per_cpu_figures_and_validates() {
+        let facts = FakeKernel::debian_6_12_arm64().facts();
+        let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
+        let s = summarize(&anon_window(), &p);
+        let f = &s.ipi_fanout;
+        assert_eq!(f.source, "broadcast");
+        assert_eq!(f.broadcast_cpus, Some(kernel_info().online_cpus));
+        assert!(f.stats.histogram.is_empty() && f.stats.p50.is_none());
+        assert!(f.candidates.is_none());
+        assert_eq!(s.per_folio.immediate_flushes_per_reclaimed_folio, None);
+        assert!(s.per_folio.deferred_flushes_per_reclaimed_folio.is_some());
+        for c in s.by_context.values() {
+            assert_eq!(c.per_folio.immediate_flushes_per_reclaimed_folio, None);
+        }
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["ipi_fanout"]["broadcast_cpus"],
+            kernel_info().online_cpus
+        );
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../schema/summary-v2.schema.json")).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        // Merging two windows (report, compare) keeps what was not seen unseen.
+        let m = crate::export::merge::merge(&s, &s);
+        assert_eq!(m.per_folio.immediate_flushes_per_reclaimed_folio, None);
+        assert_eq!(m.ipi_fanout.broadcast_cpus, f.broadcast_cpus);
     }
 
     #[test]

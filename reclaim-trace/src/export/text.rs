@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::summary::{Summary, TracerInfo, WorkloadInfo};
+use super::summary::{IpiFanout, Summary, TracerInfo, WorkloadInfo};
 use crate::aggregate::{
     HistStats,
     hist::{Bucket, Le},
@@ -245,6 +245,20 @@ fn totals(o: &mut String, s: &Summary) {
         thousands(t.immediate_flushes),
         thousands(t.other_flushes)
     );
+    if let Some(cpus) = broadcast_cpus(s) {
+        let _ = writeln!(
+            o,
+            "  fan-out: broadcast to all {cpus} CPUs (TLBI, no per-CPU targets)   IPIs {}   \
+             flushes without IPI {}",
+            thousands(t.ipis),
+            thousands(t.flushes_without_ipi)
+        );
+        let _ = writeln!(
+            o,
+            "  remote shootdowns: n/a (the TLBIs are broadcast in hardware; no CPU is sent a flush)"
+        );
+        return;
+    }
     let _ = writeln!(
         o,
         "  fan-out: targets {}   candidates {}   IPIs {}   flushes without IPI {}",
@@ -277,6 +291,12 @@ fn totals(o: &mut String, s: &Summary) {
     );
 }
 
+/// The CPUs every flush reached where flushes are a hardware broadcast (arm64).
+fn broadcast_cpus(s: &Summary) -> Option<u32> {
+    (s.ipi_fanout.source == IpiFanout::BROADCAST)
+        .then_some(s.ipi_fanout.broadcast_cpus.unwrap_or(0))
+}
+
 /// Batch fill and IPI fan-out: their statistics and bar charts.
 fn distributions(o: &mut String, s: &Summary) {
     let bf = &s.batch_fill.stats;
@@ -292,6 +312,18 @@ fn distributions(o: &mut String, s: &Summary) {
     );
     o.push_str(&bars(&bf.histogram, 40));
     let f = &s.ipi_fanout;
+    if let Some(cpus) = broadcast_cpus(s) {
+        let _ = writeln!(
+            o,
+            "\nTLB flush reach: broadcast (TLBI to all {cpus} CPUs at unmap; the flush waits \
+             for it: no IPIs)   {} flushes without IPI",
+            thousands(f.flushes_without_ipi)
+        );
+        if let Some(i) = &f.ipis {
+            let _ = writeln!(o, "  IPIs per flush               {}", stats_line(i));
+        }
+        return;
+    }
     let _ = writeln!(
         o,
         "\nIPI fan-out: CPUs per flush ({})   {}",

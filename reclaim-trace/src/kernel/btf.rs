@@ -185,6 +185,16 @@ impl KernelBtf {
             .map(|l| l.byte)
     }
 
+    /// `struct name` is defined with no members and size 0 (arm64's
+    /// `arch_tlbflush_unmap_batch`: its TLBIs are broadcast, there is nothing to record).
+    pub fn struct_is_empty(&self, name: &str) -> bool {
+        self.r
+            .ids(name)
+            .iter()
+            .filter_map(|&id| self.r.type_by_id(id))
+            .any(|t| t.kind == KIND_STRUCT && t.vlen == 0 && t.size_or_type == 0)
+    }
+
     /// Size in bytes of `struct name`.
     pub fn struct_size(&self, name: &str) -> Option<u32> {
         self.struct_by_name(name).map(|t| t.size_or_type)
@@ -232,6 +242,8 @@ pub struct Layout {
     pub cpumask_bytes: Option<u32>,
     /// `arch_tlbflush_unmap_batch.unmapped_pages` exists (6.15+: INVLPGB broadcast flushes).
     pub batch_unmapped_pages: bool,
+    /// `struct arch_tlbflush_unmap_batch {}` (arm64): no cpumask to read, and none missing.
+    pub batch_empty: bool,
     /// Raw tracepoint → argument count, from BTF (empty without BTF).
     pub raw_tracepoint_args: std::collections::BTreeMap<String, usize>,
     /// Probe targets that have a BTF `FUNC` record (fentry needs one).
@@ -246,6 +258,7 @@ pub const PROBE_FUNCTIONS: &[&str] = &[
     "shrink_page_list",
     "try_to_unmap",
     "try_to_unmap_flush_dirty",
+    "try_to_unmap_flush",
     "arch_tlbbatch_flush",
     "pageout",
 ];
@@ -318,10 +331,15 @@ impl Layout {
         o.stat_nr_unmap_fail = want("reclaim_stat.nr_unmap_fail", stat("nr_unmap_fail"));
         // Only kernels with the batching series have it; its absence is normal.
         o.stat_nr_reclaimed = stat("nr_reclaimed").unwrap_or(OFF_NONE);
-        o.batch_cpumask = want(
-            "arch_tlbflush_unmap_batch.cpumask",
-            btf.offset("arch_tlbflush_unmap_batch", &["cpumask"]),
-        );
+        let batch_empty = btf.struct_is_empty("arch_tlbflush_unmap_batch");
+        o.batch_cpumask = if batch_empty {
+            OFF_NONE
+        } else {
+            want(
+                "arch_tlbflush_unmap_batch.cpumask",
+                btf.offset("arch_tlbflush_unmap_batch", &["cpumask"]),
+            )
+        };
         o.list_next = btf.offset("list_head", &["next"]).unwrap_or(0);
         // Optional: without it the programs fall back to bpf_get_current_comm.
         o.task_comm = btf.offset("task_struct", &["comm"]).unwrap_or(OFF_NONE);
@@ -341,6 +359,7 @@ impl Layout {
             batch_unmapped_pages: btf
                 .member("arch_tlbflush_unmap_batch", &["unmapped_pages"])
                 .is_some(),
+            batch_empty,
             raw_tracepoint_args: RAW_TRACEPOINTS
                 .iter()
                 .filter_map(|(_, e, _)| Some((e.to_string(), btf.raw_tracepoint_args(e)?)))
@@ -362,6 +381,7 @@ impl Layout {
             shrink_folio_list_void: false,
             cpumask_bytes: None,
             batch_unmapped_pages: false,
+            batch_empty: false,
             raw_tracepoint_args: Default::default(),
             funcs: Default::default(),
             missing: vec![format!("everything: {why}")],

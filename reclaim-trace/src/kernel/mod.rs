@@ -152,6 +152,29 @@ pub struct TracepointInfo {
     pub format: EventFormat,
 }
 
+/// The machine architecture, as far as reclaim's TLB flushes differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// A batched flush is `arch_tlbbatch_flush()`: IPIs to the CPUs of the batch's cpumask.
+    X86_64,
+    /// TLBIs broadcast in hardware at each unmap; `arch_tlbbatch_flush()` is an inline DSB
+    /// that waits for them (no IPIs, no cpumask, no `tlb:tlb_flush` event).
+    Arm64,
+    Other,
+}
+
+impl Arch {
+    /// From `uname -m`.
+    pub fn of_machine(machine: &str) -> Arch {
+        match machine {
+            "x86_64" => Arch::X86_64,
+            "aarch64" | "arm64" => Arch::Arm64,
+            _ => Arch::Other,
+        }
+    }
+}
+
 /// Everything the planner needs.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelFacts {
@@ -184,6 +207,10 @@ pub struct KernelFacts {
 }
 
 impl KernelFacts {
+    pub fn arch(&self) -> Arch {
+        Arch::of_machine(&self.machine)
+    }
+
     /// Gather the facts. Never fails: what cannot be read is recorded as absent, with why.
     pub fn gather(tracefs: Result<&tracefs::Tracefs, &anyhow::Error>) -> KernelFacts {
         let uts = uname();
@@ -251,6 +278,7 @@ impl KernelFacts {
             has_tracepoint: &|c, n| facts.tracepoint(c, n).is_some(),
             lru_gen: facts.lru_gen,
             invlpgb: facts.invlpgb,
+            arch: facts.arch(),
         });
         facts
     }

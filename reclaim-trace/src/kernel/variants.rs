@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{btf::Layout, kallsyms::Kallsyms};
+use super::{Arch, btf::Layout, kallsyms::Kallsyms};
 
 /// One variant: what it is about, what this kernel has, and what follows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -21,6 +21,7 @@ pub struct VariantInputs<'a> {
     pub has_tracepoint: &'a dyn Fn(&str, &str) -> bool,
     pub lru_gen: Option<bool>,
     pub invlpgb: bool,
+    pub arch: Arch,
 }
 
 pub fn variants(i: &VariantInputs<'_>) -> Vec<Variant> {
@@ -70,6 +71,11 @@ pub fn variants(i: &VariantInputs<'_>) -> Vec<Variant> {
     out.push(v(
         "fan-out",
         match (csd, ipi) {
+            _ if i.arch == Arch::Arm64 => "arm64: each unmap broadcasts its TLBI (TLBI ...IS) \
+                                           to every CPU in hardware; a batched flush is the DSB \
+                                           that waits for them: no IPIs, no per-CPU targets \
+                                           (fan-out is reported as broadcast)"
+                .into(),
             (true, true) => "csd:csd_queue_cpu and ipi:ipi_send_* present (6.5+): real targets \
                              and IPIs per flush"
                 .into(),
@@ -101,27 +107,40 @@ pub fn variants(i: &VariantInputs<'_>) -> Vec<Variant> {
             None => "classic LRU (no MGLRU)".into(),
         },
     ));
-    out.push(v(
-        "flush batch",
-        format!(
-            "struct arch_tlbflush_unmap_batch: cpumask at +{} ({} bytes){}",
-            if l.offsets.batch_cpumask == reclaim_trace_common::OFF_NONE {
-                "?".to_string()
-            } else {
-                l.offsets.batch_cpumask.to_string()
-            },
-            l.cpumask_bytes.map_or("?".into(), |b| b.to_string()),
-            match (l.batch_unmapped_pages, i.invlpgb) {
-                (true, true) =>
-                    ", unmapped_pages (6.15+) and the CPU has INVLPGB: batched \
-                                 flushes may be broadcast without IPIs or tlb_flush events \
-                                 (counted in flushes_without_ipi)",
-                (true, false) => ", unmapped_pages (6.15+; no INVLPGB on this CPU: IPIs)",
-                _ => "",
-            }
-        ),
-    ));
+    out.push(v("flush batch", flush_batch(i)));
     out
+}
+
+/// Where a batched flush is and what its batch records.
+fn flush_batch(i: &VariantInputs<'_>) -> String {
+    let l = i.layout;
+    if l.batch_empty {
+        let functions = match i.kallsyms.unprobeable_reason("try_to_unmap_flush") {
+            None => "try_to_unmap_flush and try_to_unmap_flush_dirty",
+            Some(_) => "try_to_unmap_flush_dirty (try_to_unmap_flush is not probeable)",
+        };
+        return format!(
+            "struct arch_tlbflush_unmap_batch {{}} is empty and arch_tlbbatch_flush is inline \
+             (arm64, 6.5+): a flush is {functions} finding the batch pending"
+        );
+    }
+    format!(
+        "struct arch_tlbflush_unmap_batch: cpumask at +{} ({} bytes){}",
+        if l.offsets.batch_cpumask == reclaim_trace_common::OFF_NONE {
+            "?".to_string()
+        } else {
+            l.offsets.batch_cpumask.to_string()
+        },
+        l.cpumask_bytes.map_or("?".into(), |b| b.to_string()),
+        match (l.batch_unmapped_pages, i.invlpgb) {
+            (true, true) =>
+                ", unmapped_pages (6.15+) and the CPU has INVLPGB: batched \
+                             flushes may be broadcast without IPIs or tlb_flush events \
+                             (counted in flushes_without_ipi)",
+            (true, false) => ", unmapped_pages (6.15+; no INVLPGB on this CPU: IPIs)",
+            _ => "",
+        }
+    )
 }
 
 #[cfg(test)]
@@ -150,6 +169,7 @@ mod tests {
             has_tracepoint: &none,
             lru_gen: Some(false),
             invlpgb: false,
+            arch: Arch::X86_64,
         });
         let found = |about: &str| v.iter().find(|x| x.about == about).unwrap().found.clone();
         assert!(found("reclaim pass function").contains("6.1 .. 6.12"));
@@ -166,6 +186,7 @@ mod tests {
             has_tracepoint: &all,
             lru_gen: Some(true),
             invlpgb: false,
+            arch: Arch::X86_64,
         });
         let found = |about: &str| v.iter().find(|x| x.about == about).unwrap().found.clone();
         assert!(found("reclaim pass function").contains("memcg"));

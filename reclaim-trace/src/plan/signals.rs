@@ -28,7 +28,10 @@ pub(super) fn stale_tlb_window(p: &mut Planner<'_>) {
             p.row(
                 Signal::StaleTlbWindow,
                 tier,
-                format!("{tier}:try_to_unmap -> arch_tlbbatch_flush exit -> pageout entry"),
+                format!(
+                    "{tier}:try_to_unmap -> {} exit -> pageout entry",
+                    flush_end(p)
+                ),
                 None,
             );
         }
@@ -47,7 +50,7 @@ pub(super) fn stale_tlb_window(p: &mut Planner<'_>) {
             p.row(
                 Signal::StaleTlbWindow,
                 tier,
-                "try_to_unmap -> arch_tlbbatch_flush exit -> raw_tracepoint:vmscan:mm_vmscan_write_folio".into(),
+                format!("try_to_unmap -> {} exit -> raw_tracepoint:vmscan:mm_vmscan_write_folio", flush_end(p)),
                 Some("pageout() is inlined: the window ends at its tracepoint, after the write began".into()),
             );
         }
@@ -57,6 +60,15 @@ pub(super) fn stale_tlb_window(p: &mut Planner<'_>) {
             "none".into(),
             Some(format!("not measured: {why}")),
         ),
+    }
+}
+
+/// The probe whose return ends a batched flush.
+fn flush_end(p: &Planner<'_>) -> &'static str {
+    if p.flags & CFG_FLUSH_RMAP != 0 {
+        "try_to_unmap_flush{,_dirty}"
+    } else {
+        "arch_tlbbatch_flush"
     }
 }
 
@@ -314,6 +326,9 @@ pub(super) fn pageouts(p: &mut Planner<'_>) {
 
 /// Flushes: `arch_tlbbatch_flush` + `try_to_unmap_flush_dirty` go together, else `tlb_flush`.
 pub(super) fn flushes(p: &mut Planner<'_>) {
+    if p.facts.arch() == Arch::Arm64 {
+        return flushes_rmap(p);
+    }
     let layout = &p.facts.layout;
     let has = |off: u32| off != OFF_NONE;
     let flush_precise = p
@@ -398,6 +413,71 @@ pub(super) fn flushes(p: &mut Planner<'_>) {
     }
 }
 
+/// arm64 (6.5+): `arch_tlbbatch_flush` is inline, so a batched flush is `try_to_unmap_flush`
+/// or `try_to_unmap_flush_dirty` finding the batch pending, from entry to return (see
+/// reclaim-trace-ebpf `batch_flush`). There is no tracepoint fallback: arm64 emits no
+/// `tlb:tlb_flush` and sends no IPI for these flushes.
+fn flushes_rmap(p: &mut Planner<'_>) {
+    let layout = &p.facts.layout;
+    let has = |off: u32| off != OFF_NONE;
+    let tiers = p
+        .precise_tier("try_to_unmap_flush")
+        .and_then(|t| Ok((t, p.precise_tier("try_to_unmap_flush_dirty")?)))
+        .and_then(|t| {
+            if !has(layout.offsets.task_tlb_ubc_flush_required) {
+                Err("task_struct.tlb_ubc.flush_required missing from BTF".into())
+            } else if !has(layout.offsets.task_tlb_ubc_writable) {
+                Err("task_struct.tlb_ubc.writable missing from BTF".into())
+            } else {
+                Ok(t)
+            }
+        });
+    match tiers {
+        Ok((tier, dirty_tier)) => {
+            p.flags |= CFG_PRECISE_FLUSH | CFG_FLUSH_RMAP;
+            p.add_probe(
+                tier,
+                "try_to_unmap_flush",
+                Some(("fe_try_to_unmap_flush", "kp_try_to_unmap_flush")),
+                Some(("fx_try_to_unmap_flush", "kr_try_to_unmap_flush")),
+                Signal::Flush,
+            );
+            p.add_probe(
+                dirty_tier,
+                "try_to_unmap_flush_dirty",
+                Some(("fe_try_to_unmap_flush_dirty", "kp_try_to_unmap_flush_dirty")),
+                Some(("fx_try_to_unmap_flush_dirty", "kr_try_to_unmap_flush_dirty")),
+                Signal::DirtyFlush,
+            );
+            p.row(
+                Signal::Flush,
+                tier,
+                format!(
+                    "{tier}:try_to_unmap_flush + try_to_unmap_flush_dirty \
+                     (current->tlb_ubc.flush_required; the DSB completing TLBIs broadcast at unmap)"
+                ),
+                None,
+            );
+            p.row(
+                Signal::DirtyFlush,
+                dirty_tier,
+                format!("{dirty_tier}:try_to_unmap_flush_dirty (current->tlb_ubc.writable)"),
+                None,
+            );
+        }
+        Err(why) => {
+            let note = format!(
+                "{why}; arm64 emits no tlb:tlb_flush and sends no IPIs for these flushes, so \
+                 without try_to_unmap_flush probes there are no flushes, flushes per folio, \
+                 dirty/batch split, batch fill or stale-TLB window (passes, folios, pages, \
+                 pageouts and contexts remain)"
+            );
+            p.row(Signal::Flush, Tier::None, "none".into(), Some(note.clone()));
+            p.row(Signal::DirtyFlush, Tier::None, "none".into(), Some(note));
+        }
+    }
+}
+
 /// Folios deferred into a flush batch (`try_to_unmap` with `TTU_BATCH_FLUSH`): batch fill is
 /// exact with them (the return value), estimated without.
 pub(super) fn batched_unmaps(p: &mut Planner<'_>) -> bool {
@@ -443,6 +523,9 @@ pub(super) fn batched_unmaps(p: &mut Planner<'_>) -> bool {
 /// Where each flush went: csd targets, IPIs, and the remote shootdowns each CPU received.
 pub(super) fn fanout(p: &mut Planner<'_>) {
     let facts = p.facts;
+    if FlushReach::of(facts) == FlushReach::Broadcast {
+        return fanout_broadcast(p);
+    }
     let csd = p.raw_tp("csd", "csd_queue_cpu");
     let have_flush_func = facts.kallsyms.addr("flush_tlb_func").is_some();
     match (csd, have_flush_func) {
@@ -475,6 +558,49 @@ pub(super) fn fanout(p: &mut Planner<'_>) {
             );
         }
     }
+    ipis(p);
+    if p.signal_tier(Signal::FanoutTargets) == Tier::Tracepoint {
+        p.row(
+            Signal::RemoteShootdowns,
+            Tier::Tracepoint,
+            "raw_tracepoint:csd:csd_queue_cpu target CPU (flush_tlb_func)".into(),
+            None,
+        );
+    } else if p.tp("tlb", "tlb_flush") {
+        p.row(
+            Signal::RemoteShootdowns,
+            Tier::Tracepoint,
+            "raw_tracepoint:tlb:tlb_flush reason 1, per CPU".into(),
+            Some(
+                "hardirq events are dropped when they interrupt another BPF program: an \
+                 undercount"
+                    .into(),
+            ),
+        );
+    } else {
+        p.row(
+            Signal::RemoteShootdowns,
+            Tier::None,
+            "none".into(),
+            Some("tracepoint tlb:tlb_flush not present".into()),
+        );
+    }
+}
+
+/// arm64: a batched flush reaches every CPU by the hardware broadcast of its TLBIs, issued at
+/// unmap time; no CPU is sent anything, so there are no targets or shootdowns to count. IPIs
+/// sent during a flush are still counted where the ipi tracepoints exist (expected: none).
+fn fanout_broadcast(p: &mut Planner<'_>) {
+    let reach = "broadcast: TLBI ...IS reaches every CPU of the inner-shareable domain; no \
+                 IPIs, no per-CPU targets";
+    p.row(Signal::FanoutTargets, Tier::None, reach.into(), None);
+    p.row(Signal::RemoteShootdowns, Tier::None, reach.into(), None);
+    ipis(p);
+}
+
+/// IPIs sent by a task while its flush is open (smp_call_function's IPIs only).
+fn ipis(p: &mut Planner<'_>) {
+    let facts = p.facts;
     let ipi_cb = facts
         .kallsyms
         .addr("generic_smp_call_function_single_interrupt")
@@ -501,31 +627,5 @@ pub(super) fn fanout(p: &mut Planner<'_>) {
             };
             p.row(Signal::Ipis, Tier::None, "none".into(), Some(why));
         }
-    }
-    if p.signal_tier(Signal::FanoutTargets) == Tier::Tracepoint {
-        p.row(
-            Signal::RemoteShootdowns,
-            Tier::Tracepoint,
-            "raw_tracepoint:csd:csd_queue_cpu target CPU (flush_tlb_func)".into(),
-            None,
-        );
-    } else if p.tp("tlb", "tlb_flush") {
-        p.row(
-            Signal::RemoteShootdowns,
-            Tier::Tracepoint,
-            "raw_tracepoint:tlb:tlb_flush reason 1, per CPU".into(),
-            Some(
-                "hardirq events are dropped when they interrupt another BPF program: an \
-                 undercount"
-                    .into(),
-            ),
-        );
-    } else {
-        p.row(
-            Signal::RemoteShootdowns,
-            Tier::None,
-            "none".into(),
-            Some("tracepoint tlb:tlb_flush not present".into()),
-        );
     }
 }

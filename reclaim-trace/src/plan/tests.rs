@@ -45,17 +45,20 @@ fn format_of(name: &str) -> &'static str {
 }
 
 pub(crate) struct FakeKernel {
+    pub machine: &'static str,
     pub kprobes: bool,
     pub symbols: Vec<&'static str>,
     pub missing_tracepoints: Vec<&'static str>,
     pub btf_funcs: Vec<&'static str>,
     pub void_shrink: bool,
+    pub empty_batch: bool,
 }
 
 impl FakeKernel {
     /// This CI machine: 6.18, CONFIG_KPROBES off, everything else present.
     pub fn host_6_18() -> Self {
         FakeKernel {
+            machine: "x86_64",
             kprobes: false,
             symbols: vec![
                 "shrink_folio_list",
@@ -73,6 +76,7 @@ impl FakeKernel {
                 "arch_tlbbatch_flush",
             ],
             void_shrink: false,
+            empty_batch: false,
         }
     }
 
@@ -87,6 +91,32 @@ impl FakeKernel {
             "ipi:ipi_send_cpu",
             "ipi:ipi_send_cpumask",
         ];
+        k
+    }
+
+    /// Debian 6.12.118 cloud-arm64 (as its doctor showed under qemu): kprobes and fentry,
+    /// `arch_tlbbatch_flush` inline and its batch struct empty, no `flush_tlb_func`;
+    /// `tlb:tlb_flush` exists (the event is generic) but arm64 never emits it.
+    pub fn debian_6_12_arm64() -> Self {
+        let mut k = Self::host_6_18();
+        k.machine = "aarch64";
+        k.kprobes = true;
+        k.symbols = vec![
+            "shrink_folio_list",
+            "try_to_unmap",
+            "try_to_unmap_flush",
+            "try_to_unmap_flush_dirty",
+            "pageout",
+            "generic_smp_call_function_single_interrupt",
+        ];
+        k.btf_funcs = vec![
+            "shrink_folio_list",
+            "try_to_unmap",
+            "try_to_unmap_flush",
+            "try_to_unmap_flush_dirty",
+            "pageout",
+        ];
+        k.empty_batch = true;
         k
     }
 
@@ -123,13 +153,13 @@ impl FakeKernel {
         offsets.sc_nr_scanned = 80;
         offsets.sc_proactive_byte = 40;
         offsets.sc_proactive_mask = 0x4;
-        offsets.batch_cpumask = 0;
+        offsets.batch_cpumask = if self.empty_batch { OFF_NONE } else { 0 };
         if self.void_shrink {
             offsets.stat_nr_reclaimed = 48;
         }
         KernelFacts {
             release: "test".into(),
-            machine: "x86_64".into(),
+            machine: self.machine.into(),
             privileges: Privileges {
                 euid: 0,
                 cap_sys_admin: true,
@@ -159,6 +189,7 @@ impl FakeKernel {
                 shrink_folio_list_void: self.void_shrink,
                 cpumask_bytes: Some(32),
                 batch_unmapped_pages: false,
+                batch_empty: self.empty_batch,
                 raw_tracepoint_args: crate::kernel::btf::RAW_TRACEPOINTS
                     .iter()
                     .filter(|(c, e, _)| {
@@ -441,4 +472,73 @@ fn config_carries_this_kernels_offsets_and_addresses() {
     );
     assert_eq!(c.cpumask_words, 1);
     assert_eq!(c.btf.task_tlb_ubc_writable, 3300);
+}
+
+#[test]
+fn arm64_flushes_come_from_try_to_unmap_flush_and_reach_all_cpus_by_broadcast() {
+    let facts = FakeKernel::debian_6_12_arm64().facts();
+    let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
+    assert_eq!(p.flush_reach, FlushReach::Broadcast);
+    assert_eq!(p.probe_mode(), "fentry");
+    assert!(p.batch_fill_exact);
+    assert_ne!(p.flags & CFG_FLUSH_RMAP, 0);
+    assert_ne!(p.flags & CFG_STALE_WINDOW, 0);
+    let progs = programs(&p);
+    for want in [
+        "fe_try_to_unmap_flush",
+        "fx_try_to_unmap_flush",
+        "fe_try_to_unmap_flush_dirty",
+        "fx_try_to_unmap_flush_dirty",
+        "ipi_send_cpu",
+    ] {
+        assert!(progs.contains(&want), "{want} missing from {progs:?}");
+    }
+    // The tracepoint exists on arm64 but never fires; csd has no flush_tlb_func to match.
+    for never in ["tlb_flush", "csd_queue_cpu", "fe_arch_tlbbatch_flush"] {
+        assert!(!progs.contains(&never), "{never} in {progs:?}");
+    }
+    assert!(
+        p.signal(Signal::Flush)
+            .source
+            .contains("try_to_unmap_flush")
+    );
+    assert!(
+        p.signal(Signal::StaleTlbWindow)
+            .source
+            .contains("try_to_unmap_flush{,_dirty} exit")
+    );
+    for s in [Signal::FanoutTargets, Signal::RemoteShootdowns] {
+        let row = p.signal(s);
+        assert_eq!(row.tier, Tier::None);
+        assert!(row.source.starts_with("broadcast"), "{}", row.source);
+        assert!(row.note.is_none(), "broadcast is not a degradation");
+    }
+    // kprobes where fentry is refused: the same programs' kprobe flavours.
+    let failures = Failures {
+        fentry: true,
+        reasons: vec![("try_to_unmap_flush".into(), "EPERM".into())],
+        ..Default::default()
+    };
+    let p = plan(&facts, ProbeMode::Auto, &failures).unwrap();
+    let progs = programs(&p);
+    assert!(progs.contains(&"kr_try_to_unmap_flush_dirty"), "{progs:?}");
+    assert_eq!(p.signal(Signal::Flush).tier, Tier::Kprobe);
+}
+
+#[test]
+fn arm64_tracepoint_tier_says_what_it_cannot_give() {
+    let facts = FakeKernel::debian_6_12_arm64().facts();
+    let p = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
+    assert_eq!(p.signal(Signal::Flush).tier, Tier::None);
+    let note = p.signal(Signal::Flush).note.clone().unwrap();
+    for said in [
+        "no tlb:tlb_flush",
+        "no IPIs",
+        "flushes per folio",
+        "batch fill",
+    ] {
+        assert!(note.contains(said), "{said}: {note}");
+    }
+    assert!(!programs(&p).contains(&"tlb_flush"));
+    assert_eq!(p.signal(Signal::ReclaimPass).tier, Tier::Tracepoint);
 }

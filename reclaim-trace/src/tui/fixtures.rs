@@ -42,6 +42,7 @@ fn plan(tier: Tier, degraded: &[(Signal, Tier, &str)]) -> Plan {
         programs: Vec::new(),
         flags: 0,
         batch_fill_exact: tier < Tier::Tracepoint,
+        flush_reach: crate::plan::FlushReach::Ipi,
     }
 }
 
@@ -175,7 +176,10 @@ fn paths() -> BTreeMap<u64, String> {
 fn kernel(plan: &Plan) -> KernelInfo {
     KernelInfo {
         release: "6.18.44".into(),
-        machine: "x86_64".into(),
+        machine: match plan.flush_reach {
+            crate::plan::FlushReach::Ipi => "x86_64".into(),
+            crate::plan::FlushReach::Broadcast => "aarch64".into(),
+        },
         probe_mode: plan.probe_mode().into(),
         online_cpus: CPUS as u32,
         possible_cpus: CPUS as u32,
@@ -256,6 +260,13 @@ pub fn empty() -> Frame {
 /// A minute of the anon workload on a kernel where every signal has a precise probe.
 pub fn populated() -> Frame {
     frame(&precise_plan(), 63, 0)
+}
+
+/// The same on arm64, where flushes reach the CPUs by a hardware broadcast.
+pub fn broadcast() -> Frame {
+    let mut plan = precise_plan();
+    plan.flush_reach = crate::plan::FlushReach::Broadcast;
+    frame(&plan, 63, 0)
 }
 
 /// The same on a tracepoint-only kernel (degraded signals), with ring-buffer drops.

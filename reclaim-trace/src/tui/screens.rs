@@ -106,6 +106,18 @@ fn populated() {
 }
 
 #[test]
+fn broadcast_flushes_show_their_reach_not_a_histogram() {
+    let app = app_with(fixtures::broadcast(), &[Some(0.94)]);
+    let t = draw(&app, 80, 24);
+    let s = text(t.backend().buffer());
+    assert!(s.contains("TLB flush reach: broadcast (no IPIs)"), "{s}");
+    assert!(s.contains("all 4 CPUs · no-IPI"), "{s}");
+    assert!(!s.contains("IPI fan-out"), "{s}");
+    assert!(!s.contains("target  cand."), "no per-CPU chart:\n{s}");
+    insta::assert_snapshot!(t.backend());
+}
+
+#[test]
 fn populated_tall_terminal_adds_top_reclaimers() {
     let app = populated_app();
     let t = draw(&app, 120, 40);

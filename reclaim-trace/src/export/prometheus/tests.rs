@@ -54,6 +54,27 @@ fn counters_histograms_and_info() {
     assert!(!t.contains("# EOF"));
 }
 
+/// arm64: the label says broadcast, and nothing per CPU or immediate is exported as a zero.
+#[test]
+fn broadcast_flushes_export_no_per_cpu_series() {
+    let facts = FakeKernel::debian_6_12_arm64().facts();
+    let p = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
+    let t = render_window(&anon_window(), &p, Format::Prometheus).1;
+    assert!(t.contains("flush_reach=\"broadcast\""), "{t}");
+    for absent in [
+        "reclaim_trace_ipi_fanout",
+        "reclaim_trace_fanout_candidates",
+        "reclaim_trace_fanout_targets_total",
+        "reclaim_trace_immediate_flushes_total",
+        "reclaim_trace_remote_shootdowns_total",
+    ] {
+        assert!(!t.contains(absent), "{absent} exported:\n{t}");
+    }
+    assert!(t.contains("reclaim_trace_flushes_without_ipi_total"), "{t}");
+    let x86 = exposition(Format::Prometheus);
+    assert!(x86.contains("flush_reach=\"ipi\""), "{x86}");
+}
+
 #[test]
 fn stale_window_only_where_measured_in_seconds_with_power_of_two_bounds() {
     let tp = exposition(Format::Prometheus);

@@ -13,12 +13,12 @@ use reclaim_trace_common::{
 };
 
 use super::{
-    BatchFill, CgroupSummary, ContextSummary, Drops, IpiFanout, KernelInfo, PlanRow, Rates, SCHEMA,
-    Summary, Totals, TracerInfo, WorkloadInfo, rank_cgroups,
+    BatchFill, CgroupSummary, ContextSummary, Drops, FlushesSeen, IpiFanout, KernelInfo, PlanRow,
+    Rates, SCHEMA, Summary, Totals, TracerInfo, WorkloadInfo, rank_cgroups,
 };
 use crate::{
     aggregate::{CONTEXT_NAMES, HistStats, KernelSnapshot, Window, hist::log2_ns_stats},
-    plan::{Plan, Signal, Tier},
+    plan::{FlushReach, Plan, Signal, Tier},
 };
 
 /// What a summary needs besides the window.
@@ -33,6 +33,16 @@ pub struct SummaryContext<'a> {
 /// The plan has a probe for `signal`.
 fn observed(plan: &Plan, signal: Signal) -> bool {
     plan.signal(signal).tier != Tier::None
+}
+
+/// The flush counts the plan sees (immediate flushes emit an event only where a flush reaches
+/// other CPUs by IPI).
+pub fn flushes_seen(plan: &Plan) -> FlushesSeen {
+    let flushes = observed(plan, Signal::Flush);
+    FlushesSeen {
+        flushes,
+        immediate: flushes && plan.flush_reach == FlushReach::Ipi,
+    }
 }
 
 pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
@@ -56,14 +66,14 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
         workload: cx.workload.clone(),
         duration_s: w.duration_s,
         folios_exact: observed(cx.plan, Signal::Folios) && totals.unmatched_pages == 0,
-        per_folio: totals.per_folio(),
+        per_folio: totals.per_folio().seen(flushes_seen(cx.plan)),
         ipis_per_reclaimed_folio: have_ipis
             .then(|| totals.ipis_per_reclaimed_folio())
             .flatten(),
         rates: Rates::of(&totals, w.duration_s),
         batch_fill: batch_fill(k, cx.plan, &totals),
-        ipi_fanout: ipi_fanout(k, cx.plan, &totals),
-        by_context: by_context(k),
+        ipi_fanout: ipi_fanout(k, cx, &totals),
+        by_context: by_context(k, flushes_seen(cx.plan)),
         by_cgroup: by_cgroup(w, cx),
         remote_shootdowns_by_cpu: by_cpu,
         pass_duration_us: HistStats::of(&w.passes.pass_duration_us, None),
@@ -130,15 +140,28 @@ fn batch_fill(k: &KernelSnapshot, plan: &Plan, totals: &Totals) -> BatchFill {
 
 /// CPUs per deferred flush: the csd targets where observed, else the batch cpumask's
 /// candidates (below the tracepoint tier), else nothing.
-fn ipi_fanout(k: &KernelSnapshot, plan: &Plan, totals: &Totals) -> IpiFanout {
+fn ipi_fanout(k: &KernelSnapshot, cx: &SummaryContext<'_>, totals: &Totals) -> IpiFanout {
+    let plan = cx.plan;
+    let ipis = observed(plan, Signal::Ipis)
+        .then(|| HistStats::of(&k.hist_reclaim(HIST_IPIS), totals.ipis_per_flush_mean()));
+    if plan.flush_reach == FlushReach::Broadcast {
+        // No targets or candidates exist: the histograms the kernel side keeps for them hold
+        // only zeros, which are not a measurement of anything.
+        return IpiFanout {
+            source: IpiFanout::BROADCAST.to_string(),
+            stats: HistStats::of(&Default::default(), None),
+            flushes_without_ipi: totals.flushes_without_ipi,
+            candidates: None,
+            ipis,
+            broadcast_cpus: Some(cx.kernel.online_cpus),
+        };
+    }
     let candidates = (plan.signal(Signal::Flush).tier < Tier::Tracepoint).then(|| {
         HistStats::of(
             &k.hist_reclaim(HIST_FANOUT_CANDIDATES),
             totals.fanout_candidates_mean(),
         )
     });
-    let ipis = observed(plan, Signal::Ipis)
-        .then(|| HistStats::of(&k.hist_reclaim(HIST_IPIS), totals.ipis_per_flush_mean()));
     let (source, stats) = if observed(plan, Signal::FanoutTargets) {
         (
             IpiFanout::TARGETS,
@@ -158,16 +181,17 @@ fn ipi_fanout(k: &KernelSnapshot, plan: &Plan, totals: &Totals) -> IpiFanout {
         flushes_without_ipi: totals.flushes_without_ipi,
         candidates,
         ipis,
+        broadcast_cpus: None,
     }
 }
 
 /// Every reclaim context, passes or not (the JSON lists them all).
-fn by_context(k: &KernelSnapshot) -> BTreeMap<String, ContextSummary> {
+fn by_context(k: &KernelSnapshot, seen: FlushesSeen) -> BTreeMap<String, ContextSummary> {
     (0..N_CTX as usize)
         .map(|i| {
             (
                 CONTEXT_NAMES[i].to_string(),
-                ContextSummary::of(Totals::of_passes(&k.totals[i])),
+                ContextSummary::of(Totals::of_passes(&k.totals[i]), seen),
             )
         })
         .collect()
@@ -185,7 +209,7 @@ fn by_cgroup(w: &Window, cx: &SummaryContext<'_>) -> Vec<CgroupSummary> {
                 cgroup_id: id,
                 path: cx.cgroup_paths.get(&id).cloned(),
                 commands,
-                per_folio: t.per_folio(),
+                per_folio: t.per_folio().seen(flushes_seen(cx.plan)),
                 totals: t,
             }
         })

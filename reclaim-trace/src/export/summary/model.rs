@@ -57,7 +57,8 @@ pub struct BatchFill {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IpiFanout {
     /// What the main histogram counts: `csd_queue_cpu` (CPUs really sent the flush),
-    /// `batch_cpumask` (candidates, when csd is unavailable) or `none`.
+    /// `batch_cpumask` (candidates, when csd is unavailable), `broadcast` (arm64: nothing to
+    /// count, every flush reaches all CPUs) or `none`.
     pub source: String,
     #[serde(flatten)]
     pub stats: HistStats,
@@ -67,6 +68,10 @@ pub struct IpiFanout {
     pub candidates: Option<HistStats>,
     /// IPIs sent per flush (a target whose csd queue was not empty needs none).
     pub ipis: Option<HistStats>,
+    /// `broadcast`: the CPUs every flush reached (all online CPUs; the TLBIs are broadcast
+    /// to the inner-shareable domain). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast_cpus: Option<u32>,
 }
 
 impl IpiFanout {
@@ -76,6 +81,9 @@ impl IpiFanout {
     pub const CANDIDATES: &str = "batch_cpumask";
     /// `source` where neither is observable.
     pub const NONE: &str = "none";
+    /// `source` where flushes reach the other CPUs by a hardware broadcast (arm64): no IPIs,
+    /// no per-CPU targets; the histogram is empty.
+    pub const BROADCAST: &str = "broadcast";
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -253,6 +253,35 @@ pub struct PerFolio {
     pub immediate_flushes_per_reclaimed_folio: Option<f64>,
 }
 
+/// Which flush counts a run could see: a plan without flush probes sees none (arm64's
+/// tracepoint tier), and arm64 has no event for an immediate flush at all (it defers every
+/// unmap of reclaim; only a THP split's range flush is immediate there). Ratios of counts not
+/// seen are `None`, never a 0 that looks measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushesSeen {
+    pub flushes: bool,
+    pub immediate: bool,
+}
+
+impl FlushesSeen {
+    pub const ALL: FlushesSeen = FlushesSeen {
+        flushes: true,
+        immediate: true,
+    };
+}
+
+impl PerFolio {
+    /// These ratios with the unseen ones taken out.
+    pub fn seen(mut self, seen: FlushesSeen) -> PerFolio {
+        if !seen.flushes {
+            self = PerFolio::default();
+        } else if !seen.immediate {
+            self.immediate_flushes_per_reclaimed_folio = None;
+        }
+        self
+    }
+}
+
 pub fn ratio(num: u64, den: u64) -> Option<f64> {
     (den != 0).then(|| num as f64 / den as f64)
 }
@@ -297,9 +326,9 @@ pub struct ContextSummary {
 
 impl ContextSummary {
     /// `totals` with the ratios derived from them.
-    pub fn of(totals: Totals) -> ContextSummary {
+    pub fn of(totals: Totals, seen: FlushesSeen) -> ContextSummary {
         ContextSummary {
-            per_folio: totals.per_folio(),
+            per_folio: totals.per_folio().seen(seen),
             totals,
         }
     }

@@ -14,6 +14,7 @@ use reclaim_trace_common::{HIST_BUCKETS, bucket_of, bucket_upper_bound};
 use super::fmt::{count, si};
 use crate::{
     aggregate::hist::{Bucket, Le},
+    export::summary::IpiFanout,
     tui::app::App,
 };
 
@@ -251,6 +252,22 @@ pub fn render_batch_fill(app: &App, area: Rect, buf: &mut Buffer) {
 /// CPUs per flush: real targets, with the batch's candidate CPUs beside them when known.
 pub fn render_fanout(app: &App, area: Rect, buf: &mut Buffer) {
     let f = &app.frame.total.ipi_fanout;
+    if f.source == IpiFanout::BROADCAST {
+        // arm64: nothing per CPU to chart; say how the flushes reach the CPUs instead.
+        let cpus = f.broadcast_cpus.unwrap_or(0);
+        Panel {
+            title: " TLB flush reach: broadcast (no IPIs) ".into(),
+            stats: Line::from(format!(
+                "all {cpus} CPUs · no-IPI {} · IPIs {}",
+                si(f.flushes_without_ipi as f64),
+                si(app.frame.total.totals.ipis as f64)
+            )),
+            series: vec![],
+            empty: "TLBI sent at unmap; flush = wait",
+        }
+        .render(area, buf);
+        return;
+    }
     let (title, first) = match f.source.as_str() {
         "csd_queue_cpu" => (" IPI fan-out: CPUs per flush ", "target"),
         "batch_cpumask" => (" IPI fan-out: candidate CPUs per flush ", "cand."),

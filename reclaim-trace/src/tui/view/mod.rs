@@ -167,6 +167,14 @@ fn overview(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 fn shootdowns(app: &App, area: Rect, buf: &mut Buffer) {
+    if app.frame.total.ipi_fanout.source == crate::export::summary::IpiFanout::BROADCAST {
+        Paragraph::new(vec![Line::styled(
+            "remote TLB shootdowns: none sent (arm64 broadcasts its TLBIs in hardware)",
+            Style::new().fg(Color::White).bold(),
+        )])
+        .render(area, buf);
+        return;
+    }
     let per_s = app.frame.shootdowns_per_s();
     Paragraph::new(vec![
         cpus::title_line(&per_s),
