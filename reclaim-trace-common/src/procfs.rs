@@ -24,6 +24,19 @@ pub fn tlb_interrupts(text: &str) -> Option<u64> {
         })
 }
 
+/// Σ over CPUs of the "Function call interrupts" row (x86 `CAL:`, arm64 `IPI1:`): the
+/// cross-CPU calls received, among them any TLB flush sent by IPI. `None` when absent.
+pub fn function_call_interrupts(text: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.trim_end().ends_with("Function call interrupts"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map_while(|w| w.parse::<u64>().ok())
+                .sum()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +56,16 @@ mod tests {
         let text = "           CPU0       CPU1\n  0:         31          0   IO-APIC   2-edge      timer\n TLB:      45138      51008   TLB shootdowns\n";
         assert_eq!(tlb_interrupts(text), Some(96146));
         assert_eq!(tlb_interrupts("  0: 1 2 timer\n"), None);
+    }
+
+    #[test]
+    fn function_call_row_on_arm64_and_x86() {
+        // Debian 6.12.118 arm64 under qemu -M virt (trimmed).
+        let arm64 = "           CPU0       CPU1\nIPI0:        67         49       Rescheduling interrupts\nIPI1:       764        632       Function call interrupts\n";
+        assert_eq!(function_call_interrupts(arm64), Some(1396));
+        let x86 =
+            " CAL:       1000        234   Function call interrupts\n TLB:  5 5   TLB shootdowns\n";
+        assert_eq!(function_call_interrupts(x86), Some(1234));
+        assert_eq!(function_call_interrupts(" TLB: 5 5 TLB shootdowns\n"), None);
     }
 }

@@ -10,6 +10,12 @@
 //! target/dist/man/reclaim-trace.1, reclaim-trace-SUBCOMMAND.1
 //! ```
 //!
+//! `--arch arm64` builds aarch64-unknown-linux-musl into target/dist/arm64/reclaim-trace (linked
+//! by rust-lld, see .cargo/config.toml). Its eBPF object is built for arm64 too: aya-build
+//! passes the outer target's architecture to the eBPF build, which decides the `pt_regs` layout
+//! the kprobe programs read their arguments from. An arm64 binary cannot run here, so it comes
+//! without completions and man pages (they are the same as amd64's).
+//!
 //! `cargo xtask vm` and `ab` boot their guests with this binary (cargo decides whether anything
 //! needs rebuilding).
 
@@ -25,15 +31,12 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::{
+    arch::Arch,
     setup,
     util::{cargo, workspace_root},
 };
 
 pub use self::elf::Linkage;
-
-/// Rust's musl target links libc in statically and brings its own C runtime objects: no musl
-/// toolchain from the host is needed.
-pub const TARGET: &str = "x86_64-unknown-linux-musl";
 
 const COMPLETIONS: &[(&str, &str)] = &[
     ("bash", "reclaim-trace.bash"),
@@ -51,6 +54,18 @@ pub fn linkage(path: &Path) -> Result<Linkage> {
     elf::linkage(&b).with_context(|| path.display().to_string())
 }
 
+/// The architecture of the executable at `path`.
+pub fn arch_of(path: &Path) -> Result<Arch> {
+    let b = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let m = elf::machine(&b).with_context(|| path.display().to_string())?;
+    Arch::from_elf_machine(m).ok_or_else(|| {
+        anyhow!(
+            "{} is for ELF machine {m}, neither x86_64 nor aarch64",
+            path.display()
+        )
+    })
+}
+
 /// Fail, in one line, unless `path` is a static executable.
 pub fn check_static(path: &Path) -> Result<()> {
     match linkage(path)? {
@@ -59,13 +74,22 @@ pub fn check_static(path: &Path) -> Result<()> {
     }
 }
 
-/// Build, check and lay out target/dist/; returns target/dist/reclaim-trace.
-pub fn dist(env: &setup::Env) -> Result<PathBuf> {
+/// Build, check and lay out target/dist/ (target/dist/arm64/ for arm64); returns the
+/// executable.
+pub fn dist(env: &setup::Env, arch: Arch) -> Result<PathBuf> {
     let started = Instant::now();
-    eprintln!("xtask dist: building reclaim-trace for {TARGET} (static)");
-    let built = build(env)?;
+    let target = arch.rust_target();
+    eprintln!("xtask dist: building reclaim-trace for {target} (static)");
+    let built = build(env, target)?;
     check_static(&built)?;
-    let dir = dir();
+    if arch_of(&built)? != arch {
+        bail!("{} is not an {arch} executable", built.display());
+    }
+    let dir = if arch == Arch::host() {
+        dir()
+    } else {
+        dir().join(arch.deb())
+    };
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let bin = dir.join("reclaim-trace");
     // Copied beside, then renamed over: a running target/dist/reclaim-trace (ETXTBSY) or a
@@ -74,7 +98,14 @@ pub fn dist(env: &setup::Env) -> Result<PathBuf> {
     fs::copy(&built, &tmp)
         .with_context(|| format!("cannot copy {} to {}", built.display(), tmp.display()))?;
     fs::rename(&tmp, &bin).with_context(|| format!("cannot write {}", bin.display()))?;
-
+    if arch != Arch::host() {
+        eprintln!(
+            "xtask dist: {} (static, {arch}) in {:.0} s",
+            bin.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(bin);
+    }
     let comp = dir.join("completions");
     fs::create_dir_all(&comp).with_context(|| format!("cannot create {}", comp.display()))?;
     for (shell, file) in COMPLETIONS {
@@ -106,9 +137,9 @@ pub fn dist(env: &setup::Env) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// `cargo build --release -p reclaim-trace --target x86_64-unknown-linux-musl`; returns the
-/// executable cargo reports (wherever the target directory is).
-fn build(env: &setup::Env) -> Result<PathBuf> {
+/// `cargo build --release -p reclaim-trace --target <target>`; returns the executable cargo
+/// reports (wherever the target directory is).
+fn build(env: &setup::Env, target: &str) -> Result<PathBuf> {
     let mut c = cargo(env);
     c.args([
         "build",
@@ -116,7 +147,7 @@ fn build(env: &setup::Env) -> Result<PathBuf> {
         "-p",
         "reclaim-trace",
         "--target",
-        TARGET,
+        target,
     ])
     .arg("--message-format=json-render-diagnostics")
     // A binary to hand out carries its eBPF programs: never the empty placeholder.
@@ -132,7 +163,7 @@ fn build(env: &setup::Env) -> Result<PathBuf> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "reclaim-trace")
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| anyhow!("cargo built no reclaim-trace executable for {TARGET}"))
+        .ok_or_else(|| anyhow!("cargo built no reclaim-trace executable for {target}"))
 }
 
 fn tool_output(bin: &Path, args: &[&str]) -> Result<Vec<u8>> {

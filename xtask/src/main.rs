@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | dist | run -- ARGS | test | vm | bench | fuzz`.
 
 mod ab;
+mod arch;
 mod bench;
 mod dist;
 mod fuzz;
@@ -35,8 +36,12 @@ enum Cmd {
     /// Build reclaim-trace (release) with its eBPF programs.
     Build,
     /// Build the binary to copy to other machines: static (musl), checked so, with shell
-    /// completions and man pages, in target/dist/.
-    Dist,
+    /// completions and man pages, in target/dist/ (arm64: target/dist/arm64/reclaim-trace).
+    Dist {
+        /// The architecture to build for.
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
+    },
     /// Set up if needed, build, and run reclaim-trace as root with ARGS.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -80,20 +85,18 @@ fn main() {
     let r = match cli.command {
         Cmd::Setup { toolchain_only } => setup::setup(!toolchain_only).map(|_| ()),
         Cmd::Build => setup::setup(false).and_then(|env| build(&env)).map(|_| ()),
-        Cmd::Dist => setup::setup(false)
-            .and_then(|env| dist::dist(&env))
+        Cmd::Dist { arch } => setup::setup(false)
+            .and_then(|env| dist::dist(&env, arch))
             .map(|_| ()),
         Cmd::Run { args } => run_tool(&args),
         Cmd::Test { no_live, no_vm } => test(no_live, no_vm),
         // The guests boot the static binary of `dist` (their initramfs has no libc).
-        Cmd::Vm(args) => setup::setup(true)
-            .and_then(|env| dist::dist(&env))
-            .and_then(|bin| vm::vm(&bin, &args)),
+        Cmd::Vm(args) => setup::setup(true).and_then(|env| vm::vm(&env, &args)),
         Cmd::Ab(args) => setup::setup(true).and_then(|env| {
             if args.build_only {
                 ab::build_kernels(&args).map(|_| ())
             } else {
-                dist::dist(&env).and_then(|bin| ab::ab(&bin, &args))
+                dist::dist(&env, arch::Arch::Amd64).and_then(|bin| ab::ab(&bin, &args))
             }
         }),
         Cmd::Bench(args) => bench::bench(args),
@@ -187,29 +190,41 @@ fn lints(env: &setup::Env, step: &dyn Fn(&str)) -> Result<()> {
     ]);
     run(&mut c)?;
 
-    step("clippy: the eBPF crate (nightly, bpfel-unknown-none)");
-    let mut c = Command::new("rustup");
-    c.current_dir(workspace_root())
-        .env("PATH", &env.path)
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "clippy",
-            "-p",
-            "reclaim-trace-ebpf",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--target-dir",
-            "target/ebpf-clippy",
-            "--",
-            "-D",
-            "warnings",
-        ]);
-    run(&mut c)
+    // Twice: the kprobe programs read their arguments from `pt_regs`, whose layout aya-ebpf
+    // picks by `bpf_target_arch` (the host's unless AYA_BPF_TARGET_ARCH says otherwise), and
+    // the arm64 build of `cargo xtask dist --arch arm64` compiles the other one.
+    for (arch, dir) in [
+        ("x86_64", "target/ebpf-clippy"),
+        ("aarch64", "target/ebpf-clippy-aarch64"),
+    ] {
+        step(&format!(
+            "clippy: the eBPF crate (nightly, bpfel-unknown-none, {arch} pt_regs)"
+        ));
+        let mut c = Command::new("rustup");
+        c.current_dir(workspace_root())
+            .env("PATH", &env.path)
+            .env("AYA_BPF_TARGET_ARCH", arch)
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "-p",
+                "reclaim-trace-ebpf",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--target-dir",
+                dir,
+                "--",
+                "-D",
+                "warnings",
+            ]);
+        run(&mut c)?;
+    }
+    Ok(())
 }
 
 /// The unit tests and (unless `no_live`, as root) the live-kernel tests of the workspace.
@@ -263,17 +278,16 @@ fn unit_and_live_tests(env: &setup::Env, no_live: bool, step: &dyn Fn(&str)) -> 
 /// The kernel matrix under qemu (`cargo xtask vm`) and the A/B runs of the project's patch
 /// (`cargo xtask ab`).
 fn kernel_runs(env: &setup::Env, step: &dyn Fn(&str)) -> Result<()> {
-    step("the static binary the guests boot (cargo xtask dist)");
-    let bin = dist::dist(env)?;
-    step("kernel matrix under qemu (cargo xtask vm)");
+    step("kernel matrix under qemu, amd64 and arm64 guests (cargo xtask vm)");
     let vm_started = std::time::Instant::now();
-    vm::vm(&bin, &vm::VmArgs::matrix())?;
+    vm::vm(env, &vm::VmArgs::matrix())?;
     eprintln!(
         "xtask test: kernel matrix passed in {:.0} s",
         vm_started.elapsed().as_secs_f64()
     );
     step("A/B of kernel-patches/6.12 on kernels built from Debian's source (cargo xtask ab)");
     let ab_started = std::time::Instant::now();
+    let bin = dist::dist(env, arch::Arch::Amd64)?;
     for args in ab::test_runs() {
         ab::ab(&bin, &args)?;
     }

@@ -15,7 +15,10 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::util::{capture, is_root, run, stdout_of, workspace_root};
+use crate::{
+    arch::Arch,
+    util::{capture, is_root, run, stdout_of, workspace_root},
+};
 
 /// The toolchain that builds the eBPF crate (aya-build's default).
 pub const NIGHTLY: &str = "nightly";
@@ -34,6 +37,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("fonts-dejavu-core", "python3"),
     // `cargo xtask vm`: the kernel matrix under qemu (software emulation).
     ("qemu-system-x86", "qemu-system-x86_64"),
+    ("qemu-system-arm", "qemu-system-aarch64"),
     ("busybox-static", "busybox"),
     ("cpio", "cpio"),
     ("e2fsprogs", "mkfs.ext4"),
@@ -73,7 +77,9 @@ pub fn setup(with_packages: bool) -> Result<Env> {
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
     ensure_bpf_linker(&sysroot, &bin_dir)?;
-    ensure_musl_target()?;
+    for arch in [Arch::Amd64, Arch::Arm64] {
+        ensure_musl_target(arch.rust_target())?;
+    }
     if with_packages {
         ensure_packages(PACKAGES)?;
     }
@@ -131,11 +137,10 @@ fn ensure_nightly() -> Result<()> {
     ]))
 }
 
-/// The standard library for `cargo xtask dist`'s static build, on the toolchain that builds the
-/// workspace. It is self-contained (musl's libc.a and C runtime objects included, linked by the
-/// host's `cc`): no musl-tools package is needed.
-fn ensure_musl_target() -> Result<()> {
-    let target = crate::dist::TARGET;
+/// The standard library for `cargo xtask dist`'s static builds (x86_64 and aarch64), on the
+/// toolchain that builds the workspace. It is self-contained (musl's libc.a and C runtime
+/// objects included, linked by the host's `cc` or rust-lld): no musl-tools package is needed.
+fn ensure_musl_target(target: &str) -> Result<()> {
     let list = |c: &mut Command| -> Result<String> {
         stdout_of(c.current_dir(workspace_root()))
             .ok_or_else(|| anyhow!("`rustup target list --installed` failed"))

@@ -25,7 +25,7 @@ use self::{
     check::{Check, KernelDeltas},
     kernel::Kernel,
 };
-use crate::util::workspace_root;
+use crate::{arch::Arch, setup, util::workspace_root};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct VmArgs {
@@ -34,6 +34,11 @@ pub struct VmArgs {
     /// THP, file on 6.12 and sid, 64 kB mTHP on 6.12).
     #[arg(long, value_name = "6.1|6.12|sid|PATH")]
     pub kernel: Option<String>,
+    /// Boot the Debian kernel of this architecture. arm64 guests run under `qemu-system-aarch64
+    /// -M virt -cpu max` (6.12 and sid: arm64 batches reclaim flushes from 6.5 on). Without
+    /// --arch and --kernel: the amd64 matrix, then arm64's anon and file rows on 6.12.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
     /// Workload of the measured run [default: anon]. `mthp` is the thp workload with the
     /// guest's THP settings allowing 64 kB folios only (kernels with per-size controls, 6.8+).
     #[arg(long, value_parser = ["anon", "thp", "mthp", "file"])]
@@ -80,8 +85,19 @@ pub const MATRIX: &[(&str, &str, Option<&str>, &[&str])] = &[
     ("sid", "thp", None, &[]),
 ];
 
+/// The arm64 rows of the default matrix: dirty anon runs (one flush per folio, each dirty
+/// flush before its pageout; with MGLRU on, 6.12's default, pageout() keeps a share of the
+/// folios after their flush, with it off every dirty flush has its pageout) and a clean file
+/// run (flushes batching 31 folios).
+pub const MATRIX_ARM64: &[(&str, &str, Option<&str>, &[&str])] = &[
+    ("6.12", "anon", None, &[]),
+    ("6.12", "anon", Some("off"), &[]),
+    ("6.12", "file", None, &[]),
+];
+
 /// One guest run of the selection.
 struct RunSpec {
+    arch: Arch,
     kernel: String,
     workload: String,
     mglru: Option<String>,
@@ -92,6 +108,7 @@ impl VmArgs {
     /// The whole matrix, default arguments.
     pub fn matrix() -> VmArgs {
         VmArgs {
+            arch: None,
             kernel: None,
             workload: None,
             mglru: None,
@@ -147,71 +164,114 @@ impl RunResult {
 
 /// The runs `args` ask for.
 fn selection(args: &VmArgs) -> Vec<RunSpec> {
-    let spec = |k: &str, w: &str, m: Option<String>, extra: Vec<String>| RunSpec {
+    let spec = |arch: Arch, k: &str, w: &str, m: Option<String>, extra: Vec<String>| RunSpec {
+        arch,
         kernel: k.to_string(),
         workload: w.to_string(),
         mglru: m,
         extra,
     };
-    let w = args.workload.clone().unwrap_or_else(|| "anon".into());
-    match &args.kernel {
-        None if args.workload.is_none() && args.mglru.is_none() && args.args.is_empty() => MATRIX
-            .iter()
+    let rows = |arch: Arch, rows: &[(&str, &str, Option<&str>, &[&str])]| -> Vec<RunSpec> {
+        rows.iter()
             .map(|(k, w, m, x)| {
                 spec(
+                    arch,
                     k,
                     w,
                     m.map(String::from),
                     x.iter().map(|s| s.to_string()).collect(),
                 )
             })
-            .collect(),
-        None => kernel::RELEASES
-            .iter()
-            .map(|r| spec(r.label, &w, args.mglru.clone(), args.args.clone()))
-            .collect(),
-        Some(k) => vec![spec(k, &w, args.mglru.clone(), args.args.clone())],
+            .collect()
+    };
+    let w = args.workload.clone().unwrap_or_else(|| "anon".into());
+    let default_run = args.workload.is_none() && args.mglru.is_none() && args.args.is_empty();
+    match (&args.kernel, args.arch) {
+        (None, None) if default_run => {
+            let mut all = rows(Arch::Amd64, MATRIX);
+            all.extend(rows(Arch::Arm64, MATRIX_ARM64));
+            all
+        }
+        (None, Some(Arch::Arm64)) if default_run => rows(Arch::Arm64, MATRIX_ARM64),
+        (None, Some(Arch::Amd64)) if default_run => rows(Arch::Amd64, MATRIX),
+        (None, arch) => {
+            let arch = arch.unwrap_or_default();
+            kernel::RELEASES
+                .iter()
+                .filter(|r| arch == Arch::Amd64 || r.label != "6.1")
+                .map(|r| spec(arch, r.label, &w, args.mglru.clone(), args.args.clone()))
+                .collect()
+        }
+        (Some(k), arch) => vec![spec(
+            arch.unwrap_or_default(),
+            k,
+            &w,
+            args.mglru.clone(),
+            args.args.clone(),
+        )],
     }
 }
 
-/// `cargo xtask vm`: fetch, boot, check; print a table; fail if any check failed.
-pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
+/// The kernel a run boots: a Debian release's, or one from a local folder.
+fn get_kernel(cache: &Path, label: &str, arch: Arch) -> Result<Kernel> {
+    let k = match kernel::release_for(label, arch)? {
+        Some(r) => kernel::fetch(cache, r, arch),
+        None if Path::new(label).is_dir() => kernel::local(cache, Path::new(label), arch),
+        None => bail!(
+            "--kernel {label}: expected 6.1, 6.12, sid, or a folder with a kernel's .deb files"
+        ),
+    }
+    .with_context(|| format!("cannot get the {label} kernel ({arch})"))?;
+    eprintln!(
+        "xtask vm: kernel {label} ({arch}): {} ({})",
+        k.abi,
+        if k.packages.is_empty() {
+            "local".to_string()
+        } else {
+            k.packages.join(", ")
+        }
+    );
+    Ok(k)
+}
+
+/// `cargo xtask vm`: build the static tool for each architecture the runs need, fetch, boot,
+/// check; print a table; fail if any check failed.
+pub fn vm(env: &setup::Env, args: &VmArgs) -> Result<()> {
     let started = Instant::now();
     let cache = cache_dir();
     fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
     let runs = selection(args);
-    let mut kernels: Vec<(String, Kernel)> = Vec::new();
-    // Fetch every kernel first: one that cannot be had is a loud failure, before any boot.
-    for RunSpec { kernel: label, .. } in &runs {
-        if kernels.iter().any(|(l, _)| l == label) {
+    let mut kernels: Vec<(String, Arch, Kernel)> = Vec::new();
+    let mut tools: Vec<(Arch, PathBuf)> = Vec::new();
+    // Fetch every kernel and build every tool first: one that cannot be had is a loud
+    // failure, before any boot.
+    for RunSpec {
+        kernel: label,
+        arch,
+        ..
+    } in &runs
+    {
+        if !tools.iter().any(|(a, _)| a == arch) {
+            tools.push((*arch, crate::dist::dist(env, *arch)?));
+        }
+        if kernels.iter().any(|(l, a, _)| l == label && a == arch) {
             continue;
         }
-        let k = match kernel::release(label) {
-            Some(r) => kernel::fetch(&cache, r),
-            None if Path::new(label).is_dir() => kernel::local(&cache, Path::new(label)),
-            None => bail!(
-                "--kernel {label}: expected 6.1, 6.12, sid, or a folder with a kernel's .deb files"
-            ),
-        }
-        .with_context(|| format!("cannot get the {label} kernel"))?;
-        eprintln!(
-            "xtask vm: kernel {label}: {} ({})",
-            k.abi,
-            if k.packages.is_empty() {
-                "local".to_string()
-            } else {
-                k.packages.join(", ")
-            }
-        );
-        kernels.push((label.clone(), k));
+        kernels.push((label.clone(), *arch, get_kernel(&cache, label, *arch)?));
     }
     let mut results = Vec::new();
     for run in &runs {
-        let Some((_, k)) = kernels.iter().find(|(l, _)| *l == run.kernel) else {
+        let Some((_, _, k)) = kernels
+            .iter()
+            .find(|(l, a, _)| *l == run.kernel && *a == run.arch)
+        else {
+            continue;
+        };
+        let Some((_, tool)) = tools.iter().find(|(a, _)| *a == run.arch) else {
             continue;
         };
         let lru_gen = lru_gen(run.mglru.as_deref());
-        let (name, slug) = run_name(&k.label, &run.workload, lru_gen, &run.extra);
+        let (name, slug) = run_name(k, &run.workload, lru_gen, &run.extra);
         let r = run_with_retries(
             tool,
             &GuestRun {
@@ -229,6 +289,11 @@ pub fn vm(tool: &Path, args: &VmArgs) -> Result<()> {
         print_result(&r);
         results.push(r);
     }
+    report_matrix(&results, started)
+}
+
+/// The matrix table on stdout, the count on stderr; an error naming the runs that failed.
+fn report_matrix(results: &[RunResult], started: Instant) -> Result<()> {
     let rows: Vec<String> = results
         .iter()
         .filter_map(|r| Some(format!("{} {} |", r.row.as_ref()?, r.caveats())))
@@ -316,9 +381,9 @@ pub struct GuestRun<'a> {
     pub dirty_flushes: check::DirtyFlushes,
 }
 
-/// Name and folder name of a run.
+/// Name and folder name of a run (arm64 runs start with `arm64 `).
 fn run_name(
-    label: &str,
+    k: &Kernel,
     workload: &str,
     lru_gen: Option<&str>,
     extra: &[String],
@@ -336,6 +401,10 @@ fn run_name(
             format!(" ({})", extra.join(" "))
         }
     );
+    let label = match k.arch {
+        Arch::Amd64 => k.label.clone(),
+        arch => format!("{arch} {}", k.label),
+    };
     let name = format!("{label}/{workload}{variant}");
     let slug: String = format!("{label}-{workload}{variant}")
         .to_lowercase()
@@ -392,7 +461,7 @@ pub fn run_with_retries(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
     Ok(res)
 }
 
-fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) {
+fn tool_args(arch: Arch, workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) {
     if extra.first().is_some_and(|a| !a.starts_with('-')) {
         return (extra.to_vec(), false);
     }
@@ -414,6 +483,12 @@ fn tool_args(workload: &str, smp: u32, extra: &[String]) -> (Vec<String>, bool) 
     .collect();
     if workload != "file" {
         a.push("--zram".into());
+        if arch == Arch::Arm64 {
+            // The arm64 guest's workload touches ~1,500 pages/s (TCG; every reclaim unmap's
+            // TLBI stops all vCPUs): in 20 s the default 320 MiB in 128 MiB would barely
+            // fill the cgroup. A smaller cgroup reclaims from the third second on.
+            a.extend(["--size", "64M", "--memcg-limit", "16M"].map(String::from));
+        }
     } else {
         // The data file is written inside the traced window, and under TCG writing the
         // workload's default size (320 MiB) to the virtio disk takes most of the 20 s, leaving
@@ -442,7 +517,7 @@ const BOOT_CRASH_RETRIES: u32 = 2;
 fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
     let (k, workload, name, dir) = (r.kernel, r.workload, r.name.clone(), r.dir.clone());
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let (args, measured) = tool_args(workload, r.smp, r.extra);
+    let (args, measured) = tool_args(k.arch, workload, r.smp, r.extra);
     let disk = workload == "file";
     let plan = initramfs::InitPlan {
         tool_args: args,
@@ -454,15 +529,18 @@ fn run_one(tool: &Path, r: &GuestRun<'_>) -> Result<RunResult> {
         } else {
             vec![]
         },
+        report_dev: guest::report_device(k.arch),
     };
     let cpio = dir.join("initramfs.cpio");
-    initramfs::build(tool, k, &plan, &dir, &cpio)?;
+    let busybox = kernel::guest_busybox(&cache_dir(), k.arch)?;
+    initramfs::build(tool, &busybox, k, &plan, &dir, &cpio)?;
     let disk_path = dir.join("disk.img");
     if disk {
         guest::make_disk(&disk_path, 1024)?;
     }
     eprintln!("xtask vm: booting {name} ({})", k.abi);
     let report = guest::boot(&guest::Boot {
+        arch: k.arch,
         vmlinuz: &k.vmlinuz,
         smp: r.smp,
         initramfs: &cpio,

@@ -37,7 +37,7 @@ pub struct Source {
 /// newest version in `r`'s suite, with the private apt state `xtask vm` uses.
 pub fn source(vm_cache: &Path, cache: &Path, r: Release) -> Result<Source> {
     let m = mirrors()?;
-    let apt = AptState::new(vm_cache, r, &m)?;
+    let apt = AptState::new(vm_cache, r, &m, crate::arch::Arch::Amd64)?;
     apt.update(r.suite)?;
     let src_pkg = format!("linux-source-{}", r.label);
     let cfg_pkg = format!("linux-config-{}", r.label);
@@ -313,6 +313,7 @@ fn build(tree: &Path, name: &str, jobs: u32) -> Result<Built> {
     Ok(Built {
         kernel: Kernel {
             label: name.to_string(),
+            arch: crate::arch::Arch::Amd64,
             version: String::new(),
             abi: release,
             vmlinuz: tree.join("arch/x86/boot/bzImage"),

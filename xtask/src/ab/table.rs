@@ -229,6 +229,7 @@ mod tests {
             pgsteal,
             pswpout: pgsteal,
             tlb_irqs: Some(tlb),
+            call_irqs: None,
             large_swpout: 0,
             large_swpout_pages: 0,
         }

@@ -55,7 +55,15 @@ fn c_str(b: &[u8], off: u64) -> Option<String> {
     Some(String::from_utf8_lossy(&s[..end]).into_owned())
 }
 
-/// The linkage of the x86_64 (ELF64, little-endian) executable `b`.
+/// `e_machine` of the ELF file `b` (62 x86_64, 183 aarch64).
+pub fn machine(b: &[u8]) -> Result<u16> {
+    if b.get(..4) != Some(b"\x7fELF") {
+        bail!("not an ELF file");
+    }
+    u16_at(b, 18).ok_or_else(|| anyhow::anyhow!("truncated ELF header"))
+}
+
+/// The linkage of the executable `b` (ELF64, little-endian: x86_64 or aarch64).
 pub fn linkage(b: &[u8]) -> Result<Linkage> {
     if b.get(..4) != Some(b"\x7fELF") {
         bail!("not an ELF file");
@@ -164,6 +172,20 @@ mod tests {
         let dlen = d.len() as u64;
         d.extend_from_slice(strings);
         (d, dlen)
+    }
+
+    #[test]
+    fn the_machine_tells_x86_64_from_aarch64() {
+        let mut b = elf(2, &[(PT_LOAD, 0, 0x400000, 0x200)], &[]);
+        assert_eq!(machine(&b).unwrap(), 62);
+        b[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+        assert_eq!(machine(&b).unwrap(), 183);
+        assert_eq!(
+            crate::arch::Arch::from_elf_machine(183),
+            Some(crate::arch::Arch::Arm64)
+        );
+        assert_eq!(linkage(&b).unwrap(), Linkage::Static);
+        assert!(machine(b"#!/bin/sh\n").is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::kernel::Release;
-use crate::util::capture;
+use crate::{arch::Arch, util::capture};
 
 /// Keyring of the Debian archive (package debian-archive-keyring, always on Debian).
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -149,15 +149,22 @@ pub fn mirrors() -> Result<Mirrors> {
     })
 }
 
-/// A private apt state for one suite: its own sources, lists, cache and (empty) dpkg status,
-/// so that neither the system's sources nor its installed packages play any part.
+/// A private apt state for one suite and architecture: its own sources, lists, cache and
+/// (empty) dpkg status, so that neither the system's sources nor its installed packages play
+/// any part.
 pub struct AptState {
     pub dir: PathBuf,
+    arch: Arch,
 }
 
 impl AptState {
-    pub fn new(cache: &Path, r: Release, m: &Mirrors) -> Result<AptState> {
-        let dir = cache.join("apt").join(r.suite);
+    pub fn new(cache: &Path, r: Release, m: &Mirrors, arch: Arch) -> Result<AptState> {
+        // One folder per architecture: the index's age stamp is per folder, so a shared one
+        // would keep the other architecture's packages unknown for hours.
+        let dir = match arch {
+            Arch::Amd64 => cache.join("apt").join(r.suite),
+            _ => cache.join("apt").join(format!("{}-{arch}", r.suite)),
+        };
         for sub in ["lists/partial", "cache/archives/partial", "parts", "debs"] {
             fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
@@ -173,7 +180,7 @@ impl AptState {
         if !dir.join("status").exists() {
             fs::write(dir.join("status"), "")?;
         }
-        Ok(AptState { dir })
+        Ok(AptState { dir, arch })
     }
 
     fn options(&self) -> Vec<String> {
@@ -184,7 +191,10 @@ impl AptState {
             format!("Dir::Etc::SourceList={}", d("sources.list")),
             format!("Dir::Etc::SourceParts={}", d("parts")),
             format!("Dir::Cache={}", d("cache")),
-            "APT::Architectures=amd64".into(),
+            // Architecture is what `apt-get download pkg=version` fetches; Architectures
+            // is what the index holds.
+            format!("APT::Architecture={}", self.arch),
+            format!("APT::Architectures={}", self.arch),
             "Acquire::Languages=none".into(),
             // The files are ours (root); apt's unprivileged download user could not write them.
             "APT::Sandbox::User=root".into(),
@@ -225,7 +235,10 @@ impl AptState {
     /// is there already.
     pub fn download(&self, who: &str, want: &[(&str, &str, &str)]) -> Result<Vec<PathBuf>> {
         let debs = self.dir.join("debs");
-        let file = |(p, v, a): &(&str, &str, &str)| debs.join(format!("{p}_{v}_{a}.deb"));
+        // An epoch's colon is %3a in the file name apt-get writes (busybox-static 1:1.37.0).
+        let file = |(p, v, a): &(&str, &str, &str)| {
+            debs.join(format!("{p}_{}_{a}.deb", v.replace(':', "%3a")))
+        };
         let missing: Vec<String> = want
             .iter()
             .filter(|w| !file(w).exists())

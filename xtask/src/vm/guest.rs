@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::initramfs::MARK;
+use crate::arch::Arch;
 
 /// Guest vCPUs: the workload runs one thread per CPU, so flushes fan out to up to 3 others.
 pub const VCPUS: u32 = 4;
@@ -20,6 +21,7 @@ pub const VCPUS: u32 = 4;
 pub const MEMORY_MIB: u32 = 2048;
 
 pub struct Boot<'a> {
+    pub arch: Arch,
     pub vmlinuz: &'a Path,
     /// vCPUs.
     pub smp: u32,
@@ -202,9 +204,10 @@ impl BootFiles {
 pub fn boot(b: &Boot<'_>) -> Result<Report> {
     let files = BootFiles::fresh(b.work);
     let started = Instant::now();
+    let (qemu, package) = b.arch.qemu();
     let mut child = qemu_command(b, &files)
         .spawn()
-        .context("cannot start qemu-system-x86_64: run `cargo xtask setup` (qemu-system-x86)")?;
+        .with_context(|| format!("cannot start {qemu}: run `cargo xtask setup` ({package})"))?;
     let status = wait_for_poweroff(b, &files, &mut child, started)?;
     let _ = fs::remove_file(&files.monitor);
     let mut stderr = String::new();
@@ -226,30 +229,39 @@ pub fn boot(b: &Boot<'_>) -> Result<Report> {
     Ok(r)
 }
 
-/// The qemu command line of a boot: software emulation, the kernel and initramfs, the two
-/// serial ports into `files`, the monitor on its socket, the disk if any.
+/// The device /init writes its report to (see `qemu_command`).
+pub fn report_device(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "/dev/ttyS1",
+        Arch::Arm64 => "/dev/hvc0",
+    }
+}
+
+/// The qemu command line of a boot: software emulation, the kernel and initramfs, the console
+/// and the report channel into `files`, the monitor on its socket, the disk if any.
 fn qemu_command(b: &Boot<'_>, files: &BootFiles) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
-    // KVM hangs or faults on these machines (docs/kernels.md): software emulation,
-    // multi-threaded.
-    c.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
-        .args(["-smp", &b.smp.to_string(), "-m", &MEMORY_MIB.to_string()])
+    let mut c = Command::new(b.arch.qemu().0);
+    match b.arch {
+        Arch::Amd64 => {
+            // KVM hangs or faults on these machines (docs/kernels.md): software emulation,
+            // multi-threaded.
+            c.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
+        }
+        Arch::Arm64 => {
+            // pauth-impdef: QEMU's default pointer-authentication algorithm (QARMA5) is costly
+            // to emulate and Debian's arm64 kernel signs every return address; the
+            // implementation-defined one is architecturally the same to the guest.
+            c.args(["-M", "virt", "-accel", "tcg,thread=multi"])
+                .args(["-cpu", "max,pauth-impdef=on"]);
+        }
+    }
+    c.args(["-smp", &b.smp.to_string(), "-m", &MEMORY_MIB.to_string()])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-kernel")
         .arg(b.vmlinuz)
         .arg("-initrd")
         .arg(b.initramfs)
-        // no_timer_check: under TCG on a busy host, 6.1.192's IO-APIC timer check can time
-        // out and panic ("IO-APIC + timer doesn't work!"); the PIT is fine, the check is not.
-        // nokaslr: a hung guest's instruction pointers are the same in every boot.
-        // tsc=reliable: no clocksource watchdog, which can deadlock with stop_machine at boot
-        // under TCG (7.2.13; see INIT_DEADLINE); TCG's TSC follows the host's clock on every
-        // vCPU, so there is nothing to watch.
-        .args([
-            "-append",
-            "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off no_timer_check \
-             nokaslr tsc=reliable",
-        ])
+        .args(["-append", &kernel_command_line(b.arch)])
         // The monitor is only used when the guest hangs: where were its vCPUs?
         .arg("-monitor")
         .arg(format!(
@@ -257,19 +269,47 @@ fn qemu_command(b: &Boot<'_>, files: &BootFiles) -> Command {
             files.monitor.display()
         ))
         .arg("-serial")
-        .arg(format!("file:{}", files.console.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", files.data.display()));
+        .arg(format!("file:{}", files.console.display()));
+    match b.arch {
+        Arch::Amd64 => {
+            c.arg("-serial")
+                .arg(format!("file:{}", files.data.display()));
+        }
+        // The virt machine has one serial port (the console): the report goes to a virtio
+        // console, /dev/hvc0 in the guest.
+        Arch::Arm64 => {
+            c.args(["-device", "virtio-serial-pci", "-chardev"])
+                .arg(format!("file,id=report,path={}", files.data.display()))
+                .args(["-device", "virtconsole,chardev=report"]);
+        }
+    }
     if let Some(d) = b.disk {
         c.arg("-drive").arg(format!(
-            "file={},if=virtio,format=raw,cache=unsafe",
+            "file={},if=none,id=disk,format=raw,cache=unsafe",
             d.display()
         ));
+        c.args(["-device", "virtio-blk-pci,drive=disk"]);
     }
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
+}
+
+/// The guest kernel's command line.
+fn kernel_command_line(arch: Arch) -> String {
+    // nokaslr: a hung guest's instruction pointers are the same in every boot.
+    let common = "rdinit=/init panic=-1 loglevel=4 mitigations=off nokaslr";
+    match arch {
+        // no_timer_check: under TCG on a busy host, 6.1.192's IO-APIC timer check can time
+        // out and panic ("IO-APIC + timer doesn't work!"); the PIT is fine, the check is not.
+        // tsc=reliable: no clocksource watchdog, which can deadlock with stop_machine at boot
+        // under TCG (7.2.13; see INIT_DEADLINE); TCG's TSC follows the host's clock on every
+        // vCPU, so there is nothing to watch.
+        Arch::Amd64 => format!("console=ttyS0 {common} no_timer_check tsc=reliable"),
+        // The PL011 of the virt machine; the arch timer needs no watchdog.
+        Arch::Arm64 => format!("console=ttyAMA0 {common}"),
+    }
 }
 
 /// Wait for qemu to exit (the guest powers off). A guest whose /init has not started within
@@ -391,13 +431,13 @@ fn vcpu_locations(monitor: &Path, keep: &Path) -> String {
         .into_iter()
         .map(|(cpu, rip, halted)| {
             format!(
-                "  cpu{cpu} RIP {rip:#x}{}",
+                "  cpu{cpu} at {rip:#x}{}",
                 if halted { " (halted)" } else { "" }
             )
         })
         .collect();
     if lines.is_empty() {
-        "  (no RIP in the monitor's answer)".to_string()
+        "  (no instruction pointer in the monitor's answer)".to_string()
     } else {
         lines.join("\n")
     }
@@ -430,7 +470,7 @@ fn monitor_command(path: &Path, cmd: &str) -> Result<String> {
 }
 
 /// `(vCPU, RIP, halted)` from `info registers -a` ("CPU#1" headers, then a line
-/// "RIP=ffffffff81... RFL=... HLT=1").
+/// "RIP=ffffffff81... RFL=... HLT=1"; arm64's "PC=ffff8000... X00=..." has no halt flag).
 fn rips(dump: &str) -> Vec<(u32, u64, bool)> {
     let mut cpu = 0;
     let mut out = Vec::new();
@@ -443,7 +483,8 @@ fn rips(dump: &str) -> Vec<(u32, u64, bool)> {
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(cpu);
         }
-        if let Some(rest) = line.split("RIP=").nth(1) {
+        // amd64 "RIP=...", arm64 a line starting "PC=...".
+        if let Some(rest) = line.split("RIP=").nth(1).or(line.strip_prefix("PC=")) {
             let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
             if let Ok(rip) = u64::from_str_radix(&hex, 16) {
                 out.push((cpu, rip, rest.contains("HLT=1")));

@@ -1,6 +1,6 @@
 //! The guest's initramfs: busybox, the tool, the kernel modules the run needs (decompressed:
-//! busybox insmod hands the file to init_module as is), and an /init that reports over the
-//! second serial port (ttyS1).
+//! busybox insmod hands the file to init_module as is), and an /init that reports over a
+//! second channel (the serial port ttyS1 on amd64, the virtio console hvc0 on arm64).
 //!
 //! The tool is the static build of `cargo xtask dist` and the image holds no libc at all
 //! (busybox is static too), so which glibc each guest's Debian release would have (bookworm
@@ -21,7 +21,7 @@ pub const REQUIRED_MODULES: &[&str] = &["zram", "virtio_blk", "ext4"];
 /// need a modprobe in the guest: load the candidates up front where they are modules.
 pub const OPTIONAL_MODULES: &[&str] = &["lzo_rle", "lzo", "lz4", "lz4hc", "zstd", "crc32c_generic"];
 
-/// Markers of the report on ttyS1 (parsed by `guest::Report`).
+/// Markers of the report on the report device (parsed by `guest::Report`).
 pub const MARK: &str = "@@rt ";
 
 /// What /init runs.
@@ -35,6 +35,9 @@ pub struct InitPlan {
     /// (size in kB, value) written to /sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/
     /// enabled before the run (the mthp workload: 64 kB folios only).
     pub thp_sizes: Vec<(u32, &'static str)>,
+    /// Where the report goes: the second serial port (`/dev/ttyS1`) on amd64, a virtio console
+    /// (`/dev/hvc0`) on arm64, whose `virt` machine has one serial port.
+    pub report_dev: &'static str,
 }
 
 const THP: &str = "/sys/kernel/mm/transparent_hugepage";
@@ -43,8 +46,8 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The /init script. Sections are framed by `@@rt begin NAME` / `@@rt end NAME` on ttyS1; the
-/// console (ttyS0) only carries the kernel log and progress.
+/// The /init script. Sections are framed by `@@rt begin NAME` / `@@rt end NAME` on the report
+/// device; the console only carries the kernel log and progress.
 pub fn init_script(p: &InitPlan) -> String {
     let args: Vec<String> = p.tool_args.iter().map(|a| sh_quote(a)).collect();
     let disk = if p.disk {
@@ -86,8 +89,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-stty -F /dev/ttyS1 raw -echo 2>/dev/null
-exec 3>/dev/ttyS1
+stty -F {dev} raw -echo 2>/dev/null
+exec 3>{dev}
 mark() {{ echo "{MARK}$*" >&3; }}
 section() {{ mark "begin $1"; cat "$2" >&3; echo >&3; mark "end $1"; }}
 mark boot
@@ -117,8 +120,16 @@ section stderr /tmp/stderr
 cat /tmp/stdout /tmp/stderr >/dev/console
 mark done
 sync
-poweroff -f
+{settle}poweroff -f
 "#,
+        dev = p.report_dev,
+        // A virtio console's last writes can still be in its queue when the machine powers
+        // off; a serial port's are written synchronously.
+        settle = if p.report_dev.contains("hvc") {
+            "sleep 1\n"
+        } else {
+            ""
+        },
         printed = p.tool_args.join(" "),
         args = args.join(" "),
     )
@@ -167,16 +178,30 @@ fn copy_module(src: &Path, dst: &Path) -> Result<()> {
 
 /// Build `out` (an uncompressed newc cpio) from the tool (static), busybox, the kernel's
 /// modules and /init.
-pub fn build(tool: &Path, kernel: &Kernel, plan: &InitPlan, work: &Path, out: &Path) -> Result<()> {
+pub fn build(
+    tool: &Path,
+    busybox: &Path,
+    kernel: &Kernel,
+    plan: &InitPlan,
+    work: &Path,
+    out: &Path,
+) -> Result<()> {
     crate::dist::check_static(tool)
         .context("the guests have no libc: build with `cargo xtask dist`")?;
+    let arch = crate::dist::arch_of(tool)?;
+    if arch != kernel.arch {
+        bail!(
+            "{} is an {arch} executable, the kernel {} is {}: build with `cargo xtask dist \
+             --arch {}`",
+            tool.display(),
+            kernel.abi,
+            kernel.arch,
+            kernel.arch
+        );
+    }
     let staging = work.join("initramfs");
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(staging.join("etc"))?;
-    let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
-        bail!("/bin/busybox is missing: run `cargo xtask setup` (package busybox-static)");
-    }
     copy_into(&staging, busybox, Path::new("/bin/busybox"))?;
     copy_into(&staging, tool, Path::new("/reclaim-trace"))?;
     let idx = ModuleIndex::load(&kernel.modules)?;
@@ -216,6 +241,7 @@ mod tests {
             tool_args: vec!["summary".into(), "--json".into(), "/tmp/it's.json".into()],
             disk: true,
             lru_gen: Some("n"),
+            report_dev: "/dev/ttyS1",
         });
         assert!(s.contains(r"/reclaim-trace 'summary' '--json' '/tmp/it'\''s.json' >/tmp/stdout"));
         assert!(s.contains("mount -t ext4 /dev/vda /mnt"));

@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::apt::{AptState, mirrors, parse_candidate, parse_depends};
+use crate::arch::Arch;
 
 /// A Debian release whose newest cloud kernel the matrix boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,13 +46,30 @@ pub fn release(label: &str) -> Option<Release> {
 }
 
 /// The metapackage that always depends on the newest cloud kernel of a suite.
-const META: &str = "linux-image-cloud-amd64";
+fn meta(arch: Arch) -> String {
+    format!("linux-image-cloud-{arch}")
+}
+
+/// The release of a Debian suite, for an architecture that has what the tool measures:
+/// arm64 batches reclaim's TLB flushes (`ARCH_WANT_BATCHED_UNMAP_TLB_FLUSH`) from 6.5 on, so
+/// bookworm's 6.1 has nothing to show there.
+pub fn release_for(label: &str, arch: Arch) -> Result<Option<Release>> {
+    let r = release(label);
+    if arch == Arch::Arm64 && r.is_some_and(|r| r.label == "6.1") {
+        bail!(
+            "--arch arm64 --kernel 6.1: arm64 batches reclaim TLB flushes from Linux 6.5 on, \
+             6.1 flushes each unmap at once; use --kernel 6.12 or sid"
+        );
+    }
+    Ok(r)
+}
 
 /// A kernel ready to boot: image and a module tree with a generated modules.dep.
 #[derive(Clone, Debug)]
 pub struct Kernel {
     /// `6.1`, `6.12`, `sid`, or the path given.
     pub label: String,
+    pub arch: Arch,
     /// Debian package version, e.g. `6.12.118-1` (empty for a local kernel without packages).
     pub version: String,
     /// `uname -r` of the kernel, e.g. `6.12.118+deb13-cloud-amd64`.
@@ -63,28 +81,31 @@ pub struct Kernel {
     pub packages: Vec<String>,
 }
 
-/// The newest cloud kernel of `r`: downloaded (once), unpacked (once), modules.dep generated.
-pub fn fetch(cache: &Path, r: Release) -> Result<Kernel> {
+/// The newest cloud kernel of `r` for `arch`: downloaded (once), unpacked (once), modules.dep
+/// generated.
+pub fn fetch(cache: &Path, r: Release, arch: Arch) -> Result<Kernel> {
     let m = mirrors()?;
-    let apt = AptState::new(cache, r, &m)?;
+    let apt = AptState::new(cache, r, &m, arch)?;
     apt.update(r.suite)?;
-    let policy = apt.output("apt-cache", &["policy", META])?;
+    let meta = self::meta(arch);
+    let meta = meta.as_str();
+    let policy = apt.output("apt-cache", &["policy", meta])?;
     let version = parse_candidate(&policy).ok_or_else(|| {
         anyhow!(
-            "Debian {} has no {META} on {} (apt-cache policy: {})",
+            "Debian {} has no {meta} on {} (apt-cache policy: {})",
             r.suite,
             m.debian,
             policy.trim()
         )
     })?;
-    let meta = apt.output("apt-cache", &["show", &format!("{META}={version}")])?;
-    let image = parse_depends(&meta)
+    let show = apt.output("apt-cache", &["show", &format!("{meta}={version}")])?;
+    let image = parse_depends(&show)
         .into_iter()
         .map(|(n, _)| n)
-        .find(|n| n.starts_with("linux-image-") && n != META)
+        .find(|n| n.starts_with("linux-image-") && n != meta)
         .ok_or_else(|| {
             anyhow!(
-                "{META} {version} of {} depends on no linux-image-*",
+                "{meta} {version} of {} depends on no linux-image-*",
                 r.suite
             )
         })?;
@@ -107,7 +128,7 @@ pub fn fetch(cache: &Path, r: Release) -> Result<Kernel> {
     }
     let list: Vec<(&str, &str, &str)> = want
         .iter()
-        .map(|(p, v)| (p.as_str(), v.as_str(), "amd64"))
+        .map(|(p, v)| (p.as_str(), v.as_str(), arch.deb()))
         .collect();
     let files = apt
         .download("vm", &list)
@@ -115,14 +136,15 @@ pub fn fetch(cache: &Path, r: Release) -> Result<Kernel> {
     let root = cache.join("kernels").join(format!("{abi}_{version}"));
     let mut k = unpack(&root, &files, &abi)?;
     k.label = r.label.to_string();
+    k.arch = arch;
     k.version = version;
     k.packages = want.iter().map(|(p, v)| format!("{p}={v}")).collect();
     Ok(k)
 }
 
-/// A kernel from a local folder: either `.deb` files (image/binary/modules/base), or an
-/// unpacked tree with `boot/vmlinuz-*` or `lib/modules/<abi>/vmlinuz`.
-pub fn local(cache: &Path, path: &Path) -> Result<Kernel> {
+/// A kernel for `arch` from a local folder: either `.deb` files (image/binary/modules/base), or
+/// an unpacked tree with `boot/vmlinuz-*` or `lib/modules/<abi>/vmlinuz`.
+pub fn local(cache: &Path, path: &Path, arch: Arch) -> Result<Kernel> {
     let debs: Vec<PathBuf> = fs::read_dir(path)
         .with_context(|| format!("cannot list {}", path.display()))?
         .flatten()
@@ -141,6 +163,7 @@ pub fn local(cache: &Path, path: &Path) -> Result<Kernel> {
     let abi = find_abi(&root)?;
     let mut k = unpack(&root, &[], &abi)?;
     k.label = path.display().to_string();
+    k.arch = arch;
     Ok(k)
 }
 
@@ -206,10 +229,41 @@ fn unpack(root: &Path, debs: &[PathBuf], abi: &str) -> Result<Kernel> {
     }
     Ok(Kernel {
         label: String::new(),
+        arch: Arch::Amd64,
         version: String::new(),
         abi: abi.to_string(),
         vmlinuz,
         modules,
         packages: vec![],
     })
+}
+
+/// A static busybox the guest can run: the host's for amd64, Debian's busybox-static for arm64
+/// (from trixie, through the arm64 apt state), unpacked once into the cache.
+pub fn guest_busybox(cache: &Path, arch: Arch) -> Result<PathBuf> {
+    if arch == Arch::host() {
+        let b = PathBuf::from("/bin/busybox");
+        if !b.exists() {
+            bail!("/bin/busybox is missing: run `cargo xtask setup` (package busybox-static)");
+        }
+        return Ok(b);
+    }
+    let trixie = release("6.12").ok_or_else(|| anyhow!("no trixie release"))?;
+    let apt = AptState::new(cache, trixie, &mirrors()?, arch)?;
+    apt.update(trixie.suite)?;
+    let policy = apt.output("apt-cache", &["policy", "busybox-static"])?;
+    let version = parse_candidate(&policy)
+        .ok_or_else(|| anyhow!("Debian trixie has no {arch} busybox-static"))?;
+    let root = cache
+        .join("busybox")
+        .join(format!("{}_{arch}", version.replace(':', "_")));
+    let bin = root.join("usr/bin/busybox");
+    if !bin.exists() {
+        let files = apt.download("vm", &[("busybox-static", &version, arch.deb())])?;
+        extract(&root, &files)?;
+    }
+    if !bin.exists() {
+        bail!("busybox-static {version} ({arch}) has no usr/bin/busybox");
+    }
+    Ok(bin)
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use reclaim_trace_common::procfs::{key_values, tlb_interrupts};
+use reclaim_trace_common::procfs::{function_call_interrupts, key_values, tlb_interrupts};
 
 fn parse_vmstat(text: &str) -> BTreeMap<&str, u64> {
     key_values(text).collect()
@@ -14,6 +14,8 @@ pub struct KernelDeltas {
     pub pgsteal: u64,
     pub pswpout: u64,
     pub tlb_irqs: Option<u64>,
+    /// "Function call interrupts" received (x86 CAL, arm64 IPI1).
+    pub call_irqs: Option<u64>,
     /// Large folios swapped out whole and their pages: from the per-size mTHP counters where
     /// the kernel has them (/init appends them to its vmstat copies as `mthp_swpout_<N>kB`),
     /// else `thp_swpout` (PMD size, 512 pages on x86).
@@ -58,6 +60,9 @@ impl KernelDeltas {
             large_swpout_pages,
             tlb_irqs: tlb_interrupts(i1)
                 .zip(tlb_interrupts(i0))
+                .map(|(b, a)| b.saturating_sub(a)),
+            call_irqs: function_call_interrupts(i1)
+                .zip(function_call_interrupts(i0))
                 .map(|(b, a)| b.saturating_sub(a)),
         }
     }

@@ -69,11 +69,15 @@ pub fn table_row(kernel: &str, workload: &str, s: &Value, k: &KernelDeltas) -> S
         None => "-",
     };
     let n = |p: &str| u(s, p).map_or("-".into(), |x| x.to_string());
+    // arm64: every flush reaches all CPUs by the TLBI broadcast; there is no p50 to show.
+    let fanout = match u(s, "/ipi_fanout/broadcast_cpus") {
+        Some(cpus) if source == "broadcast" => format!("all {cpus}, 0 IPIs"),
+        _ => p50_max(&s["ipi_fanout"]),
+    };
     format!(
-        "| {kernel} | {workload} | {} | {ratio} | {} | {} ({source}) | {} / {} | {} / {} ({}) |",
+        "| {kernel} | {workload} | {} | {ratio} | {} | {fanout} ({source}) | {} / {} | {} / {} ({}) |",
         tiers(s),
         p50_max(&s["batch_fill"]),
-        p50_max(&s["ipi_fanout"]),
         lru_pages_reclaimed(s).map_or("-".into(), |x| x.to_string()),
         k.pgsteal,
         n("/totals/dirty_flushes"),
