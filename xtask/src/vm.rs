@@ -88,11 +88,13 @@ pub const MATRIX: &[(&str, &str, Option<&str>, &[&str])] = &[
 /// The arm64 rows of the default matrix: dirty anon runs (one flush per folio, each dirty
 /// flush before its pageout; with MGLRU on, 6.12's default, pageout() keeps a share of the
 /// folios after their flush, with it off every dirty flush has its pageout) and a clean file
-/// run (flushes batching 31 folios).
+/// run (flushes batching 31 folios). The kprobe flavour reads its arguments from arm64's
+/// `pt_regs`, a layout of its own: it gets a run too.
 pub const MATRIX_ARM64: &[(&str, &str, Option<&str>, &[&str])] = &[
     ("6.12", "anon", None, &[]),
     ("6.12", "anon", Some("off"), &[]),
     ("6.12", "file", None, &[]),
+    ("6.12", "anon", None, &["--probe-mode", "kprobe"]),
 ];
 
 /// One guest run of the selection.

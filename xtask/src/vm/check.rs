@@ -291,8 +291,11 @@ fn dirty_anon_checks(s: &Value, k: &KernelDeltas, large: bool) -> Vec<Check> {
     out
 }
 
-/// arm64: every deferred flush is reported as a broadcast that sent no IPI, with no per-CPU
-/// figure pretending otherwise.
+/// arm64: every deferred flush is reported as a broadcast that reached no CPU by IPI, with no
+/// per-CPU figure pretending otherwise. The IPI count is nearly, not exactly, 0: it counts what
+/// the task sent while its flush was open, and an interrupt arriving then may wake a task on
+/// another CPU (a function-call IPI on arm64): 1 in 11,681 flushes in a kprobe run, where the
+/// window from kprobe to kretprobe is widest.
 fn broadcast_check(s: &Value) -> Check {
     let f = &s["ipi_fanout"];
     let deferred = u(s, "/totals/deferred_flushes");
@@ -304,10 +307,9 @@ fn broadcast_check(s: &Value) -> Check {
         && f["p50"].is_null()
         && f["candidates"].is_null();
     check(
-        "flushes are broadcast: no IPIs, no per-CPU fan-out",
-        deferred.is_some_and(|d| d > 0)
+        "flushes are broadcast: no IPI targets, < 1 IPI per 100 flushes",
+        deferred.is_some_and(|d| d > 0 && ipis.is_some_and(|i| i * 100 < d))
             && without == deferred
-            && ipis == Some(0)
             && cpus.is_some()
             && cpus == online
             && empty,

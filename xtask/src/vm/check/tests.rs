@@ -247,3 +247,44 @@ fn batched_expectation_from_pass_pageouts() {
     let open = serde_json::json!([{"le": "+Inf", "count": 1}]);
     assert_eq!(batched_flush_bounds(&open, 31), None);
 }
+
+/// arm64: a broadcast run, its counters with the guest's function-call interrupts.
+fn broadcast(ipis: u64, calls: u64, histogram: Value) -> (Value, KernelDeltas) {
+    let mut s = summary(5000, 5000, 5000, 3);
+    s["totals"]["deferred_flushes"] = 5000.into();
+    s["totals"]["ipis"] = ipis.into();
+    s["kernel"]["online_cpus"] = 4.into();
+    s["ipi_fanout"] = serde_json::json!({"source": "broadcast", "broadcast_cpus": 4,
+        "p50": null, "max": null, "histogram": histogram, "candidates": null,
+        "flushes_without_ipi": 5000});
+    let irqs = |n: u64| format!("           CPU0\nIPI1: {n} Function call interrupts\n");
+    let k = KernelDeltas::from_text(
+        "pgsteal_anon 100\npswpout 0\n",
+        "pgsteal_anon 5100\npswpout 5000\n",
+        &irqs(100),
+        &irqs(100 + calls),
+    );
+    (s, k)
+}
+
+#[test]
+fn arm64_flushes_must_be_broadcast_without_ipis() {
+    let (s, k) = broadcast(1, 1200, serde_json::json!([]));
+    assert_eq!(failed_checks("anon", &s, &k), Vec::<String>::new());
+    assert!(table_row("6.12", "anon", &s, &k).contains("| all 4, 0 IPIs (broadcast) |"));
+    // One IPI per flush, interrupts to match: flushes sent by IPI.
+    let (s, k) = broadcast(5000, 15000, serde_json::json!([]));
+    assert_eq!(
+        failed_checks("anon", &s, &k),
+        [
+            "flushes are broadcast: no IPI targets, < 1 IPI per 100 flushes",
+            "/proc/interrupts: fewer function calls than flushes"
+        ]
+    );
+    // A per-CPU histogram shown beside a broadcast.
+    let (s, k) = broadcast(0, 100, serde_json::json!([{"le": 0, "count": 5000}]));
+    assert_eq!(
+        failed_checks("anon", &s, &k),
+        ["flushes are broadcast: no IPI targets, < 1 IPI per 100 flushes"]
+    );
+}
