@@ -449,9 +449,11 @@ impl Plan {
 }
 
 /// Compute the plan. Fails only when no reclaim-pass signal exists at all.
-use self::signals::{
-    batched_unmaps, fanout, flushes, folios, pageouts, reclaim_context, reclaim_pass,
-    stale_tlb_window,
+use self::{
+    reach::fanout,
+    signals::{
+        batched_unmaps, flushes, folios, pageouts, reclaim_context, reclaim_pass, stale_tlb_window,
+    },
 };
 
 pub fn plan(
@@ -533,6 +535,7 @@ pub fn build_config(facts: &KernelFacts, plan: &Plan, self_tgid: u32, extra_flag
     }
 }
 
+mod reach;
 mod signals;
 #[cfg(test)]
 pub(crate) mod tests;
