@@ -11,30 +11,27 @@ pub fn key_values(text: &str) -> impl Iterator<Item = (&str, u64)> {
     })
 }
 
+/// Σ over CPUs of the first /proc/interrupts row that `is_row` picks (the per-CPU counts after
+/// its label, without the description).
+fn row_sum(text: &str, is_row: impl Fn(&str) -> bool) -> Option<u64> {
+    text.lines().find(|l| is_row(l)).map(|l| {
+        l.split_whitespace()
+            .skip(1)
+            .map_while(|w| w.parse::<u64>().ok())
+            .sum()
+    })
+}
+
 /// Σ over CPUs of the `TLB:` row of /proc/interrupts (remote TLB flushes received); `None`
 /// when the row is absent (not x86).
 pub fn tlb_interrupts(text: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.trim_start().starts_with("TLB:"))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .map_while(|w| w.parse::<u64>().ok())
-                .sum()
-        })
+    row_sum(text, |l| l.trim_start().starts_with("TLB:"))
 }
 
 /// Σ over CPUs of the "Function call interrupts" row (x86 `CAL:`, arm64 `IPI1:`): the
 /// cross-CPU calls received, among them any TLB flush sent by IPI. `None` when absent.
 pub fn function_call_interrupts(text: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.trim_end().ends_with("Function call interrupts"))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .map_while(|w| w.parse::<u64>().ok())
-                .sum()
-        })
+    row_sum(text, |l| l.trim_end().ends_with("Function call interrupts"))
 }
 
 #[cfg(test)]
