@@ -196,6 +196,20 @@ fn workload(o: &mut String, w: &WorkloadInfo) {
 fn headline(o: &mut String, s: &Summary) {
     let t = &s.totals;
     let pf = &s.per_folio;
+    if !s.flushes_observed() {
+        let _ = writeln!(
+            o,
+            "  flushes per reclaimed folio       n/a   (no probe sees reclaim flushes on this \
+             kernel: see the flush row of the probe plan)"
+        );
+        let _ = writeln!(o, "  {}", folios_line(s));
+        let _ = writeln!(
+            o,
+            "  rates: {:.0} folios/s reclaimed, {:.0} passes/s",
+            s.rates.folios_reclaimed_per_s, s.rates.passes_per_s
+        );
+        return;
+    }
     let _ = writeln!(
         o,
         "  flushes per reclaimed folio  {:>8}   = {} deferred + {} immediate   ({} reclaim flushes / {} folios)",
@@ -235,6 +249,13 @@ fn totals(o: &mut String, s: &Summary) {
         thousands(t.pages_scanned),
         thousands(t.pageouts)
     );
+    if !s.flushes_observed() {
+        let _ = writeln!(
+            o,
+            "  flushes: not observed on this kernel (see the probe plan)"
+        );
+        return;
+    }
     let _ = writeln!(
         o,
         "  flushes {} = deferred {} (dirty {} + batch {}) + immediate {}   outside reclaim {}",
@@ -242,7 +263,12 @@ fn totals(o: &mut String, s: &Summary) {
         thousands(t.deferred_flushes),
         thousands(t.dirty_flushes),
         thousands(t.batch_flushes),
-        thousands(t.immediate_flushes),
+        // arm64 has no event for an immediate flush: its 0 is not a count.
+        if broadcast_cpus(s).is_some() {
+            "n/a".to_string()
+        } else {
+            thousands(t.immediate_flushes)
+        },
         thousands(t.other_flushes)
     );
     if let Some(cpus) = broadcast_cpus(s) {
@@ -299,6 +325,13 @@ fn broadcast_cpus(s: &Summary) -> Option<u32> {
 
 /// Batch fill and IPI fan-out: their statistics and bar charts.
 fn distributions(o: &mut String, s: &Summary) {
+    if !s.flushes_observed() {
+        let _ = writeln!(
+            o,
+            "\nbatch fill and fan-out: not observed (no probe sees the flushes)"
+        );
+        return;
+    }
     let bf = &s.batch_fill.stats;
     let _ = writeln!(
         o,
@@ -560,6 +593,32 @@ fn stale_window(o: &mut String, s: &Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        export::summary::tests::{anon_window, summarize},
+        plan::{Failures, ProbeMode, plan, tests::FakeKernel},
+    };
+
+    /// arm64: the precise tier shows the broadcast and no immediate count; the tracepoint tier
+    /// (no flush probe) prints no flush figure at all, never a 0 that looks measured.
+    #[test]
+    fn arm64_text_says_broadcast_and_what_it_cannot_see() {
+        let facts = FakeKernel::debian_6_12_arm64().facts();
+        let precise = plan(&facts, ProbeMode::Auto, &Failures::default()).unwrap();
+        let t = render(&summarize(&anon_window(), &precise));
+        assert!(t.contains("fan-out: broadcast to all"), "{t}");
+        assert!(t.contains("+ immediate n/a"), "{t}");
+        assert!(t.contains("remote shootdowns: n/a"), "{t}");
+        assert!(t.contains("TLB flush reach: broadcast"), "{t}");
+        let tp = plan(&facts, ProbeMode::Tracepoint, &Failures::default()).unwrap();
+        let t = render(&summarize(&anon_window(), &tp));
+        assert!(
+            t.contains("flushes per reclaimed folio       n/a   (no probe"),
+            "{t}"
+        );
+        assert!(t.contains("flushes: not observed"), "{t}");
+        assert!(!t.contains("IPIs per reclaimed folio"), "{t}");
+        assert!(!t.contains("flushes 0"), "{t}");
+    }
 
     #[test]
     fn thousands_separators() {

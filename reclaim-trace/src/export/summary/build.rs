@@ -49,7 +49,8 @@ pub fn build(w: &Window, cx: &SummaryContext<'_>) -> Summary {
     let k = &w.kernel;
     let by_cpu = remote_shootdowns_by_cpu(k, cx.plan);
     let totals = window_totals(k, &by_cpu);
-    let have_ipis = observed(cx.plan, Signal::Ipis);
+    // IPIs are counted while a flush is open: without flushes there is nothing to count.
+    let have_ipis = observed(cx.plan, Signal::Ipis) && observed(cx.plan, Signal::Flush);
     let have_window = observed(cx.plan, Signal::StaleTlbWindow);
     let window = |metric| have_window.then(|| log2_ns_stats(&k.hist_reclaim(metric)));
     Summary {

@@ -284,6 +284,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Reclaim flushes had a probe (arm64's tracepoint tier has none).
+    pub fn flushes_observed(&self) -> bool {
+        self.probes.get("flush").is_some_and(|p| p != "none")
+    }
+
     /// Reclaimed folios were counted as folios (the `folios` signal had a probe), even if
     /// not every pass added up.
     pub fn folios_counted(&self) -> bool {
