@@ -10,7 +10,9 @@
 //!   `current->tlb_ubc.flush_required`, or `try_to_unmap_flush_dirty()` finding `.writable`,
 //!   from their entry to their return. On Debian's 6.12.118 (x86 and arm64 alike) the compiler
 //!   inlines `try_to_unmap_flush` into `try_to_unmap_flush_dirty`, so both are probed; where it
-//!   is a call, the nested entry finds the episode open and leaves it to its caller.
+//!   is a call, the nested entry finds the episode open and leaves it to its caller. The
+//!   symbol stays for its other callers: in a 20 s anon run on 6.12.118 arm64 it flushed 647
+//!   times (shrink_folio_list's end of list), `try_to_unmap_flush_dirty` 12,138.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_get_smp_processor_id},

@@ -416,7 +416,9 @@ pub(super) fn flushes(p: &mut Planner<'_>) {
 /// arm64 (6.5+): `arch_tlbbatch_flush` is inline, so a batched flush is `try_to_unmap_flush`
 /// or `try_to_unmap_flush_dirty` finding the batch pending, from entry to return (see
 /// reclaim-trace-ebpf `batch_flush`). There is no tracepoint fallback: arm64 emits no
-/// `tlb:tlb_flush` and sends no IPI for these flushes.
+/// `tlb:tlb_flush` and sends no IPI for these flushes. (The event is in tracefs all the same:
+/// Debian's 6.12.118 arm64 lists `tlb:tlb_flush`, and nothing fires it; the plan does not
+/// attach it there.)
 fn flushes_rmap(p: &mut Planner<'_>) {
     let layout = &p.facts.layout;
     let has = |off: u32| off != OFF_NONE;

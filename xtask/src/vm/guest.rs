@@ -248,7 +248,8 @@ fn qemu_command(b: &Boot<'_>, files: &BootFiles) -> Command {
             c.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
         }
         Arch::Arm64 => {
-            // pauth-impdef: QEMU's default pointer-authentication algorithm (QARMA5) is costly
+            // Debian's arm64 vmlinuz (6.12.118) is an uncompressed Image: -kernel boots it as
+            // is, no EFI stub. pauth-impdef: QEMU's default pointer-authentication algorithm (QARMA5) is costly
             // to emulate and Debian's arm64 kernel signs every return address; the
             // implementation-defined one is architecturally the same to the guest.
             c.args(["-M", "virt", "-accel", "tcg,thread=multi"])
