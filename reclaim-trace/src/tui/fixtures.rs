@@ -266,6 +266,12 @@ pub fn populated() -> Frame {
 pub fn broadcast() -> Frame {
     let mut plan = precise_plan();
     plan.flush_reach = crate::plan::FlushReach::Broadcast;
+    for row in &mut plan.signals {
+        if matches!(row.signal, Signal::FanoutTargets | Signal::RemoteShootdowns) {
+            row.tier = Tier::None;
+            row.source = "broadcast: TLBI ...IS reaches every CPU".into();
+        }
+    }
     frame(&plan, 63, 0)
 }
 

@@ -114,6 +114,9 @@ fn broadcast_flushes_show_their_reach_not_a_histogram() {
     assert!(s.contains("all 4 CPUs · no-IPI"), "{s}");
     assert!(!s.contains("IPI fan-out"), "{s}");
     assert!(!s.contains("target  cand."), "no per-CPU chart:\n{s}");
+    // Broadcast rows are not missing signals: B, and nothing counted as degraded.
+    assert!(s.contains("tgt:B") && s.contains("shoot:B"), "{s}");
+    assert!(!s.contains("degraded"), "{s}");
     insta::assert_snapshot!(t.backend());
 }
 

@@ -41,6 +41,12 @@ impl PlanRow {
             })
             .collect()
     }
+
+    /// A signal that does not exist on this machine by design: arm64's fan-out targets and
+    /// remote shootdowns (flushes are a hardware broadcast). Not observed, and not degraded.
+    pub fn is_broadcast(&self) -> bool {
+        self.tier == "none" && self.source.starts_with("broadcast")
+    }
 }
 
 /// Folios per flush.

@@ -26,8 +26,12 @@ pub fn short_signal(name: &str) -> &str {
     }
 }
 
-pub fn tier_letter(tier: &str) -> &'static str {
-    match tier {
+/// F, K, T, `-` (not observed), or B where a flush reaches CPUs by hardware broadcast (arm64).
+pub fn tier_letter(row: &PlanRow) -> &'static str {
+    if row.is_broadcast() {
+        return "B";
+    }
+    match row.tier.as_str() {
         "fentry" => "F",
         "kprobe" => "K",
         "tracepoint" => "T",
@@ -36,9 +40,11 @@ pub fn tier_letter(tier: &str) -> &'static str {
 }
 
 /// Red for a signal that is not observed at all, yellow for one that is observed less
-/// precisely than the best tier would (it has a note), plain otherwise.
+/// precisely than the best tier would (it has a note), plain otherwise (a broadcast row too:
+/// nothing is missing there).
 pub fn plan_style(row: &PlanRow) -> Style {
     match (row.tier.as_str(), &row.note) {
+        _ if row.is_broadcast() => Style::new().fg(Color::Green),
         ("none", _) => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         (_, Some(_)) => Style::new().fg(Color::Yellow),
         _ => Style::new().fg(Color::Green),
@@ -110,7 +116,7 @@ pub fn probe_line(app: &App, width: u16) -> Line<'static> {
             format!(
                 "{}:{}{mark}",
                 short_signal(&row.signal),
-                tier_letter(&row.tier)
+                tier_letter(row)
             ),
             plan_style(row),
         ));
