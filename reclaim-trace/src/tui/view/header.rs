@@ -113,11 +113,7 @@ pub fn probe_line(app: &App, width: u16) -> Line<'static> {
         let mark = if row.note.is_some() { "!" } else { "" };
         spans.push(Span::raw(" "));
         spans.push(Span::styled(
-            format!(
-                "{}:{}{mark}",
-                short_signal(&row.signal),
-                tier_letter(row)
-            ),
+            format!("{}:{}{mark}", short_signal(&row.signal), tier_letter(row)),
             plan_style(row),
         ));
     }
