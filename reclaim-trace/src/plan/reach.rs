@@ -72,7 +72,9 @@ pub(super) fn fanout(p: &mut Planner<'_>) {
 
 /// arm64: a batched flush reaches every CPU by the hardware broadcast of its TLBIs, issued at
 /// unmap time; no CPU is sent anything, so there are no targets or shootdowns to count. IPIs
-/// sent during a flush are still counted where the ipi tracepoints exist (expected: none).
+/// sent during a flush are still counted where the ipi tracepoints exist: 0 on 6.12.118 arm64
+/// with fentry, 1 in 12,933 flushes with kprobes (an interrupt's wakeup while the flush was
+/// open).
 fn fanout_broadcast(p: &mut Planner<'_>) {
     let reach = "broadcast: TLBI ...IS reaches every CPU of the inner-shareable domain; no \
                  IPIs, no per-CPU targets";
